@@ -1,0 +1,211 @@
+"""The virtual bench: one simulated clock, parts wired together, triggers, a voltage log, faults.
+
+Every emulated instrument and every device model is a :class:`Part`. Parts have named *ports*.
+An output port is a continuous-time signal: ``part.output(port, t)`` returns the port's value
+(volts, or amperes for current outputs) at the times ``t`` (seconds of bench time, a 1-D float
+array, need not be uniform). An input port is read by asking the bench what is wired to it:
+``bench.signal("scope.ch1", t)``. Wiring is a mapping *input port -> output port*, given by the
+station (e.g. ``"scope.ch1" <- "dnpu.tia"``); an unwired input reads 0 V.
+
+Triggers are events, not signals: ``bench.fire("qdac.trig1", t)`` delivers ``on_trigger(port, t)``
+to every part whose input is wired to ``qdac.trig1``.
+
+Time only moves forward, and only when something that takes time on real hardware happens: a
+ramp, a settle wait, a playback, an acquisition. Parts call :meth:`SimClock.advance_to`. In
+real-time pacing the clock also sleeps so bench time never runs ahead of wall time.
+
+The bench keeps, for each port named in ``watch_voltages``, the most negative and most positive
+value the port ever output (:attr:`Bench.voltage_extremes`): evidence that no electrode saw a
+voltage beyond its limits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+Pacing = Literal["fast", "realtime"]
+
+
+class SimClock:
+    """Bench time in seconds. Monotonic; thread-safe; optional real-time pacing."""
+
+    def __init__(self, pacing: Pacing = "fast") -> None:
+        self._now = 0.0
+        self.pacing: Pacing = pacing
+        self._wall_origin = time.monotonic()
+        self._lock = threading.Lock()
+
+    @property
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, dt: float) -> float:
+        """Move time forward by ``dt`` seconds (negative is an error). Returns the new time."""
+        if dt < 0 or not np.isfinite(dt):
+            raise ValueError(f"bench time can only move forward, got dt={dt!r}")
+        return self.advance_to(self._now + dt)
+
+    def advance_to(self, t: float) -> float:
+        """Move time forward to ``t`` (no-op if ``t`` is in the past). Returns the new time."""
+        with self._lock:
+            if t > self._now:
+                self._now = float(t)
+            now = self._now
+        if self.pacing == "realtime":
+            lag = now - (time.monotonic() - self._wall_origin)
+            if lag > 0:
+                time.sleep(lag)
+        return now
+
+
+@runtime_checkable
+class Part(Protocol):
+    """Anything on the bench: an instrument emulator or a device model."""
+
+    name: str
+
+    def output(self, port: str, t: FloatArray) -> FloatArray:
+        """Value of output ``port`` at bench times ``t``."""
+        ...
+
+    def on_trigger(self, port: str, t: float) -> None:
+        """A trigger edge arrived at input ``port`` at bench time ``t``."""
+        ...
+
+
+FaultKind = Literal["drop", "delay", "garble", "error", "drift", "silence"]
+
+
+@dataclass
+class Fault:
+    """One injected fault.
+
+    - ``drop``: the instrument's connection is closed instead of replying.
+    - ``delay``: the reply is held back ``seconds`` of wall time.
+    - ``garble``: the reply's bytes are corrupted (a malformed line).
+    - ``silence``: the query gets no reply at all (the client times out).
+    - ``error``: ``code``/``message`` is pushed into the instrument's error queue.
+    - ``drift``: the device model's drift state is stepped by ``amount``.
+
+    It fires once, at the ``at_command``-th command the instrument receives (1-based), or at the
+    first command after bench time ``at_time_s``.
+    """
+
+    kind: FaultKind
+    instrument: str
+    at_command: int | None = None
+    at_time_s: float | None = None
+    seconds: float = 0.0
+    code: int = -300
+    message: str = "Device-specific error"
+    amount: float = 0.0
+    fired: bool = False
+
+
+@dataclass
+class FaultPlan:
+    """The faults still to fire, and a count of commands each instrument has received."""
+
+    faults: list[Fault] = field(default_factory=list)
+    command_counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, fault: Fault) -> None:
+        self.faults.append(fault)
+
+    def on_command(self, instrument: str, now: float) -> list[Fault]:
+        """Count one command to ``instrument``; return the faults that fire on it (marked fired)."""
+        n = self.command_counts.get(instrument, 0) + 1
+        self.command_counts[instrument] = n
+        due: list[Fault] = []
+        for fault in self.faults:
+            if fault.fired or fault.instrument != instrument:
+                continue
+            by_count = fault.at_command is not None and n >= fault.at_command
+            by_time = fault.at_time_s is not None and now >= fault.at_time_s
+            if by_count or by_time:
+                fault.fired = True
+                due.append(fault)
+        return due
+
+
+class Bench:
+    """Parts, wiring, one clock, one seeded random generator, a voltage log and a fault plan."""
+
+    def __init__(
+        self,
+        wiring: Mapping[str, str] | None = None,
+        seed: int = 0,
+        pacing: Pacing = "fast",
+        watch_voltages: Iterable[str] = (),
+    ) -> None:
+        self.clock = SimClock(pacing)
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.parts: dict[str, Part] = {}
+        self.wiring: dict[str, str] = dict(wiring or {})
+        self.faults = FaultPlan()
+        self.voltage_extremes: dict[str, tuple[float, float]] = {}
+        self._watched = set(watch_voltages)
+        # One lock serialises every command across transports: the bench is single-threaded
+        # physics, so concurrent clients see a consistent, deterministic order.
+        self.lock = threading.RLock()
+
+    # ----------------------------------------------------------------- parts and wiring
+    def add(self, part: Part) -> Part:
+        if part.name in self.parts:
+            raise ValueError(f"a part named {part.name!r} is already on the bench")
+        self.parts[part.name] = part
+        return part
+
+    def connect(self, input_port: str, output_port: str) -> None:
+        """Wire ``output_port`` (``"part.port"``) into ``input_port``."""
+        self.wiring[input_port] = output_port
+
+    def source_of(self, input_port: str) -> str | None:
+        return self.wiring.get(input_port)
+
+    def signal(self, input_port: str, t: FloatArray) -> FloatArray:
+        """What arrives at ``input_port`` at times ``t`` (0 where nothing is wired)."""
+        t = np.asarray(t, dtype=float)
+        source = self.wiring.get(input_port)
+        if source is None:
+            return np.zeros_like(t)
+        part_name, _, port = source.partition(".")
+        part = self.parts.get(part_name)
+        if part is None:
+            raise KeyError(f"{input_port!r} is wired to {source!r}, but no part {part_name!r}")
+        return part.output(port, t)
+
+    def fire(self, output_port: str, t: float) -> None:
+        """Deliver a trigger edge from ``output_port`` at time ``t`` to every wired input."""
+        for input_port, source in list(self.wiring.items()):
+            if source == output_port:
+                part_name, _, port = input_port.partition(".")
+                part = self.parts.get(part_name)
+                if part is not None:
+                    part.on_trigger(port, t)
+
+    # ----------------------------------------------------------------- safety evidence
+    def watches(self, port: str) -> bool:
+        return port in self._watched
+
+    def watch(self, port: str) -> None:
+        self._watched.add(port)
+
+    def log_voltage(self, port: str, low: float, high: float) -> None:
+        """Record that ``port`` output values in ``[low, high]``; keeps the all-time extremes."""
+        if port not in self._watched:
+            return
+        old = self.voltage_extremes.get(port)
+        if old is None:
+            self.voltage_extremes[port] = (float(low), float(high))
+        else:
+            self.voltage_extremes[port] = (min(old[0], float(low)), max(old[1], float(high)))
