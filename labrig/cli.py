@@ -1,0 +1,166 @@
+"""The ``labrig`` command.
+
+Every command that needs instruments takes ``--station NAME|FILE``; without it, it uses the
+built-in simulated station for its rig, in process. Every command that produces a result takes
+``--json`` and then prints one JSON object as the last line of standard output.
+
+Exit codes: 0 success, 1 the procedure failed or was aborted, 2 bad input (station file,
+parameters), 130 interrupted before a run started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from labrig import __version__
+from labrig.errors import LimitError, StationError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, default=_json_default), flush=True)
+
+
+def _json_default(value: object) -> object:
+    if hasattr(value, "tolist"):
+        return value.tolist()  # numpy scalars and arrays
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------ station
+def cmd_station_check(args: argparse.Namespace) -> int:
+    from labrig.station import load_station
+
+    station = load_station(args.file)
+    summary = {
+        "station": station.name,
+        "rig": station.rig,
+        "source": station.source,
+        "instruments": {
+            n: {"model": s.model, "resource": s.resource, "visa_library": s.visa_library}
+            for n, s in station.instruments.items()
+        },
+        "channels": [
+            {
+                "instrument": c.instrument,
+                "channel": c.channel,
+                "label": c.limits.label,
+                "min_v": c.limits.min_v,
+                "max_v": c.limits.max_v,
+                "max_slew_v_per_s": c.limits.max_slew_v_per_s,
+            }
+            for c in station.channels
+        ],
+        "status": "ok",
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{station.source}: ok — station {station.name!r}, rig {station.rig}")
+        for n, s in station.instruments.items():
+            print(f"  {n:10s} {s.model:24s} {s.resource} [{s.visa_library}]")
+        for c in station.channels:
+            lim = c.limits
+            print(
+                f"  limit {c.instrument}:{c.channel:<3d} {lim.label:14s} "
+                f"[{lim.min_v:+.3f}, {lim.max_v:+.3f}] V, slew <= {lim.max_slew_v_per_s:g} V/s"
+            )
+    return 0
+
+
+# ------------------------------------------------------------------------------------ sim serve
+def cmd_sim_serve(args: argparse.Namespace) -> int:
+    from labrig.sim.assemble import build_bench
+    from labrig.sim.tcp import BenchServer
+    from labrig.station import load_station, served_station_text
+
+    station = load_station(args.station)
+    built = build_bench(station, pacing=args.pacing)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    with BenchServer(built.bench, built.emulators, host=args.host, base_port=args.port) as server:
+        resources = server.resources()
+        for name, resource in resources.items():
+            print(f"{name} {resource}", flush=True)
+        if args.write_station:
+            Path(args.write_station).write_text(served_station_text(station, resources))
+        print("ready", flush=True)
+        while not stop.wait(0.2):
+            pass
+    return 0
+
+
+# ------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labrig",
+        description="Run a physical-neural-network lab: instruments, in-the-loop training, runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"labrig {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    station = sub.add_parser("station", help="station files").add_subparsers(
+        dest="station_command", required=True
+    )
+    check = station.add_parser("check", help="validate a station file (or a built-in name)")
+    check.add_argument("file", help="station TOML file, or sim-dnpu / sim-reservoir")
+    check.add_argument("--json", action="store_true", help="print one JSON object last")
+    check.set_defaults(handler=cmd_station_check)
+
+    sim = sub.add_parser("sim", help="the virtual bench").add_subparsers(
+        dest="sim_command", required=True
+    )
+    serve = sim.add_parser("serve", help="serve a simulated station over TCP (one port each)")
+    serve.add_argument("--station", default="sim-dnpu", help="NAME or FILE (default sim-dnpu)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0, help="first port (default: ephemeral)")
+    serve.add_argument("--pacing", choices=["fast", "realtime"], default=None)
+    serve.add_argument(
+        "--write-station",
+        metavar="FILE",
+        help="write a station file that reaches the served bench through pyvisa-py",
+    )
+    serve.set_defaults(handler=cmd_sim_serve)
+
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub: Any) -> None:
+    """Commands whose modules register themselves (procedures, runs, GUI)."""
+    from labrig import commands
+
+    commands.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (StationError, LimitError, ValueError) as exc:
+        print(f"labrig: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("labrig: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in station files (``sim-dnpu``, ``sim-reservoir``), shipped as package data."""
