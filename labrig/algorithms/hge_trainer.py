@@ -1,0 +1,354 @@
+"""The HGE training loop, pure and hardware-agnostic: the device is an injected callable.
+
+Each iteration measures the device at the current control voltages — one output and one
+gradient row ``∂I_c/∂V`` per input case (from HGE, or from any other estimator) — and takes a
+gradient step on the loss by the chain rule over cases,
+
+    ∂L/∂V_j = Σ_c ∂L/∂I_c · ∂I_c/∂V_j ,
+
+then projects the controls back into their ranges (projected gradient descent: the box is part
+of the problem, not an input error). When the read-out saturates (``Measurement.clipped``) the
+gradient is meaningless, so the controls are redrawn at random ("random restart"). Training
+stops when the gate is found (one threshold separates the cases), when the loss falls to a
+threshold, or after ``max_iterations`` in each of ``n_initializations`` random starts; the best
+point seen is kept (found beats not found, then lower loss).
+
+Typical use by a procedure::
+
+    measure = hge_measure(play, case_inputs_v, plan, ramp_s=0.02)   # or any MeasureFn
+    trainer = HgeTrainer(measure, task.targets, HgeConfig(control_ranges_v=ranges), seed=7,
+                         on_iteration=record.append_iteration)
+    result = trainer.run()
+
+Checkpoint and resume: :meth:`HgeTrainer.state_dict` (call it from ``on_iteration``: it is the
+state *after* that iteration) and :meth:`HgeTrainer.load_state_dict` on a trainer built with the
+same measure, targets and config; the resumed run continues exactly as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from labrig.algorithms.hge import CaseSchedule, FrequencyPlan, build_case_waveforms, case_gradients
+from labrig.algorithms.losses import LossFn, get_loss
+from labrig.algorithms.optim import Optimizer, make_optimizer
+from labrig.algorithms.tasks import separable
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class Measurement:
+    """What one device measurement returns to the trainer.
+
+    ``outputs`` ``(C,)`` — output per input case (nA for ``corsig``); ``dI_dV`` ``(C, n_controls)``
+    — ``∂I_c/∂V_j`` per case; ``clipped`` — the read-out saturated somewhere in the measurement.
+    """
+
+    outputs: FloatArray
+    dI_dV: FloatArray
+    clipped: bool = False
+
+
+MeasureFn = Callable[[FloatArray], Measurement]
+FoundFn = Callable[[FloatArray, FloatArray], tuple[bool, float]]
+
+
+@dataclass(frozen=True)
+class HgeConfig:
+    """Settings of an HGE training run (defaults: the authors' 2020 settings).
+
+    ``control_ranges_v``: ``(low, high)`` per control — give the station's range shrunk by the
+    perturbation amplitude so ``V ± A`` stays inside. ``optimizer``: ``"sgd"`` or ``"adam"``.
+    ``loss``: a name from :mod:`labrig.algorithms.losses`. ``loss_threshold``: stop when the
+    loss is at or below it (None: never). ``stop_when_found``: stop when the found criterion
+    holds (default :func:`~labrig.algorithms.tasks.separable` with ``min_gap``).
+    """
+
+    control_ranges_v: tuple[tuple[float, float], ...]
+    learning_rate: float = 0.02
+    optimizer: str = "sgd"
+    max_iterations: int = 100
+    n_initializations: int = 3
+    loss: str = "corsig"
+    loss_threshold: float | None = None
+    stop_when_found: bool = True
+    min_gap: float = 0.0
+
+    def validate(self) -> None:
+        """Raise ValueError on an unusable setting."""
+        if not self.control_ranges_v:
+            raise ValueError("HgeConfig.control_ranges_v is empty")
+        for j, (lo, hi) in enumerate(self.control_ranges_v):
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise ValueError(f"HgeConfig.control_ranges_v[{j}] = ({lo}, {hi}) needs low < high")
+        if not self.learning_rate > 0:
+            raise ValueError(f"HgeConfig.learning_rate={self.learning_rate!r} must be > 0")
+        if self.max_iterations < 1 or self.n_initializations < 1:
+            raise ValueError(
+                f"HgeConfig.max_iterations={self.max_iterations} and n_initializations="
+                f"{self.n_initializations} must be >= 1"
+            )
+        make_optimizer(self.optimizer, self.learning_rate)
+        get_loss(self.loss)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """Outcome of a run: the best point seen and what it cost.
+
+    ``best_controls_v`` is where the best measurement was taken; ``found`` / ``threshold`` the
+    found criterion there; ``best_init`` / ``best_iteration`` when; ``n_measurements`` all
+    device measurements made (including those that clipped); ``n_restarts`` saturation restarts.
+    """
+
+    best_controls_v: FloatArray
+    best_loss: float
+    best_outputs: FloatArray
+    found: bool
+    threshold: float
+    best_init: int
+    best_iteration: int
+    n_measurements: int
+    n_restarts: int
+
+
+class HgeTrainer:
+    """Gradient descent on control voltages with a measured gradient. See the module docstring.
+
+    ``measure(controls_v) -> Measurement``; ``targets`` ``(C,)``; ``seed`` an int or a
+    ``np.random.Generator`` (used for initialisations and restarts only); ``loss_fn`` overrides
+    ``config.loss``; ``found_fn(outputs, targets) -> (found, threshold)`` overrides the default
+    criterion; ``on_iteration(record)`` is called after every iteration with a dict (keys:
+    ``init``, ``iteration``, ``controls_v``, ``clipped``, ``restart``, ``loss``, ``outputs``,
+    ``gradient``, ``found``, ``threshold``, ``best_loss``, ``done``).
+    """
+
+    def __init__(
+        self,
+        measure: MeasureFn,
+        targets: npt.ArrayLike,
+        config: HgeConfig,
+        seed: int | np.random.Generator = 0,
+        *,
+        loss_fn: LossFn | None = None,
+        found_fn: FoundFn | None = None,
+        on_iteration: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        config.validate()
+        self.measure = measure
+        self.targets = np.asarray(targets, dtype=float).reshape(-1)
+        self.config = config
+        ranges = np.asarray(config.control_ranges_v, dtype=float)
+        self._low, self._high = ranges[:, 0], ranges[:, 1]
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.loss_fn = loss_fn if loss_fn is not None else get_loss(config.loss)
+        self.found_fn: FoundFn = (
+            found_fn
+            if found_fn is not None
+            else (lambda out, tgt: separable(out, tgt, config.min_gap))
+        )
+        self.on_iteration = on_iteration
+        self._optimizer: Optimizer = make_optimizer(config.optimizer, config.learning_rate)
+        self.controls_v: FloatArray | None = None  # None: the next step starts an initialisation
+        self.init_index = 0
+        self.iteration = 0
+        self.done = False
+        self.n_measurements = 0
+        self.n_restarts = 0
+        self.best: dict[str, Any] | None = None
+
+    @property
+    def n_controls(self) -> int:
+        return int(self._low.size)
+
+    def _random_controls(self) -> FloatArray:
+        return self.rng.uniform(self._low, self._high)
+
+    def _fresh_start(self) -> None:
+        self.controls_v = self._random_controls()
+        self._optimizer = make_optimizer(self.config.optimizer, self.config.learning_rate)
+
+    def _check_measurement(self, m: Measurement) -> tuple[FloatArray, FloatArray]:
+        out = np.asarray(m.outputs, dtype=float).reshape(-1)
+        jac = np.asarray(m.dI_dV, dtype=float)
+        c = self.targets.size
+        if out.shape != (c,) or jac.shape != (c, self.n_controls):
+            raise ValueError(
+                f"measurement has outputs {out.shape} and dI_dV {jac.shape}; expected ({c},) "
+                f"and ({c}, {self.n_controls}) for {c} cases and {self.n_controls} controls"
+            )
+        return out, jac
+
+    def step(self) -> dict[str, Any] | None:
+        """Run one iteration (one device measurement). Returns its record, or None if done."""
+        if self.done:
+            return None
+        cfg = self.config
+        if self.controls_v is None:
+            self._fresh_start()
+            self.iteration = 0
+        controls = np.array(self.controls_v, dtype=float)
+        m = self.measure(controls.copy())
+        self.n_measurements += 1
+        record: dict[str, Any] = {
+            "init": self.init_index,
+            "iteration": self.iteration,
+            "controls_v": controls,
+            "clipped": bool(m.clipped),
+            "restart": False,
+            "loss": float("nan"),
+            "outputs": np.asarray(m.outputs, dtype=float).copy(),
+            "gradient": np.full(self.n_controls, np.nan),
+            "found": False,
+            "threshold": float("nan"),
+        }
+        if m.clipped:
+            # Saturated read-out: outputs and gradients are wrong; redraw the controls.
+            self._fresh_start()
+            self.n_restarts += 1
+            record["restart"] = True
+        else:
+            outputs, jac = self._check_measurement(m)
+            loss, dloss_doutput = self.loss_fn(outputs, self.targets)
+            grad = dloss_doutput @ jac  # Σ_c ∂L/∂I_c ∂I_c/∂V_j
+            found, threshold = self.found_fn(outputs, self.targets)
+            record.update(loss=loss, gradient=grad, found=found, threshold=threshold)
+            if self.best is None or (found, -loss) > (self.best["found"], -self.best["loss"]):
+                self.best = {
+                    "controls_v": controls,
+                    "loss": float(loss),
+                    "outputs": outputs.copy(),
+                    "found": bool(found),
+                    "threshold": float(threshold),
+                    "init": self.init_index,
+                    "iteration": self.iteration,
+                }
+            stop = (cfg.stop_when_found and found) or (
+                cfg.loss_threshold is not None and loss <= cfg.loss_threshold
+            )
+            if stop:
+                self.done = True
+            else:
+                stepped = self._optimizer.step("controls", controls, grad)
+                self.controls_v = np.clip(stepped, self._low, self._high)
+        self.iteration += 1
+        if not self.done and self.iteration >= cfg.max_iterations:
+            self.init_index += 1
+            self.controls_v = None
+            self.done = self.init_index >= cfg.n_initializations
+        record["best_loss"] = float(self.best["loss"]) if self.best else float("nan")
+        record["done"] = self.done
+        if self.on_iteration is not None:
+            self.on_iteration(record)
+        return record
+
+    def run(self, max_steps: int | None = None) -> TrainResult:
+        """Iterate until done (or for at most ``max_steps`` more iterations); return the best."""
+        steps = 0
+        while not self.done and (max_steps is None or steps < max_steps):
+            self.step()
+            steps += 1
+        return self.result()
+
+    def result(self) -> TrainResult:
+        """The best point so far. Raises ValueError if nothing valid was measured yet."""
+        if self.best is None:
+            raise ValueError("no unclipped measurement yet: nothing to report")
+        b = self.best
+        return TrainResult(
+            best_controls_v=np.array(b["controls_v"]),
+            best_loss=float(b["loss"]),
+            best_outputs=np.array(b["outputs"]),
+            found=bool(b["found"]),
+            threshold=float(b["threshold"]),
+            best_init=int(b["init"]),
+            best_iteration=int(b["iteration"]),
+            n_measurements=self.n_measurements,
+            n_restarts=self.n_restarts,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: plain numpy arrays, numbers, dicts (no callables)."""
+        return {
+            "controls_v": None if self.controls_v is None else np.array(self.controls_v),
+            "optimizer": self._optimizer.state_dict(),
+            "rng_state": self.rng.bit_generator.state,
+            "iteration": self.iteration,
+            "init_index": self.init_index,
+            "done": self.done,
+            "n_measurements": self.n_measurements,
+            "n_restarts": self.n_restarts,
+            "best": None if self.best is None else dict(self.best),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (from a trainer with the same measure/targets/config)."""
+        controls = state["controls_v"]
+        if controls is not None:
+            controls = np.asarray(controls, dtype=float).reshape(-1)
+            if controls.size != self.n_controls:
+                raise ValueError(
+                    f"checkpoint has {controls.size} controls; this trainer has {self.n_controls}"
+                )
+        self.controls_v = controls
+        self._optimizer = make_optimizer(self.config.optimizer, self.config.learning_rate)
+        self._optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng_state"]
+        self.iteration = int(state["iteration"])
+        self.init_index = int(state["init_index"])
+        self.done = bool(state["done"])
+        self.n_measurements = int(state["n_measurements"])
+        self.n_restarts = int(state["n_restarts"])
+        best = state["best"]
+        self.best = None if best is None else dict(best)
+
+
+def hge_measure(
+    play: Callable[[CaseSchedule], npt.ArrayLike],
+    case_inputs_v: npt.ArrayLike,
+    plan: FrequencyPlan,
+    *,
+    ramp_s: float = 0.02,
+    settle_s: float = 0.0,
+    plateau_s: float | None = None,
+    phase_correction_rad: float | Sequence[float] | FloatArray = 0.0,
+    readout_gain: float | Sequence[float] | FloatArray = 1.0,
+    saturation_limit: float | None = None,
+    projection: bool = False,
+) -> MeasureFn:
+    """A :data:`MeasureFn` doing parallel HGE through ``play``.
+
+    ``play(schedule) -> trace`` plays ``schedule.voltages_v`` on the electrodes and returns the
+    output current on the schedule's sample grid (in nA for ``corsig``). Outputs are the case
+    means over the demodulation windows; ``clipped`` is set when ``|trace|`` reaches
+    ``saturation_limit`` anywhere (the TIA's range, in the trace's unit).
+    """
+
+    def measure(controls_v: FloatArray) -> Measurement:
+        schedule = build_case_waveforms(
+            case_inputs_v,
+            controls_v,
+            plan,
+            plateau_s,
+            ramp_s,
+            settle_s=settle_s,
+        )
+        trace = np.asarray(play(schedule), dtype=float).reshape(-1)
+        grads = case_gradients(
+            trace,
+            schedule,
+            plan,
+            phase_correction_rad=phase_correction_rad,
+            readout_gain=readout_gain,
+            projection=projection,
+        )
+        clipped = saturation_limit is not None and bool(np.max(np.abs(trace)) >= saturation_limit)
+        return Measurement(outputs=grads.mean_output, dI_dV=grads.dI_dV, clipped=clipped)
+
+    return measure
