@@ -1,0 +1,750 @@
+"""QDevil (Quantum Machines) QDAC-II: 24-channel precision DAC, +/-10 V, 1 MS/s per channel.
+
+Implements the :class:`~instruments.roles.DacBank` role.
+
+Safety. Each channel may hold :class:`~instruments.errors.ChannelLimits` (:meth:`QDac2.set_limits`).
+Every path that can put a voltage on a channel checks it first and raises
+:class:`~instruments.errors.LimitError` before anything is written:
+
+- DC level (:meth:`QDac2.set_voltage`, ``channel.voltage = v``, :meth:`QDac2.ramp_to`):
+  ``min_v <= v <= max_v``; on a limited channel the DC slew is written as the limit first, so a
+  DC step is slew-limited by the hardware.
+- DC slew (``channel.slew``): ``0 < slew <= max_slew_v_per_s``.
+- Sines (:meth:`QDac2.start_sines`): the channel's DC level (set point and present output)
+  +/- amplitude within limits, and the steepest slope ``2*pi*f*amplitude <= max slew``.
+- Traces (:meth:`QDac2.play_traces`): DC level + every sample within limits, and every step
+  between consecutive 1 us points ``|dv| <= max_slew * 1 us``; the AWG slew is set to the limit.
+
+A check that needs the DC level reads it first (queries only); nothing is written before every
+check passed. Channels without limits are held to the hardware range (+/-2 V in the low range,
++/-10 V in the high range).
+
+The sine, square, triangle and AWG generators *add* to the channel's DC level, as on the
+instrument.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pymeasure.instruments import Channel, Instrument, SCPIMixin
+
+from instruments.common import (
+    ErrorCheckingMixin,
+    bool_validator,
+    choice_validator,
+    format_number,
+    jsonable,
+    parse_bool,
+    parse_scpi_errors,
+    poll_until,
+    strict_int_range,
+    strip_quotes,
+    temporary_timeout,
+    visa_kwargs,
+    write_binary_values,
+)
+from instruments.errors import ChannelLimits, LimitError
+from instruments.roles import FloatArray, TriggerSource
+
+CHANNEL_COUNT = 24
+LOW_RANGE_V = 2.0
+HIGH_RANGE_V = 10.0
+MIN_SLEW_V_PER_S = 0.01
+MAX_SLEW_V_PER_S = 2e7
+#: Every generator plays at 1 MS/s: one trace point lasts 1 us.
+SAMPLE_RATE_HZ = 1e6
+MAX_SINE_FREQUENCY_HZ = 5e5
+TRIGGER_OUTPUTS = (1, 2, 3, 4, 5)
+INTERNAL_TRIGGERS = range(1, 15)
+#: ``*RST`` takes seconds on the instrument.
+RESET_TIMEOUT_S = 15.0
+_GENERATOR_TRIGGERS: dict[str, str] = {"immediate": "bus", "bus": "bus", "external": "ext1"}
+_TRIGGER_SOURCE_WORDS = (
+    "imm",
+    "bus",
+    "hold",
+    *(f"int{k}" for k in INTERNAL_TRIGGERS),
+    *(f"ext{k}" for k in range(1, 5)),
+)
+
+
+def _generator_trigger(trigger: TriggerSource) -> str:
+    try:
+        return _GENERATOR_TRIGGERS[trigger]
+    except KeyError:
+        raise ValueError(f"trigger {trigger!r}: one of {list(_GENERATOR_TRIGGERS)}") from None
+
+
+def _mode_reply(reply: str) -> str:
+    word = reply.strip().lower()
+    for mode in ("fix", "swe", "list"):
+        if word.startswith(mode):
+            return mode
+    return word
+
+
+def _count_reply(reply: Any) -> float | int:
+    value = float(reply)
+    return value if math.isinf(value) else int(value)
+
+
+class QDac2Channel(Channel):
+    """One output channel ``sour{n}`` of the QDAC-II.
+
+    Settings that move the output (``voltage``, ``slew``) go through the parent's limit checks.
+    Sine and AWG amplitudes are read-only here: set them with :meth:`QDac2.start_sines`,
+    :meth:`QDac2.configure_sine` or :meth:`QDac2.play_traces`, which check the limits.
+    """
+
+    mode = Instrument.control(
+        "sour{ch}:volt:mode?",
+        "sour{ch}:volt:mode %s",
+        """Control the DC generator mode: 'fix', 'swe' (sweep) or 'list'.""",
+        validator=choice_validator,
+        values=("fix", "swe", "list"),
+        get_process=_mode_reply,
+        cast=str,
+        check_set_errors=True,
+    )
+
+    output_range = Instrument.control(
+        "sour{ch}:rang?",
+        "sour{ch}:rang %s",
+        """Control the output range: 'low' (+/-2 V) or 'high' (+/-10 V). Change it at 0 V.""",
+        validator=choice_validator,
+        values=("low", "high"),
+        get_process=lambda v: v.strip().lower(),
+        cast=str,
+        check_set_errors=True,
+    )
+
+    filter = Instrument.control(
+        "sour{ch}:filt?",
+        "sour{ch}:filt %s",
+        """Control the output low-pass filter: 'dc' (~10 Hz), 'med' (~10 kHz) or 'high'
+        (~300 kHz).""",
+        validator=choice_validator,
+        values=("dc", "med", "high"),
+        get_process=lambda v: v.strip().lower(),
+        cast=str,
+        check_set_errors=True,
+    )
+
+    last_voltage = Instrument.measurement(
+        "sour{ch}:volt:last?",
+        """Measure the last DC level written, in V (float).""",
+    )
+
+    sine_frequency = Instrument.measurement(
+        "sour{ch}:sine:freq?", """Get the sine generator frequency in Hz (float)."""
+    )
+    sine_span = Instrument.measurement(
+        "sour{ch}:sine:span?", """Get the sine generator peak-to-peak span in V (float)."""
+    )
+    sine_offset = Instrument.measurement(
+        "sour{ch}:sine:offs?", """Get the sine generator offset in V (float)."""
+    )
+    sine_count = Instrument.measurement(
+        "sour{ch}:sine:coun?",
+        """Get the number of sine periods per trigger (int, -1 or inf = forever).""",
+        get_process=_count_reply,
+    )
+
+    sine_trigger_source = Instrument.control(
+        "sour{ch}:sine:trig:sour?",
+        "sour{ch}:sine:trig:sour %s",
+        """Control the sine trigger source: 'imm', 'bus', 'hold', 'int1'..'int14',
+        'ext1'..'ext4'.""",
+        validator=choice_validator,
+        values=_TRIGGER_SOURCE_WORDS,
+        get_process=lambda v: v.strip().lower(),
+        cast=str,
+        check_set_errors=True,
+    )
+
+    sine_continuous = Instrument.control(
+        "sour{ch}:sine:init:cont?",
+        "sour{ch}:sine:init:cont %s",
+        """Control whether the sine re-arms after each run (bool).""",
+        validator=bool_validator,
+        set_process=lambda v: "on" if v else "off",
+        get_process=parse_bool,
+        cast=str,
+        check_set_errors=True,
+    )
+
+    awg_trace = Instrument.measurement(
+        "sour{ch}:awg:def?",
+        """Get the name of the trace bound to the channel's AWG (str).""",
+        get_process=strip_quotes,
+        cast=str,
+    )
+    awg_scale = Instrument.measurement(
+        "sour{ch}:awg:scal?", """Get the AWG scale factor (float)."""
+    )
+    awg_offset = Instrument.measurement(
+        "sour{ch}:awg:offs?", """Get the AWG offset in V (float)."""
+    )
+
+    awg_count = Instrument.control(
+        "sour{ch}:awg:coun?",
+        "sour{ch}:awg:coun %d",
+        """Control the repetitions of the trace per trigger (int, 1 to 2**31-1).""",
+        validator=strict_int_range,
+        values=(1, 2**31 - 1),
+        get_process=_count_reply,
+        check_set_errors=True,
+    )
+
+    awg_trigger_source = Instrument.control(
+        "sour{ch}:awg:trig:sour?",
+        "sour{ch}:awg:trig:sour %s",
+        """Control the AWG trigger source: 'imm', 'bus', 'hold', 'int1'..'int14',
+        'ext1'..'ext4'.""",
+        validator=choice_validator,
+        values=_TRIGGER_SOURCE_WORDS,
+        get_process=lambda v: v.strip().lower(),
+        cast=str,
+        check_set_errors=True,
+    )
+
+    @property
+    def voltage(self) -> float:
+        """Control the DC output in V (float; the present output, mid-ramp if ramping).
+
+        Setting checks the channel's limits (or the hardware range) first, see
+        :meth:`QDac2.set_voltage`.
+        """
+        return float(self.ask("sour{ch}:volt?"))
+
+    @voltage.setter
+    def voltage(self, value: float) -> None:
+        self.parent.set_voltage(self.id, value)
+
+    @property
+    def slew(self) -> float:
+        """Control the DC slew rate in V/s (float, 0.01 to 2e7, or ``math.inf``; at most the
+        channel's ``max_slew_v_per_s`` when it has limits)."""
+        return float(self.ask("sour{ch}:volt:slew?"))
+
+    @slew.setter
+    def slew(self, value: float) -> None:
+        self.parent.set_slew(self.id, value)
+
+    def sine_init(self) -> None:
+        """Arm the sine generator (``sour{n}:sine:init``)."""
+        self.write("sour{ch}:sine:init")
+        self.check_set_errors()
+
+    def sine_abort(self) -> None:
+        """Stop the sine generator (``sour{n}:sine:abor``)."""
+        self.write("sour{ch}:sine:abor")
+        self.check_set_errors()
+
+    def awg_init(self) -> None:
+        """Arm the AWG with its bound trace (``sour{n}:awg:init``); the trace was checked
+        against the limits (with the DC level of that time) when it was loaded."""
+        self.write("sour{ch}:awg:init")
+        self.check_set_errors()
+
+    def awg_abort(self) -> None:
+        """Stop the AWG (``sour{n}:awg:abor``)."""
+        self.write("sour{ch}:awg:abor")
+        self.check_set_errors()
+
+
+class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
+    """QDevil QDAC-II, 24 channels.
+
+    :param adapter: VISA resource name or PyMeasure adapter.
+    :param name: name used in logs and error messages.
+    :param kwargs: passed to the VISA adapter (e.g. ``visa_library="@py"``, ``timeout``).
+    """
+
+    channels = Instrument.MultiChannelCreator(QDac2Channel, tuple(range(1, CHANNEL_COUNT + 1)))
+
+    def __init__(self, adapter: Any, name: str = "QDAC-II", **kwargs: Any) -> None:
+        super().__init__(adapter, name, **visa_kwargs(kwargs, timeout_ms=5_000))
+        self._limits: dict[int, ChannelLimits] = {}
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def channel_count(self) -> int:
+        """Get the number of output channels (24)."""
+        return CHANNEL_COUNT
+
+    @property
+    def identity(self) -> str:
+        """Get the ``*IDN?`` reply (str)."""
+        return str(self.ask("*IDN?")).strip()
+
+    def read_error_entries(self) -> list[tuple[int, str]]:
+        """Read and clear the whole error queue (``syst:err:all?``)."""
+        return parse_scpi_errors(self.ask("syst:err:all?"))
+
+    def check_errors(self, context: str | None = None) -> None:
+        """Read ``syst:err:all?``; raise ``InstrumentReportedError`` if it held an error."""
+        super().check_errors(context)
+
+    def reset(self) -> None:
+        """Reset (``*RST``) and wait until the instrument answers ``*OPC?`` again."""
+        self.write("*RST")
+        with temporary_timeout(self, RESET_TIMEOUT_S):
+            self.ask("*OPC?")
+
+    def channel(self, channel: int) -> QDac2Channel:
+        """The channel object for output ``channel`` (1..24); raise ``ValueError`` otherwise."""
+        try:
+            return self.channels[channel]  # type: ignore[no-any-return]
+        except (KeyError, TypeError):
+            raise ValueError(f"channel {channel!r}: the QDAC-II has channels 1..24") from None
+
+    # ------------------------------------------------------------------ limits
+    def set_limits(self, channel: int, limits: object) -> None:
+        """Install the safety limits of ``channel`` (a ``ChannelLimits``, or None to remove).
+
+        Nothing is written to the instrument. The limits must fit the hardware (+/-10 V,
+        0.01 V/s <= max slew) and ``safe_v`` must lie within them.
+        """
+        self.channel(channel)
+        if limits is None:
+            self._limits.pop(channel, None)
+            return
+        if not isinstance(limits, ChannelLimits):
+            raise TypeError(f"limits for channel {channel}: expected ChannelLimits, got {limits!r}")
+        if not -HIGH_RANGE_V <= limits.min_v <= limits.max_v <= HIGH_RANGE_V:
+            raise ValueError(
+                f"limits for channel {channel}: [{limits.min_v}, {limits.max_v}] V must be an "
+                f"interval within +/-{HIGH_RANGE_V:g} V"
+            )
+        if not limits.max_slew_v_per_s >= MIN_SLEW_V_PER_S:
+            raise ValueError(
+                f"limits for channel {channel}: max slew {limits.max_slew_v_per_s} V/s is below "
+                f"the QDAC-II minimum {MIN_SLEW_V_PER_S} V/s"
+            )
+        limits.check(limits.safe_v, "safe voltage")
+        self._limits[channel] = limits
+
+    def limits(self, channel: int) -> ChannelLimits | None:
+        """The limits installed for ``channel``, or None."""
+        self.channel(channel)
+        return self._limits.get(channel)
+
+    def _label(self, channel: int) -> str:
+        limits = self._limits.get(channel)
+        label = f"QDAC-II channel {channel}"
+        return f"{limits.label} ({label})" if limits is not None and limits.label else label
+
+    def _check_hardware_level(self, channel: int, low: float, high: float, what: str) -> None:
+        """Levels in ``[low, high]`` must fit the output range (queried only if it matters)."""
+        for value in (low, high):
+            if not -HIGH_RANGE_V <= value <= HIGH_RANGE_V:  # also NaN
+                raise LimitError(
+                    f"{self._label(channel)} {what}",
+                    value,
+                    -HIGH_RANGE_V,
+                    HIGH_RANGE_V,
+                    "V",
+                    "QDAC-II high range",
+                )
+        if max(abs(low), abs(high)) > LOW_RANGE_V and self.channel(channel).output_range == "low":
+            bad = high if abs(high) > abs(low) else low
+            raise LimitError(
+                f"{self._label(channel)} {what}",
+                bad,
+                -LOW_RANGE_V,
+                LOW_RANGE_V,
+                "V",
+                "QDAC-II low range",
+            )
+
+    def _check_level(self, channel: int, value: float, what: str = "voltage") -> None:
+        """Raise ``LimitError`` unless ``value`` is allowed on ``channel`` (no writes)."""
+        limits = self._limits.get(channel)
+        if limits is not None:
+            limits.check(value, f"(QDAC-II channel {channel}) {what}")
+        self._check_hardware_level(channel, value, value, what)
+
+    def _check_slew(self, channel: int, slew: float, what: str = "slew rate") -> float:
+        """Return the slew to write; raise ``LimitError`` if it is not allowed (no writes)."""
+        limits = self._limits.get(channel)
+        if limits is not None:
+            limits.check_slew(slew, f"(QDAC-II channel {channel}) {what}")
+        if math.isinf(slew) and slew > 0:
+            return slew
+        if not MIN_SLEW_V_PER_S <= slew <= MAX_SLEW_V_PER_S:
+            raise LimitError(
+                f"{self._label(channel)} {what}",
+                slew,
+                MIN_SLEW_V_PER_S,
+                MAX_SLEW_V_PER_S,
+                "V/s",
+                "QDAC-II slew range",
+            )
+        return slew
+
+    def _limit_slew(self, channel: int) -> float | None:
+        """The slew a limited channel is held to (its limit, capped at the hardware maximum)."""
+        limits = self._limits.get(channel)
+        if limits is None:
+            return None
+        return min(limits.max_slew_v_per_s, MAX_SLEW_V_PER_S)
+
+    def _dc_levels(self, channel: int) -> tuple[float, float]:
+        """The DC set point and the present DC output of ``channel`` (queries)."""
+        present = float(self.ask(f"sour{channel}:volt?"))
+        target = float(self.ask(f"sour{channel}:volt:last?"))
+        return present, target
+
+    def _check_added_levels(self, channel: int, low: float, high: float, what: str) -> None:
+        """Check DC + [low, high] (a generator's excursion) against the limits and the range."""
+        limits = self._limits.get(channel)
+        if limits is None:
+            self._check_hardware_level(channel, low, high, what)
+            return
+        # Without the DC level nothing can pass that could not fit the limits at all.
+        if high - low > limits.max_v - limits.min_v:
+            raise LimitError(
+                f"{self._label(channel)} {what} span",
+                high - low,
+                0.0,
+                limits.max_v - limits.min_v,
+                "V",
+                limits.source,
+            )
+        for dc in self._dc_levels(channel):
+            limits.check(dc + low, f"(QDAC-II channel {channel}) DC {dc:.6g} V + {what}")
+            limits.check(dc + high, f"(QDAC-II channel {channel}) DC {dc:.6g} V + {what}")
+            self._check_hardware_level(channel, dc + low, dc + high, f"DC + {what}")
+
+    # ------------------------------------------------------------------ DC
+    def set_voltage(self, channel: int, value: float) -> None:
+        """Set the DC level of ``channel`` in V after checking it.
+
+        On a limited channel the DC slew is first set to the channel's slew limit.
+        """
+        self.channel(channel)
+        value = float(value)
+        self._check_level(channel, value)
+        slew = self._limit_slew(channel)
+        if slew is not None:
+            self.write(f"sour{channel}:volt:slew {format_number(slew)}")
+        self.write(f"sour{channel}:volt {format_number(value)}")
+        self.check_errors()
+
+    def set_slew(self, channel: int, slew_v_per_s: float) -> None:
+        """Set the DC slew of ``channel`` in V/s after checking it (``math.inf`` = no limit)."""
+        self.channel(channel)
+        slew = self._check_slew(channel, float(slew_v_per_s))
+        self.write(f"sour{channel}:volt:slew {format_number(slew).lower()}")
+        self.check_errors()
+
+    def get_voltage(self, channel: int) -> float:
+        """The channel's present DC output in V (``sour{n}:volt?``)."""
+        return self.channel(channel).voltage
+
+    def ramp_to(
+        self,
+        voltages: Mapping[int, float],
+        timeout_s: float = 60.0,
+        slew_v_per_s: float | None = None,
+        tolerance_v: float = 5e-5,
+    ) -> None:
+        """Move channels to new DC levels and wait until every one is there.
+
+        Each channel slews at ``min(slew_v_per_s, its slew limit)``; a channel with neither
+        keeps the slew the instrument has. All levels and slews are checked before anything is
+        written. Then the slews and levels are written and ``*OPC?`` plus ``sour{n}:volt?`` are
+        polled until each output is within ``tolerance_v`` of its target.
+
+        :raises LimitError: a level or slew is not allowed (nothing written).
+        :raises TimeoutError: not there within ``timeout_s``.
+        """
+        targets = {int(ch): float(v) for ch, v in voltages.items()}
+        slews: dict[int, float] = {}
+        for channel, value in targets.items():
+            self.channel(channel)
+            self._check_level(channel, value, "ramp target")
+            candidates = [s for s in (slew_v_per_s, self._limit_slew(channel)) if s is not None]
+            if candidates:
+                slews[channel] = self._check_slew(channel, min(candidates), "ramp slew")
+        for channel, value in targets.items():
+            if channel in slews:
+                self.write(f"sour{channel}:volt:slew {format_number(slews[channel]).lower()}")
+            self.write(f"sour{channel}:volt {format_number(value)}")
+        self.check_errors(context=f"ramp_to({targets})")
+        pending = dict(targets)
+
+        def arrived() -> bool:
+            self.ask("*OPC?")
+            for channel in list(pending):
+                if abs(float(self.ask(f"sour{channel}:volt?")) - pending[channel]) <= tolerance_v:
+                    del pending[channel]
+            return not pending
+
+        try:
+            poll_until(arrived, timeout_s, f"{self.name}: ramp")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; channels not at target: {sorted(pending)}") from None
+
+    # ------------------------------------------------------------------ sines
+    def _check_sine(
+        self, channel: int, frequency_hz: float, amplitude_v: float, offset_v: float
+    ) -> None:
+        """Checks of one sine that need no I/O; raise ValueError/LimitError."""
+        self.channel(channel)
+        if not 0.0 < frequency_hz <= MAX_SINE_FREQUENCY_HZ:
+            raise ValueError(
+                f"sine on channel {channel}: {frequency_hz!r} Hz is outside "
+                f"(0, {MAX_SINE_FREQUENCY_HZ:g}] Hz"
+            )
+        if not 0.0 <= amplitude_v <= HIGH_RANGE_V:
+            raise ValueError(f"sine on channel {channel}: amplitude {amplitude_v!r} V")
+        if not math.isfinite(offset_v):
+            raise ValueError(f"sine on channel {channel}: offset {offset_v!r} V")
+        limits = self._limits.get(channel)
+        if limits is not None:
+            # Steepest slope of A*sin(2*pi*f*t) is 2*pi*f*A.
+            limits.check_slew(
+                max(2.0 * math.pi * frequency_hz * amplitude_v, 1e-300),
+                f"(QDAC-II channel {channel}) sine slope 2*pi*f*A",
+            )
+
+    def configure_sine(
+        self,
+        channel: int,
+        frequency_hz: float,
+        amplitude_v: float,
+        offset_v: float = 0.0,
+        count: int = -1,
+        trigger: str = "bus",
+    ) -> None:
+        """Set up (not start) the sine generator of ``channel``, limits checked first.
+
+        :param amplitude_v: half the peak-to-peak span, V.
+        :param offset_v: generator offset added to the DC level, V.
+        :param count: periods per trigger, -1 forever.
+        :param trigger: QDAC trigger source word ('bus', 'imm', 'int3', 'ext1', ...).
+        """
+        source = choice_validator(trigger, _TRIGGER_SOURCE_WORDS)
+        periods = strict_int_range(count, (-1, 2**31 - 1))
+        if periods == 0:
+            raise ValueError("sine count: -1 (forever) or at least 1 period")
+        self._check_sine(channel, frequency_hz, amplitude_v, offset_v)
+        self._check_added_levels(
+            channel, offset_v - amplitude_v, offset_v + amplitude_v, "sine excursion"
+        )
+        self._write_sine(channel, frequency_hz, amplitude_v, offset_v, periods, source)
+        self.check_errors(context=f"configure_sine(channel={channel})")
+
+    def _write_sine(
+        self,
+        channel: int,
+        frequency_hz: float,
+        amplitude_v: float,
+        offset_v: float,
+        count: int,
+        source: str,
+    ) -> None:
+        prefix = f"sour{channel}:sine"
+        self.write(f"{prefix}:abor")
+        self.write(f"{prefix}:freq {format_number(frequency_hz)}")
+        self.write(f"{prefix}:span {format_number(2.0 * amplitude_v)}")
+        self.write(f"{prefix}:offs {format_number(offset_v)}")
+        slew = self._limit_slew(channel)
+        if slew is not None:
+            self.write(f"{prefix}:slew {format_number(slew)}")
+        self.write(f"{prefix}:coun {count}")
+        self.write(f"{prefix}:trig:sour {source}")
+
+    def start_sines(
+        self,
+        sines: Mapping[int, tuple[float, float]],
+        trigger: TriggerSource = "bus",
+    ) -> None:
+        """Add sines ``{channel: (frequency_hz, amplitude_v)}`` on top of the DC levels.
+
+        Every sine is checked before anything is written. Sines run forever (count -1), start
+        at phase 0 and are armed on the bus trigger; ``trigger="immediate"`` fires ``*trg``
+        at once (so all start together), ``"bus"`` waits for :meth:`trigger`, ``"external"``
+        starts on external trigger input 1.
+        """
+        source = _generator_trigger(trigger)
+        plan = {int(ch): (float(f), float(a)) for ch, (f, a) in sines.items()}
+        for channel, (frequency, amplitude) in plan.items():
+            self._check_sine(channel, frequency, amplitude, 0.0)
+        for channel, (_, amplitude) in plan.items():
+            self._check_added_levels(channel, -amplitude, amplitude, "sine excursion")
+        for channel, (frequency, amplitude) in plan.items():
+            self._write_sine(channel, frequency, amplitude, 0.0, -1, source)
+            self.write(f"sour{channel}:sine:init")
+        self.check_errors(context=f"start_sines({sorted(plan)})")
+        if trigger == "immediate":
+            self.trigger()
+
+    # ------------------------------------------------------------------ traces
+    def _upsample(self, trace: npt.ArrayLike, sample_rate_hz: float, channel: int) -> FloatArray:
+        data = np.asarray(trace, dtype=float)
+        if data.ndim != 1 or data.size == 0:
+            raise ValueError(f"trace for channel {channel}: a non-empty 1-D array")
+        if not np.all(np.isfinite(data)):
+            raise ValueError(f"trace for channel {channel}: samples must be finite")
+        repeat = SAMPLE_RATE_HZ / sample_rate_hz
+        return np.repeat(data, round(repeat))
+
+    def play_traces(
+        self,
+        traces: Mapping[int, FloatArray],
+        sample_rate_hz: float,
+        trigger: TriggerSource = "bus",
+        marker_output: int | None = 1,
+    ) -> float:
+        """Load equal-length voltage sequences on several channels, armed to start together.
+
+        The QDAC-II plays every trace at 1 MS/s: a lower ``sample_rate_hz`` must divide 1 MHz
+        exactly and each sample is repeated ``1e6 / sample_rate_hz`` times (sample and hold).
+        The traces add to the channels' DC levels. With ``marker_output`` the first channel's
+        AWG emits internal trigger 1 at start, routed to that trigger output (1..5).
+
+        :returns: the playback duration in s.
+        :raises LimitError: a sample or a step between samples is not allowed (nothing written).
+        """
+        if not traces:
+            raise ValueError("play_traces: no traces given")
+        if not 0.0 < sample_rate_hz <= SAMPLE_RATE_HZ:
+            raise ValueError(f"sample rate {sample_rate_hz!r} Hz: at most 1 MHz")
+        repeat = SAMPLE_RATE_HZ / sample_rate_hz
+        if abs(repeat - round(repeat)) > 1e-9 * repeat:
+            raise ValueError(
+                f"sample rate {sample_rate_hz:g} Hz does not divide the QDAC-II's 1 MHz"
+            )
+        source = _generator_trigger(trigger)
+        if marker_output is not None and marker_output not in TRIGGER_OUTPUTS:
+            raise ValueError(f"marker output {marker_output!r}: one of {list(TRIGGER_OUTPUTS)}")
+        played: dict[int, FloatArray] = {}
+        for ch, trace in traces.items():
+            channel = int(ch)
+            self.channel(channel)
+            played[channel] = self._upsample(trace, sample_rate_hz, channel)
+        lengths = {data.size for data in played.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"play_traces: traces differ in length {sorted(lengths)}")
+        for channel, data in played.items():
+            limits = self._limits.get(channel)
+            if limits is not None and data.size > 1:
+                # One point lasts 1 us: a step dv between neighbours is a slope dv / 1 us.
+                steepest = float(np.max(np.abs(np.diff(data)))) * SAMPLE_RATE_HZ
+                # Tolerate float rounding of the differences (1e-9 relative), nothing more.
+                if steepest > limits.max_slew_v_per_s * (1 + 1e-9):
+                    limits.check_slew(steepest, f"(QDAC-II channel {channel}) trace step per 1 us")
+        for channel, data in played.items():
+            self._check_added_levels(channel, float(data.min()), float(data.max()), "trace")
+
+        points = next(iter(lengths))
+        for channel in played:
+            self.write(f"sour{channel}:awg:abor")
+        self.write("trac:rem:all")
+        for channel, data in played.items():
+            name = f'"lr{channel}"'
+            self.write(f"trac:def {name},{points}")
+            write_binary_values(self, f"trac:data {name},", data.astype(np.float32), "f")
+            prefix = f"sour{channel}:awg"
+            self.write(f"{prefix}:def {name}")
+            self.write(f"{prefix}:scal 1")
+            self.write(f"{prefix}:offs 0")
+            slew = self._limit_slew(channel)
+            if slew is not None:
+                self.write(f"{prefix}:slew {format_number(slew)}")
+            self.write(f"{prefix}:coun 1")
+            self.write(f"{prefix}:trig:sour {source}")
+        if marker_output is not None:
+            first = next(iter(played))
+            self.write(f"sour{first}:awg:mark:star 1")
+            self.write(f"outp:trig{marker_output}:sour int1")
+        for channel in played:
+            self.write(f"sour{channel}:awg:init")
+        self.check_errors(context=f"play_traces({sorted(played)})")
+        if trigger == "immediate":
+            self.trigger()
+        return points / SAMPLE_RATE_HZ
+
+    # ------------------------------------------------------------------ generators, triggers
+    def stop_generators(self, channels: Sequence[int] | None = None) -> None:
+        """Abort sines and trace playback on ``channels`` (all: ``abor``); DC levels stay."""
+        if channels is None:
+            self.write("abor")
+        else:
+            for channel in channels:
+                self.channel(channel)
+            for channel in channels:
+                self.write(f"sour{channel}:sine:abor")
+                self.write(f"sour{channel}:awg:abor")
+        self.check_errors(context="stop_generators")
+
+    def trigger(self) -> None:
+        """Fire the bus trigger (``*trg``)."""
+        self.write("*trg")
+
+    def fire_internal_trigger(self, k: int) -> None:
+        """Fire internal trigger ``k`` (1..14, ``tint k``)."""
+        self.write(f"tint {strict_int_range(k, (1, 14))}")
+        self.check_errors()
+
+    def route_trigger_output(self, output: int, source: str) -> None:
+        """Route ``source`` ('hold', 'bus', 'int1'..'int14', 'ext1'..'ext4') to trigger
+        output ``output`` (1..5)."""
+        number = strict_int_range(output, (1, 5))
+        word = choice_validator(source, tuple(w for w in _TRIGGER_SOURCE_WORDS if w != "imm"))
+        self.write(f"outp:trig{number}:sour {word}")
+        self.check_errors()
+
+    # ------------------------------------------------------------------ role: safety, records
+    def safe_state(self) -> None:
+        """Abort every generator, ramp each limited channel to its ``safe_v`` at its slew limit,
+        and wait until there."""
+        self.write("abor")
+        targets = {channel: limits.safe_v for channel, limits in self._limits.items()}
+        if not targets:
+            self.check_errors(context="safe_state")
+            return
+        # Worst case: a full sweep of the limit window at the slew limit, plus margin.
+        timeout = max(
+            (lim.max_v - lim.min_v) / lim.max_slew_v_per_s for lim in self._limits.values()
+        )
+        self.ramp_to(targets, timeout_s=1.5 * timeout + 5.0)
+
+    def snapshot(self) -> dict[str, object]:
+        """Every setting this driver knows (per channel: DC level, slew, range, filter, limits)."""
+        settings: dict[str, object] = {"identity": self.identity}
+        for number, ch in self.channels.items():
+            limits = self._limits.get(number)
+            settings[f"ch{number}"] = {
+                "voltage": ch.voltage,
+                "slew": ch.slew,
+                "output_range": ch.output_range,
+                "filter": ch.filter,
+                "limits": None
+                if limits is None
+                else {
+                    "min_v": limits.min_v,
+                    "max_v": limits.max_v,
+                    "max_slew_v_per_s": limits.max_slew_v_per_s,
+                    "safe_v": limits.safe_v,
+                    "label": limits.label,
+                    "source": limits.source,
+                },
+            }
+        return jsonable(settings)  # type: ignore[no-any-return]
+
+    def shutdown(self) -> None:
+        """Safe state, then close the connection."""
+        try:
+            self.safe_state()
+        finally:
+            self.adapter.close()
+            super().shutdown()
