@@ -1,0 +1,1092 @@
+"""Emulator of a Keysight/Agilent 33522B two-channel function/arbitrary waveform generator.
+
+Use it on a bench like any other part; its output ports are what a cable from the front panel
+would carry::
+
+    bench = Bench()
+    awg = Keysight33500BEmulator("awg", bench)
+    bench.connect("scope.ch1", "awg.ch1")      # the scope sees channel 1's connector
+    bench.connect("scope.ext", "awg.sync")     # and triggers on the Sync output
+    awg.feed(b"SOUR1:DATA:ARB:DAC PULSE,0,0,32767,32767,0,0,-32767,0\\n")
+
+Command set: the 33500B subset in the project's manual (``SOURce<n>:FUNCtion``, ``FREQuency``,
+``VOLTage[:OFFSet|:HIGH|:LOW|:UNIT]``, ``PHASe``, ``FUNCtion:ARBitrary[:SRATe|:FILTer|:POINts?]``,
+``DATA:ARBitrary[:DAC]`` with binary blocks or ASCII lists, ``DATA:VOLatile:CLEar|CATalog?|
+FREE?``, ``DATA:ATTRibute:POINts?``, ``BURSt:*``, ``TRIGger<n>:*``, ``OUTPut<n>[:LOAD|:POLarity]``,
+``OUTPut:SYNC[:SOURce]``, ``FORMat:BORDer``, ``APPLy``), short or long forms, any case, channel
+suffix optional (channel 1). Replies follow the instrument: numbers as
+``+1.000000000000000E+03``, booleans ``0``/``1``, enumerations in upper-case short form, the
+selected arb quoted and upper-case, infinity as ``9.9E+37``.
+
+Out-of-range numbers are clamped to the nearest legal value *and* reported as
+``-222,"Data out of range;value clipped to upper limit"`` — what the instrument does. Arb errors
+use standard SCPI codes (the 33500B's own +7xx/+8xx numbers are not confirmed): invalid name
+-224, name already in use -221, too few/many points -224, sample outside -1..+1 or the DAC range
+-222, no such arb -256, volatile memory full -225, malformed block -161.
+
+Physics (what :meth:`output` returns):
+
+- ``ch1``/``ch2``: the voltage at the connector. 0 V while the output relay is off. The amplitude
+  and offset are the front-panel values *as displayed for the configured* ``OUTPut:LOAD``: the
+  device on the bench is treated as presenting exactly that load, so the displayed voltage is the
+  voltage it sees (a real 50 ohm source into a mismatched load would differ).
+  ``v(t) = offset ± (Vpp / 2) · w(t)`` with ``w`` the normalised waveform in [-1, 1] (``-`` for
+  ``OUTPut:POLarity INVerted``). Shapes: SIN, SQU (duty cycle), TRI, RAMP (symmetry), DC, ARB;
+  PULS plays as a square, NOIS and PRBS as the offset only (not modelled).
+- ARB playback: sample ``k`` of the selected waveform is held for ``1/SRATe`` seconds
+  (zero-order hold) for every ``FUNCtion:ARBitrary:FILTer`` setting. The real NORMal filter
+  interpolates smoothly between samples (-3 dB at 27 % of SRATe); at the sample centres both agree.
+  ``FUNCtion:ARBitrary:ADVance TRIGger`` is stored but playback always advances at SRATe.
+- Continuous mode (burst off): the waveform runs from its *origin*, the bench time at which the
+  output was switched on or the function/arb was last selected (``PHASe:SYNChronize`` resets it).
+- Burst mode, triggered: ``BURSt:NCYCles`` cycles start at each trigger time plus
+  ``TRIGger:DELay`` (source BUS: ``*TRG``; EXTernal: an edge on input port ``ext``;
+  ``TRIGger<n>[:IMMediate]`` always). Source IMMediate/TIMer: bursts repeat every
+  ``BURSt:INTernal:PERiod`` (or ``TRIGger:TIMer``) from the origin. Between bursts the output
+  idles at the waveform's value at the burst start phase (the first sample for an arb). Gated
+  bursts are not modelled (the output idles). ``TRIGger:COUNt`` and ``SLOPe`` are stored only.
+- ``sync``: a 0 / 3.3 V marker from the ``OUTPut:SYNC:SOURce`` channel: high for the first half of
+  every cycle in continuous mode, high for the whole burst in burst mode; 0 V when
+  ``OUTPut:SYNC OFF``. Each *triggered* burst of the sync source channel also fires the bench
+  trigger event ``<name>.sync`` at the burst start, so a scope whose ``ext`` input is wired to it
+  starts its acquisition at that instant.
+
+Timing: triggers happen at the current bench time; ``*OPC?``, ``*OPC`` and ``*WAI`` advance the
+bench clock to the end of the last triggered burst that is still playing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from labrig.sim.bench import Bench, FloatArray
+from labrig.sim.emulator import ScpiEmulator
+from labrig.sim.scpi import Args, Context, ScpiError, WriteHandler, format_nr3
+
+__all__ = [
+    "BUILTIN_ARB",
+    "IDN",
+    "Keysight33500BEmulator",
+]
+
+IDN = "Agilent Technologies,33522B,MY52600001,4.03-1.19-2.00-52-00"
+CHANNELS = 2
+
+#: The arb selected after *RST and reloaded by DATA:VOL:CLE.
+BUILTIN_ARB = "INT:\\BUILTIN\\EXP_RISE.ARB"
+BUILTIN_ARB_POINTS = 16384
+
+#: Per-channel volatile arb memory, points (allocated in 128-point blocks). The 33522B has 1 MSa
+#: per channel; taken as 2**20 so that one 1,000,000-point arb fits beside the built-in one.
+MEMORY_POINTS = 1 << 20
+MEMORY_BLOCK = 128
+MIN_ARB_POINTS = 8
+MAX_ARB_POINTS = 1_000_000
+DAC_FULL_SCALE = 32767
+NAME_MAX = 12
+_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+SOURCE_IMPEDANCE_OHM = 50.0
+#: Output limits into 50 ohm (the displayed values at other loads scale with _display_gain).
+MAX_VPP_50 = 10.0
+MIN_VPP_50 = 1e-3
+MAX_ABS_V_50 = 5.0
+MAX_FREQUENCY_HZ = 30e6
+MIN_FREQUENCY_HZ = 1e-6
+MAX_SRATE = 250e6
+MIN_SRATE = 1e-6
+SYNC_HIGH_V = 3.3
+INFINITY_REPLY = "9.9E+37"
+#: Trigger sources whose bursts start on discrete events (the others repeat internally).
+_EVENT_SOURCES = ("BUS", "EXT")
+CLIPPED_HIGH = "Data out of range;value clipped to upper limit"
+CLIPPED_LOW = "Data out of range;value clipped to lower limit"
+
+FUNCTIONS = ["SINusoid", "SQUare", "TRIangle", "RAMP", "PULSe", "PRBS", "NOISe", "ARB", "DC"]
+_SHORT = {
+    "SINusoid": "SIN",
+    "SQUare": "SQU",
+    "TRIangle": "TRI",
+    "RAMP": "RAMP",
+    "PULSe": "PULS",
+    "PRBS": "PRBS",
+    "NOISe": "NOIS",
+    "ARB": "ARB",
+    "DC": "DC",
+}
+# Vrms per Vpp of each shape (peak-to-peak of a full-scale waveform is 2 in normalised units).
+_RMS_PER_VPP = {
+    "SIN": 1.0 / (2.0 * math.sqrt(2.0)),
+    "SQU": 0.5,
+    "PULS": 0.5,
+    "TRI": 1.0 / (2.0 * math.sqrt(3.0)),
+    "RAMP": 1.0 / (2.0 * math.sqrt(3.0)),
+}
+
+
+def _short(mnemonic: str) -> str:
+    """``"INVerted"`` -> ``"INV"``: the reply form of an enumeration choice."""
+    return "".join(c for c in mnemonic if not c.islower())
+
+
+def _builtin_exp_rise() -> FloatArray:
+    """The built-in EXP_RISE arb: ``1 - exp(-5 x)`` over one period, scaled to -1..+1."""
+    x = np.arange(BUILTIN_ARB_POINTS) / BUILTIN_ARB_POINTS
+    y = (1.0 - np.exp(-5.0 * x)) / (1.0 - math.exp(-5.0))
+    return 2.0 * y - 1.0
+
+
+def _display_gain(load_ohm: float) -> float:
+    """Voltage across ``load_ohm`` relative to the 50-ohm-matched value: ``2 R / (R + 50)``."""
+    if math.isinf(load_ohm):
+        return 2.0
+    return 2.0 * load_ohm / (load_ohm + SOURCE_IMPEDANCE_OHM)
+
+
+def _blocks(points: int) -> int:
+    return -(-points // MEMORY_BLOCK) * MEMORY_BLOCK
+
+
+@dataclass
+class AwgChannel:
+    """The settings of one output channel (front-panel values, volts as displayed)."""
+
+    function: str = "SIN"
+    frequency_hz: float = 1e3
+    amplitude_vpp: float = 0.1
+    offset_v: float = 0.0
+    unit: str = "VPP"
+    range_auto: bool = True
+    phase_deg: float = 0.0
+    square_duty_pct: float = 50.0
+    ramp_symmetry_pct: float = 100.0
+    output_on: bool = False
+    load_ohm: float = 50.0
+    polarity: str = "NORM"
+    sync_mode: str = "NORM"
+    sync_polarity: str = "NORM"
+    arb_name: str = BUILTIN_ARB
+    arb_sample_rate: float = 40e3
+    arb_filter: str = "NORM"
+    arb_advance: str = "SRAT"
+    burst_on: bool = False
+    burst_mode: str = "TRIG"
+    burst_cycles: float = 1.0  # math.inf for INFinity
+    burst_period_s: float = 0.01
+    burst_phase_deg: float = 0.0
+    burst_gate_polarity: str = "NORM"
+    trigger_source: str = "IMM"
+    trigger_slope: str = "POS"
+    trigger_delay_s: float = 0.0
+    trigger_count: float = 1.0
+    trigger_timer_s: float = 1e-3
+
+
+@dataclass
+class _Playback:
+    """Run-time state that is not a setting: phase origin and triggered burst start times."""
+
+    origin_s: float = 0.0
+    burst_starts: list[float] = field(default_factory=list)
+
+    #: Start times older than this many entries are forgotten (a burst that started that many
+    #: triggers ago is long over for any realistic query).
+    keep: int = 256
+
+    def add_start(self, t: float) -> None:
+        if self.burst_starts and t < self.burst_starts[-1]:
+            self.burst_starts.append(t)
+            self.burst_starts.sort()
+        else:
+            self.burst_starts.append(t)
+        del self.burst_starts[: -self.keep]
+
+
+class Keysight33500BEmulator(ScpiEmulator):
+    """A 33522B on the virtual bench: SCPI front end, two output ports, a sync port.
+
+    Ports: outputs ``ch1``, ``ch2`` (V at the connector) and ``sync`` (0/3.3 V marker); input
+    ``ext`` (rear Ext Trig, an event). Fires ``<name>.sync`` at the start of each triggered burst
+    of the sync source channel.
+    """
+
+    def __init__(self, name: str, bench: Bench | None = None) -> None:
+        self.channels: dict[int, AwgChannel] = {n: AwgChannel() for n in range(1, CHANNELS + 1)}
+        self.playback: dict[int, _Playback] = {n: _Playback() for n in range(1, CHANNELS + 1)}
+        # Volatile arb memory per channel: name -> normalised samples in [-1, 1].
+        self.arbs: dict[int, dict[str, FloatArray]] = {
+            n: {BUILTIN_ARB: _builtin_exp_rise()} for n in range(1, CHANNELS + 1)
+        }
+        self.byte_order = "NORM"
+        self.sync_on = True
+        self.sync_source = 1
+        self.trigger_out_on = False
+        self.trigger_out_slope = "POS"
+        self.trigger_out_source = 1
+        super().__init__(name, bench)
+
+    # ------------------------------------------------------------------ base-class hooks
+    def identity(self) -> str:
+        return IDN
+
+    def reset(self) -> None:
+        """*RST: every setting to its default; volatile arbs and the error queue are kept."""
+        now = self.bench.clock.now
+        for n in self.channels:
+            self.channels[n] = AwgChannel()
+            self.playback[n] = _Playback(origin_s=now)
+        self.byte_order = "NORM"
+        self.sync_on = True
+        self.sync_source = 1
+        self.trigger_out_on = False
+        self.trigger_out_slope = "POS"
+        self.trigger_out_source = 1
+        super().reset()
+
+    def wait_pending(self) -> None:
+        """*OPC?/*WAI: let bench time run to the end of the triggered bursts still playing."""
+        end = self.bench.clock.now
+        for n, ch in self.channels.items():
+            starts = self.playback[n].burst_starts
+            if ch.burst_on and starts and ch.trigger_source in _EVENT_SOURCES:
+                finish = starts[-1] + ch.burst_cycles * self._period(n)
+                if math.isfinite(finish):
+                    end = max(end, finish)
+        self.bench.clock.advance_to(end)
+
+    def on_bus_trigger(self) -> None:
+        """*TRG: trigger every channel whose trigger source is BUS (others ignore it)."""
+        now = self.bench.clock.now
+        for n, ch in self.channels.items():
+            if ch.trigger_source == "BUS":
+                self.trigger_channel(n, now)
+
+    def on_trigger(self, port: str, t: float) -> None:
+        """An edge on the rear Ext Trig input (port ``ext``) triggers channels with source EXT."""
+        if port != "ext":
+            return
+        for n, ch in self.channels.items():
+            if ch.trigger_source == "EXT":
+                self.trigger_channel(n, t)
+
+    def snapshot(self) -> dict[str, object]:
+        snap = super().snapshot()
+        snap["byte_order"] = self.byte_order
+        snap["sync"] = {"on": self.sync_on, "source": self.sync_source}
+        for n, ch in self.channels.items():
+            snap[f"ch{n}"] = {f.name: getattr(ch, f.name) for f in fields(ch)}
+            snap[f"ch{n}_arbs"] = {k: int(v.size) for k, v in self.arbs[n].items()}
+        return snap
+
+    # ------------------------------------------------------------------ triggering
+    def trigger_channel(self, n: int, t: float) -> None:
+        """Trigger channel ``n`` at bench time ``t``: a triggered burst starts at ``t + DELay``.
+
+        Only channels in triggered burst mode with trigger source BUS or EXTernal respond;
+        continuous channels ignore triggers and internally triggered bursts keep their own
+        rhythm, as on the instrument.
+        """
+        ch = self.channels[n]
+        if not ch.burst_on or ch.burst_mode != "TRIG" or ch.trigger_source not in _EVENT_SOURCES:
+            return
+        start = t + ch.trigger_delay_s
+        self.playback[n].add_start(start)
+        if self.sync_on and self.sync_source == n:
+            self.bench.fire(f"{self.name}.sync", start)
+
+    # ------------------------------------------------------------------ physics
+    def _period(self, n: int) -> float:
+        ch = self.channels[n]
+        if ch.function == "ARB":
+            return self._arb(n).size / ch.arb_sample_rate
+        return 1.0 / ch.frequency_hz
+
+    def _arb(self, n: int) -> FloatArray:
+        return self.arbs[n].get(self.channels[n].arb_name, self.arbs[n][BUILTIN_ARB])
+
+    def _shape(self, n: int, cycles: FloatArray) -> FloatArray:
+        """Normalised waveform (-1..1) at phase ``cycles`` (in periods, any real number)."""
+        ch = self.channels[n]
+        frac = cycles - np.floor(cycles)
+        f = ch.function
+        if f == "SIN":
+            return np.sin(2.0 * np.pi * cycles)
+        if f in ("SQU", "PULS"):
+            duty = ch.square_duty_pct / 100.0 if f == "SQU" else 0.5
+            return np.where(frac < duty, 1.0, -1.0)
+        if f == "TRI":
+            # starts at 0 rising, peaks at 1/4, troughs at 3/4
+            return 1.0 - 4.0 * np.abs(np.mod(cycles - 0.25, 1.0) - 0.5)
+        if f == "RAMP":
+            s = min(max(ch.ramp_symmetry_pct / 100.0, 1e-12), 1.0 - 1e-12)
+            # rises over the first fraction s of the period, falls over the rest
+            return np.where(frac < s, -1.0 + 2.0 * frac / s, 1.0 - 2.0 * (frac - s) / (1.0 - s))
+        if f == "ARB":
+            data = self._arb(n)
+            # the tiny bias puts an instant that lies exactly on a sample boundary into the new
+            # sample despite rounding in (t - origin) * srate
+            k = np.floor(frac * data.size + 1e-6).astype(np.int64) % data.size
+            return data[k]
+        return np.zeros_like(cycles)  # DC, NOIS, PRBS: the offset only
+
+    def _burst_window(self, n: int, t: FloatArray) -> tuple[FloatArray, np.ndarray]:
+        """For each instant: the start of the burst it belongs to, and whether it is inside it."""
+        ch = self.channels[n]
+        pb = self.playback[n]
+        duration = ch.burst_cycles * self._period(n)
+        if ch.burst_mode != "TRIG":
+            return np.full_like(t, np.nan), np.zeros(t.shape, dtype=bool)
+        if ch.trigger_source in ("IMM", "TIM"):
+            every = ch.burst_period_s if ch.trigger_source == "IMM" else ch.trigger_timer_s
+            k = np.floor((t - pb.origin_s) / every)
+            start = np.where(k >= 0, pb.origin_s + k * every, np.nan)
+        else:
+            if not pb.burst_starts:
+                return np.full_like(t, np.nan), np.zeros(t.shape, dtype=bool)
+            starts = np.asarray(pb.burst_starts)
+            idx = np.searchsorted(starts, t, side="right") - 1
+            start = np.where(idx >= 0, starts[np.maximum(idx, 0)], np.nan)
+        with np.errstate(invalid="ignore"):
+            inside = (t >= start) & ((t - start) < duration)
+        return start, inside
+
+    def channel_voltage(self, n: int, t: FloatArray) -> FloatArray:
+        """Voltage at channel ``n``'s connector at bench times ``t`` (see module docstring)."""
+        t = np.asarray(t, dtype=float)
+        ch = self.channels[n]
+        if not ch.output_on:
+            return np.zeros_like(t)
+        if ch.function == "DC":
+            return np.full_like(t, ch.offset_v)
+        period = self._period(n)
+        half = ch.amplitude_vpp / 2.0 * (-1.0 if ch.polarity == "INV" else 1.0)
+        if not ch.burst_on:
+            cycles = (t - self.playback[n].origin_s) / period + ch.phase_deg / 360.0
+            return ch.offset_v + half * self._shape(n, cycles)
+        start_phase = ch.burst_phase_deg / 360.0
+        start, inside = self._burst_window(n, t)
+        cycles = np.where(inside, (t - np.where(inside, start, 0.0)) / period, 0.0) + start_phase
+        return ch.offset_v + half * self._shape(n, cycles)
+
+    def sync_voltage(self, t: FloatArray) -> FloatArray:
+        """The Sync connector: 3.3 V marker of the sync source channel (see module docstring)."""
+        t = np.asarray(t, dtype=float)
+        if not self.sync_on:
+            return np.zeros_like(t)
+        n = self.sync_source
+        ch = self.channels[n]
+        if ch.burst_on:
+            _, high = self._burst_window(n, t)
+        else:
+            cycles = (t - self.playback[n].origin_s) / self._period(n)
+            high = (cycles - np.floor(cycles)) < 0.5
+        return np.where(high, SYNC_HIGH_V, 0.0)
+
+    def output(self, port: str, t: FloatArray) -> FloatArray:
+        """Bench Part protocol: ``ch1``, ``ch2`` (volts at the connector) or ``sync``."""
+        if port == "sync":
+            return self.sync_voltage(t)
+        if port in ("ch1", "ch2"):
+            v = self.channel_voltage(int(port[2]), t)
+            full = f"{self.name}.{port}"
+            if v.size and self.bench.watches(full):
+                self.bench.log_voltage(full, float(v.min()), float(v.max()))
+            return v
+        raise KeyError(f"{self.name} has no output port {port!r} (ch1, ch2, sync)")
+
+    # ------------------------------------------------------------------ helpers
+    def _ch(self, ctx: Context) -> int:
+        return ctx.suffix(0, default=1, lo=1, hi=CHANNELS)
+
+    def _clamp(self, value: float, lo: float, hi: float) -> float:
+        """Clamp to [lo, hi]; a clamped value queues -222 as the instrument does."""
+        if value > hi:
+            self.push_error(-222, CLIPPED_HIGH)
+            return hi
+        if value < lo:
+            self.push_error(-222, CLIPPED_LOW)
+            return lo
+        return value
+
+    @staticmethod
+    def _keyword(args: Args, i: int, *names: str) -> str | None:
+        """Which of the keyword mnemonics (``"MINimum"``...) parameter ``i`` is, if any."""
+        text = args.raw(i).upper()
+        for name in names:
+            short = "".join(c for c in name if not c.islower())
+            if text in (short.upper(), name.upper()):
+                return short.upper()
+        return None
+
+    def _number(
+        self,
+        args: Args,
+        lo: float,
+        hi: float,
+        default: float,
+        *,
+        extra: dict[str, float] | None = None,
+    ) -> float:
+        """One numeric parameter with MIN/MAX/DEF (and ``extra`` keywords), clamped to [lo, hi]."""
+        args.require(1, 1)
+        keywords = {"MINimum": lo, "MAXimum": hi, "DEFault": default, **(extra or {})}
+        value = args.float(0, keywords=keywords)
+        if math.isinf(value):
+            return value
+        return self._clamp(value, lo, hi)
+
+    def _restart(self, n: int) -> None:
+        self.playback[n].origin_s = self.bench.clock.now
+
+    def _limits(self, n: int) -> tuple[float, float, float]:
+        """(min Vpp, max Vpp, max |V|) as displayed for the channel's load."""
+        g = _display_gain(self.channels[n].load_ohm)
+        return MIN_VPP_50 * g, MAX_VPP_50 * g, MAX_ABS_V_50 * g
+
+    def _rms_per_vpp(self, n: int) -> float:
+        ch = self.channels[n]
+        if ch.function == "ARB":
+            data = self._arb(n)
+            rms = float(np.sqrt(np.mean(data * data)))
+            if rms > 0:
+                return rms / 2.0
+        return _RMS_PER_VPP.get(ch.function, _RMS_PER_VPP["SIN"])
+
+    def _to_unit(self, n: int, vpp: float) -> float:
+        ch = self.channels[n]
+        if ch.unit == "VPP":
+            return vpp
+        vrms = vpp * self._rms_per_vpp(n)
+        if ch.unit == "VRMS":
+            return vrms
+        return 10.0 * math.log10(max(vrms * vrms / ch.load_ohm / 1e-3, 1e-300))
+
+    def _from_unit(self, n: int, value: float) -> float:
+        ch = self.channels[n]
+        if ch.unit == "VPP":
+            return value
+        if ch.unit == "VRMS":
+            return value / self._rms_per_vpp(n)
+        vrms = math.sqrt(10.0 ** (value / 10.0) * 1e-3 * ch.load_ohm)
+        return vrms / self._rms_per_vpp(n)
+
+    # ------------------------------------------------------------------ command table
+    def register_commands(self) -> None:
+        add = self.tree.add
+        src = "[SOURce#]"
+        add(f"{src}:FUNCtion", write=self._w_function, query=self._q_function)
+        add(f"{src}:FREQuency", write=self._w_frequency, query=self._q_frequency)
+        volt = f"{src}:VOLTage[:LEVel][:IMMediate]"
+        add(f"{volt}[:AMPLitude]", write=self._w_amplitude, query=self._q_amplitude)
+        add(f"{volt}:OFFSet", write=self._w_offset, query=self._q_offset)
+        add(f"{volt}:HIGH", write=self._w_high, query=self._q_high)
+        add(f"{volt}:LOW", write=self._w_low, query=self._q_low)
+        add(f"{src}:VOLTage:UNIT", write=self._w_unit, query=self._q_unit)
+        add(f"{src}:VOLTage:RANGe:AUTO", write=self._w_range_auto, query=self._q_range_auto)
+        add(f"{src}:PHASe[:ADJust]", write=self._w_phase, query=self._q_phase)
+        add(f"{src}:PHASe:SYNChronize", write=self._w_phase_sync)
+        add(f"{src}:FUNCtion:SQUare:DCYCle", write=self._w_duty, query=self._q_duty)
+        add(f"{src}:FUNCtion:RAMP:SYMMetry", write=self._w_symmetry, query=self._q_symmetry)
+        arb = f"{src}:FUNCtion:ARBitrary"
+        add(arb, write=self._w_arb_select, query=self._q_arb_select)
+        add(f"{arb}:SRATe", write=self._w_srate, query=self._q_srate)
+        add(f"{arb}:FREQuency", write=self._w_arb_frequency, query=self._q_arb_frequency)
+        add(f"{arb}:PERiod", write=self._w_arb_period, query=self._q_arb_period)
+        add(f"{arb}:PTPeak", write=self._w_amplitude_vpp, query=self._q_amplitude_vpp)
+        add(f"{arb}:FILTer", write=self._w_filter, query=self._q_filter)
+        add(f"{arb}:ADVance", write=self._w_advance, query=self._q_advance)
+        add(f"{arb}:POINts", query=self._q_arb_points)
+        add(f"{arb}:SYNChronize", write=self._w_phase_sync)
+        add(f"{src}:DATA:ARBitrary", write=self._w_data_float)
+        add(f"{src}:DATA:ARBitrary:DAC", write=self._w_data_dac)
+        add(f"{src}:DATA:VOLatile:CLEar", write=self._w_volatile_clear)
+        add(f"{src}:DATA:VOLatile:CATalog", query=self._q_volatile_catalog)
+        add(f"{src}:DATA:VOLatile:FREE", query=self._q_volatile_free)
+        add(f"{src}:DATA:ATTRibute:POINts", query=self._q_attr_points)
+        add(f"{src}:DATA:ATTRibute:AVERage", query=self._q_attr_average)
+        add(f"{src}:DATA:ATTRibute:PTPeak", query=self._q_attr_ptpeak)
+        add(f"{src}:DATA:ATTRibute:CFACtor", query=self._q_attr_cfactor)
+        burst = f"{src}:BURSt"
+        add(f"{burst}:STATe", write=self._w_burst_state, query=self._q_burst_state)
+        add(f"{burst}:MODE", write=self._w_burst_mode, query=self._q_burst_mode)
+        add(f"{burst}:NCYCles", write=self._w_burst_cycles, query=self._q_burst_cycles)
+        add(f"{burst}:INTernal:PERiod", write=self._w_burst_period, query=self._q_burst_period)
+        add(f"{burst}:PHASe", write=self._w_burst_phase, query=self._q_burst_phase)
+        add(f"{burst}:GATE:POLarity", write=self._w_gate_pol, query=self._q_gate_pol)
+        add(f"{src}:APPLy", query=self._q_apply)
+        for shape in FUNCTIONS:
+            add(f"{src}:APPLy:{shape}", write=self._apply_writer(_SHORT[shape]))
+        add("TRIGger#[:IMMediate]", write=self._w_trigger_now)
+        add("TRIGger#:SOURce", write=self._w_trig_source, query=self._q_trig_source)
+        add("TRIGger#:SLOPe", write=self._w_trig_slope, query=self._q_trig_slope)
+        add("TRIGger#:DELay", write=self._w_trig_delay, query=self._q_trig_delay)
+        add("TRIGger#:COUNt", write=self._w_trig_count, query=self._q_trig_count)
+        add("TRIGger#:TIMer", write=self._w_trig_timer, query=self._q_trig_timer)
+        add("OUTPut#[:STATe]", write=self._w_output, query=self._q_output)
+        add("OUTPut#:LOAD", write=self._w_load, query=self._q_load)
+        add("OUTPut#:POLarity", write=self._w_polarity, query=self._q_polarity)
+        add("OUTPut#:SYNC[:STATe]", write=self._w_sync, query=self._q_sync)
+        add("OUTPut#:SYNC:SOURce", write=self._w_sync_source, query=self._q_sync_source)
+        add("OUTPut#:SYNC:MODE", write=self._w_sync_mode, query=self._q_sync_mode)
+        add("OUTPut#:SYNC:POLarity", write=self._w_sync_pol, query=self._q_sync_pol)
+        add("OUTPut:TRIGger[:STATe]", write=self._w_trig_out, query=self._q_trig_out)
+        add("OUTPut:TRIGger:SLOPe", write=self._w_trig_out_slope, query=self._q_trig_out_slope)
+        add("OUTPut:TRIGger:SOURce", write=self._w_trig_out_source, query=self._q_trig_out_source)
+        add("FORMat:BORDer", write=self._w_border, query=self._q_border)
+        add("SYSTem:VERSion", query=lambda c, a: "1999.0")
+
+    # ------------------------------------------------------------------ waveform, frequency
+    def _w_function(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        args.require(1, 1)
+        ch = self.channels[n]
+        new = _SHORT[args.enum(0, FUNCTIONS)]
+        if new != ch.function:
+            ch.function = new
+            self._restart(n)
+            if ch.function == "DC":
+                # DC has no amplitude: only the offset limit applies, nothing to re-check
+                return
+            self._fit_amplitude(n)
+
+    def _q_function(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].function
+
+    def _w_frequency(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        self.channels[n].frequency_hz = self._number(args, MIN_FREQUENCY_HZ, MAX_FREQUENCY_HZ, 1e3)
+
+    def _q_frequency(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].frequency_hz)
+
+    def _w_phase(self, ctx: Context, args: Args) -> None:
+        self.channels[self._ch(ctx)].phase_deg = self._number(args, -360.0, 360.0, 0.0)
+
+    def _q_phase(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].phase_deg)
+
+    def _w_phase_sync(self, ctx: Context, args: Args) -> None:
+        args.require(0, 0)
+        for n in self.channels:
+            self._restart(n)
+
+    def _w_duty(self, ctx: Context, args: Args) -> None:
+        self.channels[self._ch(ctx)].square_duty_pct = self._number(args, 0.01, 99.98, 50.0)
+
+    def _q_duty(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].square_duty_pct)
+
+    def _w_symmetry(self, ctx: Context, args: Args) -> None:
+        self.channels[self._ch(ctx)].ramp_symmetry_pct = self._number(args, 0.0, 100.0, 100.0)
+
+    def _q_symmetry(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].ramp_symmetry_pct)
+
+    # ------------------------------------------------------------------ amplitude and offset
+    def _fit_amplitude(self, n: int) -> None:
+        """After a change that tightens the limits, bring amplitude and offset back inside."""
+        ch = self.channels[n]
+        lo, hi, vmax = self._limits(n)
+        if ch.function == "DC":
+            ch.offset_v = self._clamp(ch.offset_v, -vmax, vmax)
+            return
+        ch.amplitude_vpp = self._clamp(ch.amplitude_vpp, lo, hi)
+        room = vmax - ch.amplitude_vpp / 2.0
+        ch.offset_v = self._clamp(ch.offset_v, -room, room)
+
+    def _set_vpp(self, n: int, vpp: float) -> None:
+        ch = self.channels[n]
+        lo, hi, vmax = self._limits(n)
+        # amplitude and offset share the output swing: |offset| + Vpp/2 <= Vmax
+        hi = min(hi, 2.0 * (vmax - abs(ch.offset_v)))
+        ch.amplitude_vpp = self._clamp(vpp, lo, max(hi, lo))
+
+    def _w_amplitude(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        args.require(1, 1)
+        lo, hi, vmax = self._limits(n)
+        word = self._keyword(args, 0, "MINimum", "MAXimum", "DEFault")
+        if word == "MIN":
+            vpp = lo
+        elif word == "MAX":
+            vpp = min(hi, 2.0 * (vmax - abs(self.channels[n].offset_v)))
+        elif word == "DEF":
+            vpp = 0.1
+        else:
+            vpp = self._from_unit(n, args.float(0))
+        self._set_vpp(n, vpp)
+
+    def _q_amplitude(self, ctx: Context, args: Args) -> str:
+        n = self._ch(ctx)
+        return format_nr3(self._to_unit(n, self.channels[n].amplitude_vpp))
+
+    def _w_amplitude_vpp(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        args.require(1, 1)
+        lo, hi, _ = self._limits(n)
+        self._set_vpp(n, args.float(0, keywords={"MINimum": lo, "MAXimum": hi, "DEFault": 0.1}))
+
+    def _q_amplitude_vpp(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].amplitude_vpp)
+
+    def _w_offset(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        ch = self.channels[n]
+        _, _, vmax = self._limits(n)
+        room = vmax if ch.function == "DC" else vmax - ch.amplitude_vpp / 2.0
+        ch.offset_v = self._number(args, -room, room, 0.0)
+
+    def _q_offset(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].offset_v)
+
+    def _set_level(self, n: int, value: float, high: bool) -> None:
+        """Set the high (or low) level; the other level stays, amplitude and offset follow."""
+        ch = self.channels[n]
+        lo_vpp, hi_vpp, vmax = self._limits(n)
+        top = ch.offset_v + ch.amplitude_vpp / 2.0
+        bottom = ch.offset_v - ch.amplitude_vpp / 2.0
+        if high:
+            top = self._clamp(value, bottom + lo_vpp, min(vmax, bottom + hi_vpp))
+        else:
+            bottom = self._clamp(value, max(-vmax, top - hi_vpp), top - lo_vpp)
+        ch.amplitude_vpp = top - bottom
+        ch.offset_v = (top + bottom) / 2.0
+
+    def _level_value(self, args: Args, n: int, high: bool) -> float:
+        args.require(1, 1)
+        _, _, vmax = self._limits(n)
+        return args.float(0, keywords={"MINimum": -vmax, "MAXimum": vmax})
+
+    def _w_high(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        self._set_level(n, self._level_value(args, n, True), high=True)
+
+    def _w_low(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        self._set_level(n, self._level_value(args, n, False), high=False)
+
+    def _q_high(self, ctx: Context, args: Args) -> str:
+        ch = self.channels[self._ch(ctx)]
+        return format_nr3(ch.offset_v + ch.amplitude_vpp / 2.0)
+
+    def _q_low(self, ctx: Context, args: Args) -> str:
+        ch = self.channels[self._ch(ctx)]
+        return format_nr3(ch.offset_v - ch.amplitude_vpp / 2.0)
+
+    def _w_unit(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        args.require(1, 1)
+        unit = args.enum(0, ["VPP", "VRMS", "DBM"])
+        if unit == "DBM" and math.isinf(self.channels[n].load_ohm):
+            raise ScpiError(-221, detail="dBm needs a finite OUTPut:LOAD")
+        self.channels[n].unit = unit
+
+    def _q_unit(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].unit
+
+    def _w_range_auto(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        if self._keyword(args, 0, "ONCE") is None:
+            self.channels[self._ch(ctx)].range_auto = args.bool(0)
+
+    def _q_range_auto(self, ctx: Context, args: Args) -> str:
+        return "1" if self.channels[self._ch(ctx)].range_auto else "0"
+
+    # ------------------------------------------------------------------ output, load, sync
+    def _w_output(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        args.require(1, 1)
+        on = args.bool(0)
+        if on and not self.channels[n].output_on:
+            self._restart(n)
+        self.channels[n].output_on = on
+
+    def _q_output(self, ctx: Context, args: Args) -> str:
+        return "1" if self.channels[self._ch(ctx)].output_on else "0"
+
+    def _w_load(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        ch = self.channels[n]
+        new = self._number(args, 1.0, 10e3, 50.0, extra={"INFinity": math.inf})
+        # The real output is unchanged; the displayed amplitude and offset follow the new load.
+        scale = _display_gain(new) / _display_gain(ch.load_ohm)
+        ch.load_ohm = new
+        ch.amplitude_vpp *= scale
+        ch.offset_v *= scale
+        if math.isinf(new) and ch.unit == "DBM":
+            ch.unit = "VPP"
+
+    def _q_load(self, ctx: Context, args: Args) -> str:
+        load = self.channels[self._ch(ctx)].load_ohm
+        return INFINITY_REPLY if math.isinf(load) else format_nr3(load)
+
+    def _w_polarity(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.channels[self._ch(ctx)].polarity = _short(args.enum(0, ["NORMal", "INVerted"]))
+
+    def _q_polarity(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].polarity
+
+    def _w_sync(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.sync_on = args.bool(0)
+
+    def _q_sync(self, ctx: Context, args: Args) -> str:
+        return "1" if self.sync_on else "0"
+
+    def _w_sync_source(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.sync_source = int(args.enum(0, ["CH1", "CH2"])[2])
+
+    def _q_sync_source(self, ctx: Context, args: Args) -> str:
+        return f"CH{self.sync_source}"
+
+    def _w_sync_mode(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.channels[self._ch(ctx)].sync_mode = _short(
+            args.enum(0, ["NORMal", "CARRier", "MARKer"])
+        )
+
+    def _q_sync_mode(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].sync_mode
+
+    def _w_sync_pol(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.channels[self._ch(ctx)].sync_polarity = _short(args.enum(0, ["NORMal", "INVerted"]))
+
+    def _q_sync_pol(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].sync_polarity
+
+    def _w_trig_out(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.trigger_out_on = args.bool(0)
+
+    def _q_trig_out(self, ctx: Context, args: Args) -> str:
+        return "1" if self.trigger_out_on else "0"
+
+    def _w_trig_out_slope(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.trigger_out_slope = _short(args.enum(0, ["POSitive", "NEGative"]))
+
+    def _q_trig_out_slope(self, ctx: Context, args: Args) -> str:
+        return self.trigger_out_slope
+
+    def _w_trig_out_source(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.trigger_out_source = int(args.enum(0, ["CH1", "CH2"])[2])
+
+    def _q_trig_out_source(self, ctx: Context, args: Args) -> str:
+        return f"CH{self.trigger_out_source}"
+
+    def _w_border(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.byte_order = _short(args.enum(0, ["NORMal", "SWAPped"]))
+
+    def _q_border(self, ctx: Context, args: Args) -> str:
+        return self.byte_order
+
+    # ------------------------------------------------------------------ arb selection, rate
+    def _lookup_arb(self, n: int, text: str) -> str:
+        name = text.strip().upper()
+        if name not in self.arbs[n]:
+            raise ScpiError(-256, detail=f"arb {text!r} is not in channel {n}'s volatile memory")
+        return name
+
+    def _w_arb_select(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        args.require(1, 1)
+        name = self._lookup_arb(n, args.string(0))
+        if name != self.channels[n].arb_name:
+            self.channels[n].arb_name = name
+            self._restart(n)
+
+    def _q_arb_select(self, ctx: Context, args: Args) -> str:
+        return f'"{self.channels[self._ch(ctx)].arb_name}"'
+
+    def _w_srate(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        self.channels[n].arb_sample_rate = self._number(args, MIN_SRATE, MAX_SRATE, 40e3)
+
+    def _q_srate(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].arb_sample_rate)
+
+    def _w_arb_frequency(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        points = self._arb(n).size
+        hz = self._number(args, MIN_SRATE / points, MAX_SRATE / points, 40e3 / points)
+        self.channels[n].arb_sample_rate = hz * points
+
+    def _q_arb_frequency(self, ctx: Context, args: Args) -> str:
+        n = self._ch(ctx)
+        return format_nr3(self.channels[n].arb_sample_rate / self._arb(n).size)
+
+    def _w_arb_period(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        points = self._arb(n).size
+        s = self._number(args, points / MAX_SRATE, points / MIN_SRATE, points / 40e3)
+        self.channels[n].arb_sample_rate = points / s
+
+    def _q_arb_period(self, ctx: Context, args: Args) -> str:
+        n = self._ch(ctx)
+        return format_nr3(self._arb(n).size / self.channels[n].arb_sample_rate)
+
+    def _w_filter(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.channels[self._ch(ctx)].arb_filter = _short(args.enum(0, ["NORMal", "STEP", "OFF"]))
+
+    def _q_filter(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].arb_filter
+
+    def _w_advance(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.channels[self._ch(ctx)].arb_advance = _short(args.enum(0, ["SRATe", "TRIGger"]))
+
+    def _q_advance(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].arb_advance
+
+    def _q_arb_points(self, ctx: Context, args: Args) -> str:
+        return f"{self._arb(self._ch(ctx)).size:+d}"
+
+    # ------------------------------------------------------------------ arb upload
+    def _check_name(self, n: int, text: str) -> str:
+        name = text.strip().upper()
+        if not name or len(name) > NAME_MAX or not _NAME_RE.match(name):
+            raise ScpiError(
+                -224,
+                detail=f"arb name {text!r}: 1..{NAME_MAX} letters/digits/_, starting with a letter",
+            )
+        if name in self.arbs[n]:
+            raise ScpiError(
+                -221, detail=f"arb {name} already in volatile memory; clear it with DATA:VOL:CLE"
+            )
+        return name
+
+    def _store(self, n: int, name: str, samples: FloatArray) -> None:
+        if not MIN_ARB_POINTS <= samples.size <= MAX_ARB_POINTS:
+            raise ScpiError(
+                -224,
+                detail=f"arb {name}: {samples.size} points, "
+                f"allowed {MIN_ARB_POINTS}..{MAX_ARB_POINTS}",
+            )
+        used = sum(_blocks(a.size) for a in self.arbs[n].values())
+        if used + _blocks(samples.size) > MEMORY_POINTS:
+            raise ScpiError(-225, detail=f"arb {name}: {MEMORY_POINTS - used} points free")
+        self.arbs[n][name] = samples
+
+    @staticmethod
+    def _ascii_list(args: Args, start: int) -> FloatArray:
+        """Parameters ``start..`` as floats, fast enough for a million-point list."""
+        try:
+            return np.array([float(args.raw_bytes(j)) for j in range(start, len(args))])
+        except ValueError:
+            raise ScpiError(-104, detail="arb data list holds a non-number") from None
+
+    def _w_data_float(self, ctx: Context, args: Args) -> None:
+        """``DATA:ARB name,<values in -1..1>`` (ASCII list or float32 block)."""
+        n = self._ch(ctx)
+        args.require(2)
+        name = self._check_name(n, args.string(0))
+        if args.is_block(1):
+            args.require(2, 2)
+            payload = args.block(1)
+            if len(payload) % 4:
+                raise ScpiError(-161, detail=f"float32 block of {len(payload)} bytes")
+            dtype = ">f4" if self.byte_order == "NORM" else "<f4"
+            samples = np.frombuffer(payload, dtype=dtype).astype(np.float64)
+        else:
+            samples = self._ascii_list(args, 1)
+        if samples.size and (not np.all(np.isfinite(samples)) or np.max(np.abs(samples)) > 1.0):
+            raise ScpiError(-222, detail=f"arb {name}: values must lie in -1.0..+1.0")
+        self._store(n, name, samples)
+
+    def _w_data_dac(self, ctx: Context, args: Args) -> None:
+        """``DATA:ARB:DAC name,<codes>`` (ASCII list or int16 block); ±32767 is full scale."""
+        n = self._ch(ctx)
+        args.require(2)
+        name = self._check_name(n, args.string(0))
+        if args.is_block(1):
+            args.require(2, 2)
+            payload = args.block(1)
+            if len(payload) % 2:
+                raise ScpiError(-161, detail=f"int16 block of {len(payload)} bytes")
+            dtype = ">i2" if self.byte_order == "NORM" else "<i2"
+            codes = np.frombuffer(payload, dtype=dtype).astype(np.float64)
+        else:
+            codes = self._ascii_list(args, 1)
+            if codes.size and (
+                np.any(codes != np.round(codes))
+                or codes.min() < -DAC_FULL_SCALE - 1
+                or codes.max() > DAC_FULL_SCALE
+            ):
+                raise ScpiError(
+                    -222, detail=f"arb {name}: DAC codes must be integers -32768..32767"
+                )
+        # -32768 is accepted and plays as -32767 (full scale is symmetric)
+        self._store(n, name, np.clip(codes / DAC_FULL_SCALE, -1.0, 1.0))
+
+    def _w_volatile_clear(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        args.require(0, 0)
+        self.arbs[n] = {BUILTIN_ARB: _builtin_exp_rise()}
+        if self.channels[n].arb_name != BUILTIN_ARB:
+            self.channels[n].arb_name = BUILTIN_ARB
+            self._restart(n)
+
+    def _q_volatile_catalog(self, ctx: Context, args: Args) -> str:
+        return ",".join(f'"{name}"' for name in self.arbs[self._ch(ctx)])
+
+    def _q_volatile_free(self, ctx: Context, args: Args) -> str:
+        used = sum(_blocks(a.size) for a in self.arbs[self._ch(ctx)].values())
+        return f"{MEMORY_POINTS - used:+d}"
+
+    def _attr_data(self, ctx: Context, args: Args) -> FloatArray:
+        n = self._ch(ctx)
+        args.require(0, 1)
+        if args.has(0):
+            return self.arbs[n][self._lookup_arb(n, args.string(0))]
+        return self._arb(n)
+
+    def _q_attr_points(self, ctx: Context, args: Args) -> str:
+        return f"{self._attr_data(ctx, args).size:+d}"
+
+    def _q_attr_average(self, ctx: Context, args: Args) -> str:
+        return format_nr3(float(np.mean(self._attr_data(ctx, args))))
+
+    def _q_attr_ptpeak(self, ctx: Context, args: Args) -> str:
+        return format_nr3(float(np.ptp(self._attr_data(ctx, args))))
+
+    def _q_attr_cfactor(self, ctx: Context, args: Args) -> str:
+        data = self._attr_data(ctx, args)
+        rms = float(np.sqrt(np.mean(data * data)))
+        return format_nr3(float(np.max(np.abs(data))) / rms if rms > 0 else 0.0)
+
+    # ------------------------------------------------------------------ burst
+    def _w_burst_state(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        args.require(1, 1)
+        on = args.bool(0)
+        if on != self.channels[n].burst_on:
+            self.channels[n].burst_on = on
+            self.playback[n].burst_starts.clear()
+            self._restart(n)
+
+    def _q_burst_state(self, ctx: Context, args: Args) -> str:
+        return "1" if self.channels[self._ch(ctx)].burst_on else "0"
+
+    def _w_burst_mode(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        mode = args.enum(0, ["TRIGgered", "GATed"])
+        self.channels[self._ch(ctx)].burst_mode = "TRIG" if mode == "TRIGgered" else "GAT"
+
+    def _q_burst_mode(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].burst_mode
+
+    def _w_burst_cycles(self, ctx: Context, args: Args) -> None:
+        value = self._number(args, 1.0, 1e8, 1.0, extra={"INFinity": math.inf})
+        self.channels[self._ch(ctx)].burst_cycles = value if math.isinf(value) else round(value)
+
+    def _q_burst_cycles(self, ctx: Context, args: Args) -> str:
+        cycles = self.channels[self._ch(ctx)].burst_cycles
+        return INFINITY_REPLY if math.isinf(cycles) else format_nr3(cycles)
+
+    def _w_burst_period(self, ctx: Context, args: Args) -> None:
+        self.channels[self._ch(ctx)].burst_period_s = self._number(args, 1e-6, 8000.0, 0.01)
+
+    def _q_burst_period(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].burst_period_s)
+
+    def _w_burst_phase(self, ctx: Context, args: Args) -> None:
+        self.channels[self._ch(ctx)].burst_phase_deg = self._number(args, -360.0, 360.0, 0.0)
+
+    def _q_burst_phase(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].burst_phase_deg)
+
+    def _w_gate_pol(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.channels[self._ch(ctx)].burst_gate_polarity = _short(
+            args.enum(0, ["NORMal", "INVerted"])
+        )
+
+    def _q_gate_pol(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].burst_gate_polarity
+
+    # ------------------------------------------------------------------ trigger
+    def _w_trigger_now(self, ctx: Context, args: Args) -> None:
+        args.require(0, 0)
+        self.trigger_channel(self._ch(ctx), self.bench.clock.now)
+
+    def _w_trig_source(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        src = args.enum(0, ["IMMediate", "EXTernal", "TIMer", "BUS"])
+        self.channels[self._ch(ctx)].trigger_source = _short(src)
+
+    def _q_trig_source(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].trigger_source
+
+    def _w_trig_slope(self, ctx: Context, args: Args) -> None:
+        args.require(1, 1)
+        self.channels[self._ch(ctx)].trigger_slope = _short(args.enum(0, ["POSitive", "NEGative"]))
+
+    def _q_trig_slope(self, ctx: Context, args: Args) -> str:
+        return self.channels[self._ch(ctx)].trigger_slope
+
+    def _w_trig_delay(self, ctx: Context, args: Args) -> None:
+        self.channels[self._ch(ctx)].trigger_delay_s = self._number(args, 0.0, 1000.0, 0.0)
+
+    def _q_trig_delay(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].trigger_delay_s)
+
+    def _w_trig_count(self, ctx: Context, args: Args) -> None:
+        value = self._number(args, 1.0, 1e6, 1.0, extra={"INFinity": math.inf})
+        self.channels[self._ch(ctx)].trigger_count = value if math.isinf(value) else round(value)
+
+    def _q_trig_count(self, ctx: Context, args: Args) -> str:
+        count = self.channels[self._ch(ctx)].trigger_count
+        return INFINITY_REPLY if math.isinf(count) else format_nr3(count)
+
+    def _w_trig_timer(self, ctx: Context, args: Args) -> None:
+        self.channels[self._ch(ctx)].trigger_timer_s = self._number(args, 1e-6, 8000.0, 1e-3)
+
+    def _q_trig_timer(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].trigger_timer_s)
+
+    # ------------------------------------------------------------------ APPLy
+    def _apply_writer(self, function: str) -> WriteHandler:
+        def apply(ctx: Context, args: Args) -> None:
+            """``APPLy:<shape> [freq[,amp[,offset]]]``: set shape and values, trigger source
+            IMMediate, output on (the instrument's one-shot setup)."""
+            n = self._ch(ctx)
+            args.require(0, 3)
+            ch = self.channels[n]
+            ch.function = function
+            if args.has(0) and function not in ("DC", "NOIS"):
+                hz = args.float(0, keywords={"DEFault": ch.frequency_hz})
+                if function == "ARB":
+                    ch.arb_sample_rate = self._clamp(hz, MIN_SRATE, MAX_SRATE)
+                else:
+                    ch.frequency_hz = self._clamp(hz, MIN_FREQUENCY_HZ, MAX_FREQUENCY_HZ)
+            if args.has(1) and function != "DC":
+                vpp = args.float(1, keywords={"DEFault": ch.amplitude_vpp})
+                ch.offset_v = 0.0 if args.has(2) else ch.offset_v
+                self._set_vpp(n, self._from_unit(n, vpp))
+            if args.has(2):
+                _, _, vmax = self._limits(n)
+                room = vmax if function == "DC" else vmax - ch.amplitude_vpp / 2.0
+                offs = args.float(2, keywords={"DEFault": ch.offset_v})
+                ch.offset_v = self._clamp(offs, -room, room)
+            ch.trigger_source = "IMM"
+            ch.output_on = True
+            self._restart(n)
+
+        return apply
+
+    def _q_apply(self, ctx: Context, args: Args) -> str:
+        n = self._ch(ctx)
+        ch = self.channels[n]
+        rate = ch.arb_sample_rate if ch.function == "ARB" else ch.frequency_hz
+        amp = self._to_unit(n, ch.amplitude_vpp)
+        return f'"{ch.function} {format_nr3(rate)},{format_nr3(amp)},{format_nr3(ch.offset_v)}"'
