@@ -1,0 +1,893 @@
+"""Run a procedure: record it, stream it, and leave every instrument safe on every exit path.
+
+::
+
+    result = run_procedure(MyProcedure(points=11), station_text=toml_text)
+    print(result.status, result.reason, result.run_dir)
+
+Sequence: create the run folder and record, publish the start document, ``startup()``,
+(``restore_state()`` when resuming), ``execute()``, then — whatever happened — ``shutdown()``,
+``safe_state()`` on every instrument in ``procedure.instruments`` (each on its own, so one that
+fails does not keep the others from their safe state), drain the instruments' error queues into
+log documents, and write the stop document.
+
+Status: ``success`` when ``execute()`` returned with no stop requested; ``aborted`` after a stop
+request (Ctrl-C, SIGTERM, GUI, :class:`RunController`), a :class:`RunAborted` from the procedure,
+or instrument retries exhausted (:func:`retry`); ``failed`` on any other exception, and also when a
+run that would have succeeded could not bring an instrument to its safe state.
+
+Signals (only when running in the main thread with ``handle_signals=True``): the first Ctrl-C
+(SIGINT) or SIGTERM requests a stop, which the procedure honours at its next ``should_stop()``;
+a second one raises ``KeyboardInterrupt`` inside the procedure to abort at once. Once the shutdown
+section has begun, signals never raise: the safe state always runs to the end.
+
+For a GUI, run in a worker thread through :class:`RunController` (``start``, ``request_stop``,
+``pause``, ``resume``, ``join``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from instruments.errors import InstrumentConnectionError, InstrumentReportedError
+from instruments.roles import Instrument
+from labrig._version import __version__
+from labrig.errors import ProcedureError
+from labrig.procedures.base import (
+    LogLevel,
+    Procedure,
+    RunAborted,
+    get_procedure_class,
+)
+from labrig.runs.checkpoint import load_checkpoint, save_checkpoint
+from labrig.runs.documents import (
+    EventDoc,
+    LogDoc,
+    StartDoc,
+    StopDoc,
+    StopStatus,
+    check_name,
+    to_jsonable,
+)
+from labrig.runs.record import RecordError, RecordWriter, RunRecord, new_run_dir
+from labrig.runs.stream import DocumentStream, Subscriber
+
+try:
+    from pyvisa.errors import VisaIOError
+except ImportError:  # pyvisa is a dependency, but the runner must not need it to load
+    VisaIOError = None  # type: ignore[assignment, misc]
+
+__all__ = [
+    "RETRYABLE_ERRORS",
+    "RetriesExhaustedError",
+    "RunController",
+    "RunResult",
+    "resume_run",
+    "retry",
+    "run_procedure",
+]
+
+T = TypeVar("T")
+_logger = logging.getLogger("labrig.runner")
+
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (InstrumentConnectionError, TimeoutError)
+if VisaIOError is not None:
+    RETRYABLE_ERRORS = (*RETRYABLE_ERRORS, VisaIOError)
+
+
+# ----------------------------------------------------------------------------------- retry
+
+
+class RetriesExhaustedError(RunAborted):
+    """An instrument call kept failing after every retry; the run aborts safely."""
+
+
+def retry(
+    call: Callable[[], T],
+    *,
+    attempts: int = 3,
+    backoff_s: float = 0.1,
+    max_backoff_s: float = 5.0,
+    retry_on: tuple[type[BaseException], ...] = RETRYABLE_ERRORS,
+    reconnect: Callable[[], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], None] | None = None,
+    what: str = "",
+) -> T:
+    """Call ``call()``; on a timeout or dropped connection, wait and try again.
+
+    Up to ``attempts`` calls in all, waiting ``backoff_s``, then twice as long each time (at most
+    ``max_backoff_s``). Only ``retry_on`` errors are retried (by default
+    ``InstrumentConnectionError``, ``TimeoutError`` and pyvisa's ``VisaIOError``); anything else,
+    an ``InstrumentReportedError`` or a ``LimitError`` say, propagates at once. ``reconnect`` is
+    called before each new attempt (re-open the session). The wait ends early if
+    ``should_stop()`` turns true, raising :class:`RunAborted`.
+
+    Raises :class:`RetriesExhaustedError` (a ``RunAborted``: the runner ends the run as
+    'aborted', with this message as the reason) naming ``what``, the attempts and the last error.
+    """
+    if attempts < 1:
+        raise ValueError(f"retry: attempts={attempts} must be >= 1")
+    if backoff_s < 0 or max_backoff_s < 0:
+        raise ValueError(f"retry: back-off {backoff_s} s / max {max_backoff_s} s must be >= 0")
+    label = what or getattr(call, "__qualname__", None) or repr(call)
+    delay = backoff_s
+    last: BaseException | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except retry_on as exc:
+            last = exc
+            if attempt == attempts:
+                break
+            message = (
+                f"{label}: attempt {attempt}/{attempts} failed ({type(exc).__name__}: {exc}); "
+                f"retrying in {delay:.3g} s"
+            )
+            (log or _logger.warning)(message)
+            deadline = time.monotonic() + delay
+            while (remaining := deadline - time.monotonic()) > 0:
+                if should_stop is not None and should_stop():
+                    raise RunAborted(f"{label}: stop requested while retrying") from exc
+                time.sleep(min(0.05, remaining))
+            delay = min(max(delay * 2.0, 1e-3), max_backoff_s)
+            if reconnect is not None:
+                try:
+                    reconnect()
+                except retry_on as reconnect_exc:
+                    last = reconnect_exc
+                    (log or _logger.warning)(
+                        f"{label}: reconnect failed ({type(reconnect_exc).__name__}: "
+                        f"{reconnect_exc})"
+                    )
+    raise RetriesExhaustedError(
+        f"{label}: gave up after {attempts} attempts; last error {type(last).__name__}: {last}"
+    ) from last
+
+
+# ------------------------------------------------------------------------------- controller
+
+ControllerState = Literal["idle", "running", "paused", "stopping", "finished"]
+
+
+class RunController:
+    """Stop, pause and resume a run from another thread (a GUI); thread-safe.
+
+    ::
+
+        controller = RunController()
+        controller.start(procedure, runs_dir=...)   # runs in a worker thread
+        controller.pause(); controller.resume()      # if procedure.supports_pause
+        controller.request_stop()
+        result = controller.join(timeout_s=30)
+
+    One controller drives one run.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._stop_reason: str | None = None
+        self._paused = False
+        self._procedure: Procedure | None = None
+        self._finished = False
+        self._result: RunResult | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the procedure to stop at its next ``should_stop()``; also ends a pause."""
+        with self._cond:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+            self._cond.notify_all()
+
+    def pause(self) -> None:
+        """Ask the procedure to pause at its next ``wait_if_paused()``.
+
+        Raises :class:`ProcedureError` if the procedure does not support pausing.
+        """
+        with self._cond:
+            procedure = self._procedure
+            if procedure is not None and not procedure.supports_pause:
+                raise ProcedureError(f"procedure {procedure.name!r} does not support pause")
+            self._paused = True
+
+    def resume(self) -> None:
+        """End a pause."""
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    # ---- state -------------------------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stop_reason
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def state(self) -> ControllerState:
+        with self._cond:
+            if self._finished:
+                return "finished"
+            if self._procedure is None:
+                return "idle"
+            if self._stop_reason is not None:
+                return "stopping"
+            return "paused" if self._paused else "running"
+
+    @property
+    def result(self) -> RunResult | None:
+        """The run's result once finished (None before)."""
+        return self._result
+
+    def wait_if_paused(self, timeout_s: float | None = None) -> bool:
+        """Block while paused (until resumed, stopped or ``timeout_s``); True if it waited."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            if not self._paused or self._stop_reason is not None:
+                return False
+            while self._paused and self._stop_reason is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(timeout=remaining)
+            return True
+
+    # ---- worker thread -----------------------------------------------------------------------
+
+    def start(self, procedure: Procedure, **kwargs: Any) -> threading.Thread:
+        """Run ``procedure`` with :func:`run_procedure` in a worker thread (signals untouched)."""
+        kwargs.pop("handle_signals", None)
+
+        def work() -> None:
+            try:
+                self._result = run_procedure(
+                    procedure, handle_signals=False, controller=self, **kwargs
+                )
+            except BaseException as exc:  # surfaced by join()
+                self._error = exc
+                with self._cond:
+                    self._finished = True
+                    self._cond.notify_all()
+
+        thread = threading.Thread(target=work, name=f"labrig-run-{procedure.name}", daemon=True)
+        self._thread = thread
+        thread.start()
+        return thread
+
+    def join(self, timeout_s: float | None = None) -> RunResult | None:
+        """Wait for a run started with :meth:`start`; its result, or None on timeout.
+
+        Re-raises an error that kept the run from starting at all (e.g. an unwritable folder).
+        """
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                return None
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def _begin(self, procedure: Procedure) -> None:
+        with self._cond:
+            if self._procedure is not None:
+                raise ProcedureError("a RunController drives one run; make a new one")
+            if self._paused and not procedure.supports_pause:
+                raise ProcedureError(f"procedure {procedure.name!r} does not support pause")
+            self._procedure = procedure
+
+    def _end_if_running(self) -> None:
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+
+    def _end(self, result: RunResult) -> None:
+        with self._cond:
+            self._result = result
+            self._finished = True
+            self._cond.notify_all()
+
+
+# ----------------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended and where its record is."""
+
+    run_dir: Path
+    status: StopStatus
+    reason: str
+    device_time_s: float
+    wall_time_s: float
+    summary: dict[str, Any] = field(default_factory=dict)
+    n_events: int = 0
+    run_uid: str = ""
+    safe_state: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------- signals
+
+
+class _Phase:
+    """Where the run is; read by the signal handler. A plain attribute store, so setting it
+    cannot itself be interrupted by a signal handler (no call, no eval-breaker check)."""
+
+    def __init__(self) -> None:
+        self.value = "running"
+
+
+class _SignalGuard:
+    """SIGINT/SIGTERM handling for a run in the main thread (see the module docstring)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, phase: _Phase, controller: RunController, echo: bool) -> None:
+        self.phase = phase
+        self.controller = controller
+        self.echo = echo
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _say(self, message: str) -> None:
+        if self.echo:
+            print(f"labrig: {message}", file=sys.stderr, flush=True)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.phase.value != "running":
+            self.controller.request_stop(f"{name} received")
+            self._say(f"{name} received; bringing instruments to their safe state, please wait")
+            return
+        if not self.controller.stop_requested:
+            self.controller.request_stop(f"{name} received: stop requested")
+            self._say(
+                f"{name}: stopping after the current step (press Ctrl-C again to abort now; "
+                "instruments are brought to their safe state either way)"
+            )
+            return
+        self._say(f"{name} again: aborting now; instruments will still be made safe")
+        raise KeyboardInterrupt
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+# ------------------------------------------------------------------------------ run context
+
+
+def _versions() -> dict[str, str]:
+    found = {"labrig": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for dist in ("h5py", "scipy", "pyvisa", "pyvisa-py", "pyvisa-sim", "pymeasure", "matplotlib"):
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[dist] = "not installed"
+    return found
+
+
+def _host() -> dict[str, Any]:
+    return {"hostname": platform.node(), "platform": platform.platform(), "pid": os.getpid()}
+
+
+def _snapshot(instruments: Mapping[str, Instrument]) -> dict[str, Any]:
+    shot: dict[str, Any] = {}
+    for label, instrument in instruments.items():
+        entry: dict[str, Any] = {}
+        try:
+            entry["identity"] = instrument.identity
+            entry["settings"] = to_jsonable(instrument.snapshot())
+        except Exception as exc:  # a snapshot failure must not stop the run from being recorded
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        shot[label] = entry
+    return shot
+
+
+class _Context:
+    """The runner side of a procedure's ``emit_event``/``log``/``should_stop``."""
+
+    def __init__(
+        self,
+        procedure: Procedure,
+        writer: RecordWriter,
+        stream: DocumentStream,
+        controller: RunController,
+        run_uid: str,
+        segment: int,
+        first_seq: int,
+        prior_wall_s: float,
+        prior_device_s: float,
+        t0: float,
+        checkpointing: bool,
+    ) -> None:
+        self.procedure = procedure
+        self.writer = writer
+        self.stream = stream
+        self.controller = controller
+        self.run_uid = run_uid
+        self.segment = segment
+        self.next_seq = first_seq
+        self.prior_wall_s = prior_wall_s
+        self.prior_device_s = prior_device_s
+        self.t0 = t0
+        self.checkpointing = checkpointing
+        self.last_scalars: dict[str, float] = {}
+        self._lock = threading.RLock()
+
+    def wall_time_s(self) -> float:
+        return self.prior_wall_s + (time.monotonic() - self.t0)
+
+    def device_time_s(self) -> float:
+        try:
+            return self.prior_device_s + float(self.procedure.device_time_s())
+        except Exception:
+            return self.prior_device_s
+
+    def emit_event(self, scalars: Mapping[str, float], arrays: Mapping[str, np.ndarray]) -> int:
+        clean_scalars: dict[str, float] = {}
+        for name, value in scalars.items():
+            check_name(name, "scalar")
+            try:
+                clean_scalars[name] = float(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"scalar {name!r}: {value!r} is not a number") from exc
+        clean_arrays: dict[str, np.ndarray] = {}
+        for name, raw in arrays.items():
+            check_name(name, "array")
+            array = np.array(raw, copy=True)
+            if array.dtype.kind not in "biufc":
+                raise TypeError(f"array {name!r}: dtype {array.dtype} is not numeric")
+            array.setflags(write=False)
+            clean_arrays[name] = array
+        with self._lock:
+            seq = self.next_seq
+            doc = EventDoc(self.run_uid, seq, time.time(), clean_scalars, clean_arrays)
+            self.writer.append_event(doc)
+            self.next_seq = seq + 1
+            self.last_scalars = clean_scalars
+            if self.checkpointing:
+                state = self.procedure.checkpoint_state()
+                if state is not None:
+                    save_checkpoint(
+                        self.writer.run_dir,
+                        state,
+                        seq_num=seq,
+                        n_events=self.writer.n_events,
+                        segment=self.segment,
+                        wall_time_s=self.wall_time_s(),
+                        device_time_s=self.device_time_s(),
+                        procedure=self.procedure.name,
+                    )
+            self.stream.publish(doc)
+        return seq
+
+    def log(self, message: str, level: LogLevel) -> None:
+        doc = LogDoc(self.run_uid, time.time(), level, str(message), self.next_seq)
+        _logger.log(logging.getLevelNamesMapping()[level.upper()], "%s", message)
+        with self._lock:
+            try:
+                self.writer.append_log(doc)
+            except Exception:  # a lost log line must not end the run; the console still has it
+                _logger.exception("could not record a log document")
+            self.stream.publish(doc)
+
+    def should_stop(self) -> bool:
+        return self.controller.stop_requested
+
+    def wait_if_paused(self, timeout_s: float | None) -> bool:
+        if not self.controller.paused or self.controller.stop_requested:
+            return False
+        self.log("paused", "info")
+        waited = self.controller.wait_if_paused(timeout_s)
+        self.log("stop requested while paused" if self.should_stop() else "resumed", "info")
+        return waited
+
+
+# ------------------------------------------------------------------------------------- run
+
+
+def _start_doc(
+    procedure: Procedure,
+    run_uid: str,
+    station_text: str,
+    segment: int,
+    first_seq: int,
+) -> StartDoc:
+    declared = type(procedure).parameters()
+    try:
+        station = to_jsonable(procedure.station_info())
+    except Exception as exc:
+        station = {"error": f"{type(exc).__name__}: {exc}"}
+    return StartDoc(
+        run_uid=run_uid,
+        procedure=procedure.name,
+        procedure_class=type(procedure).import_path(),
+        parameters=to_jsonable(procedure.parameter_values()),
+        parameter_units={name: p.units for name, p in declared.items()},
+        station_text=station_text,
+        station=station,
+        snapshot=_snapshot(procedure.instruments),
+        versions=_versions(),
+        seeds=to_jsonable(procedure.seeds()),
+        host=_host(),
+        time=time.time(),
+        segment=segment,
+        first_seq_num=first_seq,
+    )
+
+
+def _drain_errors(instrument: Instrument) -> list[InstrumentReportedError]:
+    found: list[InstrumentReportedError] = []
+    for _ in range(32):
+        try:
+            instrument.check_errors()
+            return found
+        except InstrumentReportedError as exc:
+            found.append(exc)
+    return found
+
+
+@dataclass
+class _Outcome:
+    status: StopStatus = "success"
+    reason: str = ""
+
+
+def _execute(
+    procedure: Procedure,
+    *,
+    writer: RecordWriter,
+    start: StartDoc,
+    controller: RunController,
+    subscribers: Sequence[Subscriber],
+    handle_signals: bool,
+    echo: bool,
+    drain_timeout_s: float,
+    checkpointing: bool,
+    resume_state: dict[str, Any] | None,
+    prior_wall_s: float,
+    prior_device_s: float,
+    t0: float,
+) -> RunResult:
+    """Everything after the record exists: the lifecycle and the shielded shutdown."""
+    phase = _Phase()
+    guard = _SignalGuard(phase, controller, echo)
+    main = _in_main_thread()
+    if handle_signals and main:
+        guard.install()
+    stream = DocumentStream()
+    for subscriber in subscribers:
+        stream.subscribe(subscriber)
+    writer.set_segment(start.segment)
+    context = _Context(
+        procedure,
+        writer,
+        stream,
+        controller,
+        start.run_uid,
+        start.segment,
+        start.first_seq_num,
+        prior_wall_s,
+        prior_device_s,
+        t0,
+        checkpointing,
+    )
+    procedure._attach(context)
+    outcome = _Outcome()
+    reraise: BaseException | None = None
+    try:
+        try:
+            stream.publish(start)
+            procedure.startup()
+            if resume_state is not None:
+                procedure.resumed = True
+                procedure.restore_state(resume_state)
+            try:
+                writer.add_start_json("snapshot_after_startup", _snapshot(procedure.instruments))
+            except RecordError as exc:
+                context.log(f"could not store the snapshot after startup: {exc}", "warning")
+            if not controller.stop_requested:
+                procedure.execute()
+        finally:
+            # First statement on every way out: from here on a signal never raises.
+            phase.value = "shutdown"
+        if controller.stop_requested:
+            outcome = _Outcome("aborted", controller.stop_reason or "stop requested")
+    except KeyboardInterrupt:
+        outcome = _Outcome("aborted", controller.stop_reason or "interrupted (KeyboardInterrupt)")
+        if controller.stop_reason:
+            outcome.reason += "; aborted at once by a second signal"
+    except RunAborted as exc:
+        outcome = _Outcome("aborted", str(exc))
+    except Exception as exc:
+        outcome = _Outcome("failed", f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            context.log("".join(traceback.format_exception(exc)), "error")
+    except BaseException as exc:  # SystemExit and the like: make safe, record, then re-raise
+        outcome = _Outcome("failed", f"{type(exc).__name__}: {exc}")
+        reraise = exc
+    phase.value = "shutdown"
+    installed_late = False
+    if main and not (handle_signals and guard._previous):
+        # The caller keeps its own handlers during the run, but the safe state is shielded.
+        with contextlib.suppress(ValueError):
+            guard.install()
+            installed_late = True
+    try:
+        result = _shutdown(procedure, context, writer, stream, outcome, echo, drain_timeout_s)
+        controller._end(result)
+    finally:
+        if handle_signals or installed_late:
+            guard.restore()
+        procedure._attach(None)
+        controller._end_if_running()
+    if reraise is not None:
+        raise reraise
+    return result
+
+
+def _shutdown(
+    procedure: Procedure,
+    context: _Context,
+    writer: RecordWriter,
+    stream: DocumentStream,
+    outcome: _Outcome,
+    echo: bool,
+    drain_timeout_s: float,
+) -> RunResult:
+    """Shielded: every step is wrapped so the next one runs whatever the previous did."""
+    try:
+        procedure.shutdown()
+    except Exception as exc:
+        message = f"procedure shutdown() failed: {type(exc).__name__}: {exc}"
+        context.log(message, "error")
+        if outcome.status == "success":
+            outcome.status = "failed"
+        outcome.reason = "; ".join(filter(None, [outcome.reason, message]))
+    safe: dict[str, str] = {}
+    failures: list[str] = []
+    for label, instrument in dict(procedure.instruments).items():
+        try:
+            instrument.safe_state()
+            safe[label] = "ok"
+        except Exception as exc:
+            safe[label] = f"{type(exc).__name__}: {exc}"
+            failures.append(f"{label} ({safe[label]})")
+            context.log(f"safe_state() of {label!r} failed: {safe[label]}", "error")
+    for label, instrument in dict(procedure.instruments).items():
+        try:
+            for error in _drain_errors(instrument):
+                context.log(f"instrument {label!r}: {error}", "warning")
+        except Exception as exc:
+            context.log(f"could not read the error queue of {label!r}: {exc}", "warning")
+    if failures:
+        if outcome.status == "success":
+            outcome.status = "failed"
+        outcome.reason = "; ".join(
+            filter(None, [outcome.reason, "safe_state failed for " + ", ".join(failures)])
+        )
+    summary: dict[str, Any] = {"last_scalars": dict(context.last_scalars)}
+    try:
+        summary.update(to_jsonable(procedure.summary()))
+    except Exception as exc:
+        summary["summary_error"] = f"{type(exc).__name__}: {exc}"
+    stop = StopDoc(
+        run_uid=context.run_uid,
+        time=time.time(),
+        status=outcome.status,
+        reason=outcome.reason,
+        n_events=writer.n_events,
+        device_time_s=context.device_time_s(),
+        wall_time_s=context.wall_time_s(),
+        summary=to_jsonable(summary),
+        safe_state=safe,
+    )
+    _release(procedure, context.log)
+    try:
+        writer.write_stop(stop)
+    except Exception as exc:
+        _logger.exception("could not write the stop document")
+        print(f"labrig: could not write the stop document: {exc}", file=sys.stderr, flush=True)
+    finally:
+        writer.close()
+    stream.publish(stop)
+    stream.close(drain_timeout_s)
+    if echo and stop.status != "success":
+        print(
+            f"labrig: run {writer.run_dir.name} {stop.status}: {stop.reason}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return RunResult(
+        run_dir=writer.run_dir,
+        status=stop.status,
+        reason=stop.reason,
+        device_time_s=stop.device_time_s,
+        wall_time_s=stop.wall_time_s,
+        summary=stop.summary,
+        n_events=stop.n_events,
+        run_uid=stop.run_uid,
+        safe_state=safe,
+    )
+
+
+def _safe_state_only(procedure: Procedure) -> dict[str, str]:
+    """Used when the record cannot even be created: still make every instrument safe."""
+    safe: dict[str, str] = {}
+    for label, instrument in dict(procedure.instruments).items():
+        try:
+            instrument.safe_state()
+            safe[label] = "ok"
+        except Exception as exc:
+            safe[label] = f"{type(exc).__name__}: {exc}"
+    _release(procedure, lambda message, level: _logger.warning(message))
+    return safe
+
+
+def _release(procedure: Procedure, log: Callable[[str, LogLevel], None]) -> None:
+    """Let the procedure close its connections; only after every instrument is safe."""
+    try:
+        procedure.release()
+    except Exception as exc:
+        log(f"procedure release() failed: {type(exc).__name__}: {exc}", "warning")
+
+
+def run_procedure(
+    procedure: Procedure,
+    runs_dir: str | os.PathLike[str] | None = None,
+    station_text: str | None = None,
+    subscribers: Sequence[Subscriber] = (),
+    handle_signals: bool = True,
+    *,
+    controller: RunController | None = None,
+    echo: bool = True,
+    drain_timeout_s: float = 1.0,
+    checkpointing: bool = True,
+) -> RunResult:
+    """Run ``procedure`` to the end and return how it ended (see the module docstring).
+
+    ``runs_dir``: where the run folder goes (default: ``$LABRIG_RUNS_DIR`` or the user data
+    dir). ``station_text``: the resolved station file, stored with the run. ``subscribers``:
+    callables receiving every document on their own threads. ``handle_signals``: install the
+    Ctrl-C/SIGTERM handling (main thread only). ``echo``: print signal notices and a non-success
+    outcome to stderr. ``drain_timeout_s``: how long to wait at the end for slow subscribers.
+    ``checkpointing``: save ``checkpoint_state()`` after every event.
+
+    Raises :class:`RecordError` only if the run folder cannot be created (the instruments are
+    made safe first); everything that goes wrong later ends up in the result and stop document.
+    """
+    t0 = time.monotonic()
+    controller = controller or RunController()
+    controller._begin(procedure)
+    run_uid = uuid.uuid4().hex
+    try:
+        start = _start_doc(procedure, run_uid, station_text or "", segment=0, first_seq=0)
+        run_dir = new_run_dir(runs_dir, procedure.name, run_uid, start.time)
+        writer = RecordWriter.create(run_dir, start)
+    except BaseException:
+        _safe_state_only(procedure)
+        controller._end_if_running()
+        raise
+    return _execute(
+        procedure,
+        writer=writer,
+        start=start,
+        controller=controller,
+        subscribers=subscribers,
+        handle_signals=handle_signals,
+        echo=echo,
+        drain_timeout_s=drain_timeout_s,
+        checkpointing=checkpointing,
+        resume_state=None,
+        prior_wall_s=0.0,
+        prior_device_s=0.0,
+        t0=t0,
+    )
+
+
+def resume_run(
+    run_dir: Path,
+    *,
+    overrides: Mapping[str, object] | None = None,
+    subscribers: Sequence[Subscriber] = (),
+    handle_signals: bool = True,
+    prepare: Callable[[Procedure], None] | None = None,
+    controller: RunController | None = None,
+    echo: bool = True,
+    drain_timeout_s: float = 1.0,
+) -> RunResult:
+    """Continue a crashed, aborted or failed run from its checkpoint, in the same record.
+
+    The procedure class is found by name in the registry (``register_procedure``), or imported
+    from the path stored in the record. It is rebuilt from the recorded parameters, updated with
+    ``overrides`` (e.g. more iterations), passed to ``prepare`` (give it its instruments), then
+    run as a new segment: ``startup()``, ``restore_state(checkpoint)``, ``execute()``. Events
+    continue from the checkpoint's seq_num + 1; later events in the record are dropped first.
+
+    Raises :class:`RecordError` if the record is live or has no checkpoint and
+    :class:`ProcedureError` if the run already succeeded or its class cannot be found.
+    """
+    t0 = time.monotonic()
+    record = RunRecord.open(run_dir, load_arrays=False)
+    if record.status == "running":
+        raise RecordError(f"{run_dir}: the run is still being written; cannot resume it")
+    if record.status == "success":
+        raise ProcedureError(f"{run_dir}: the run finished successfully; nothing to resume")
+    checkpoint = load_checkpoint(Path(run_dir))
+    cls = get_procedure_class(record.start.procedure, record.start.procedure_class)
+    values: dict[str, object] = dict(record.start.parameters)
+    values.update(overrides or {})
+    procedure = cls(**values)
+    procedure.resumed = True
+    if prepare is not None:
+        prepare(procedure)
+    controller = controller or RunController()
+    controller._begin(procedure)
+    segment = len(record.segments)
+    try:
+        start = _start_doc(
+            procedure,
+            record.start.run_uid,
+            record.start.station_text,
+            segment=segment,
+            first_seq=checkpoint.seq_num + 1,
+        )
+        writer, removed = RecordWriter.reopen(Path(run_dir), start, checkpoint.seq_num)
+    except BaseException:
+        _safe_state_only(procedure)
+        controller._end_if_running()
+        raise
+    if removed:
+        _logger.info("resume: dropped %d event(s) recorded after the checkpoint", removed)
+    return _execute(
+        procedure,
+        writer=writer,
+        start=start,
+        controller=controller,
+        subscribers=subscribers,
+        handle_signals=handle_signals,
+        echo=echo,
+        drain_timeout_s=drain_timeout_s,
+        checkpointing=True,
+        resume_state=checkpoint.state,
+        prior_wall_s=checkpoint.wall_time_s,
+        prior_device_s=checkpoint.device_time_s,
+        t0=t0,
+    )

@@ -1,0 +1,221 @@
+"""Run records: what is emitted is what is read back, live readers, and crashes lose <= 1 event."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from labrig.procedures.base import Procedure
+from labrig.procedures.runner import RunController, run_procedure
+from labrig.runs.documents import EventDoc, StartDoc
+from labrig.runs.record import RecordWriter, RunRecord, default_runs_dir, new_run_dir
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def _start(uid: str = "0123456789abcdef") -> StartDoc:
+    return StartDoc(
+        run_uid=uid,
+        procedure="unit",
+        procedure_class="x:y",
+        parameters={"a": 1.5, "n": 3, "name": "é"},
+        parameter_units={"a": "V"},
+        station_text='[station]\nname = "sim"\n',
+        station={"electrodes": [1, 2]},
+        snapshot={"dac": {"identity": "QDevil,QDAC-II", "settings": {"ch1": 0.1}}},
+        versions={"labrig": "0"},
+        seeds={"device": 7},
+        host={},
+        time=time.time(),
+    )
+
+
+class Emitter(Procedure):
+    """Emits a planned list of (scalars, arrays)."""
+
+    name = "test-emitter"
+
+    def __init__(self, plan: list[tuple[dict[str, float], dict[str, np.ndarray]]]) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def execute(self) -> None:
+        for scalars, arrays in self.plan:
+            self.emit_event(scalars, arrays)
+
+
+def test_runs_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABRIG_RUNS_DIR", str(tmp_path / "env"))
+    assert default_runs_dir() == tmp_path / "env"
+    assert default_runs_dir(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("LABRIG_RUNS_DIR")
+    assert default_runs_dir().name == "runs" and "labrig" in str(default_runs_dir())
+    folder = new_run_dir(tmp_path, "hge training!", "abcdef0123456789", 0.0)
+    assert folder.parent == tmp_path
+    assert folder.name.endswith("-hge_training-abcdef01")
+    assert len(folder.name.split("-")[0]) == 8  # YYYYmmdd
+
+
+def test_round_trip_scalars_arrays_dtypes_and_shape_changes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    plan: list[tuple[dict[str, float], dict[str, np.ndarray]]] = []
+    for i in range(12):
+        scalars = {"loss": float(rng.random())}
+        if i >= 4:
+            scalars["accuracy"] = i / 12  # appears mid-run
+        arrays: dict[str, np.ndarray] = {
+            "controls": rng.normal(size=5),
+            "counts": np.arange(3, dtype=np.int16) + i,
+            "flags": np.array([i % 2 == 0, True]),
+            "iq": rng.normal(size=2) + 1j * rng.normal(size=2),
+        }
+        if i % 3 == 0:
+            arrays["trace"] = rng.normal(size=(2, 7)).astype(np.float32)
+        # a waveform whose length changes part-way (ragged)
+        arrays["signal"] = np.linspace(0, 1, 4 if i < 6 else 9)
+        plan.append((scalars, arrays))
+    result = run_procedure(Emitter(plan), runs_dir=tmp_path, station_text="[s]\nx = 1\n")
+    assert result.status == "success", result.reason
+    record = RunRecord.open(result.run_dir)
+    events = record.events
+    assert record.status == "success" and record.stop is not None
+    assert record.stop.n_events == 12 == len(events)
+    assert events.seq_num.tolist() == list(range(12))
+    assert np.array_equal(events.scalars["loss"], [p[0]["loss"] for p in plan])
+    assert np.all(np.isnan(events.scalars["accuracy"][:4]))
+    assert np.array_equal(events.scalars["accuracy"][4:], [i / 12 for i in range(4, 12)])
+    for name in ("controls", "counts", "flags", "iq"):
+        expected = np.stack([p[1][name] for p in plan])
+        assert events.arrays[name].dtype == expected.dtype, name
+        assert np.array_equal(events.arrays[name], expected), name
+    assert events.arrays["trace"].shape == (4, 2, 7)
+    assert events.arrays["trace"].dtype == np.float32
+    assert events.array_seq["trace"].tolist() == [0, 3, 6, 9]
+    assert np.array_equal(events.arrays["trace"][2], plan[6][1]["trace"])
+    assert "signal" in events.ragged_arrays and "signal" not in events.arrays
+    assert [r.shape for r in events.rows("signal")] == [(4,)] * 6 + [(9,)] * 6
+    assert events.array_seq["signal"].tolist() == list(range(12))
+    assert record.start.parameters == {}
+    assert record.start.station_text == "[s]\nx = 1\n"
+    assert record.start.versions["labrig"] and record.start.versions["numpy"] == np.__version__
+
+
+def test_start_doc_and_logs_round_trip(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    start = _start()
+    writer = RecordWriter.create(run_dir, start)
+    writer.append_event(EventDoc(start.run_uid, 0, 1.0, {"x": 1.0}, {}))
+    from labrig.runs.documents import LogDoc
+
+    writer.append_log(LogDoc(start.run_uid, 2.0, "warning", "line\nwith newline ü", 1))
+    writer.close()
+    record = RunRecord.open(run_dir / "run.h5")
+    assert record.start == start
+    assert record.status == "crashed"  # no stop document, no writer
+    assert record.logs[0].message == "line\nwith newline ü" and record.logs[0].level == "warning"
+    with h5py.File(run_dir / "run.h5", "r") as f:  # a plain reader sees the documented layout
+        assert json.loads(f["start/parameters"][()]) == {"a": 1.5, "n": 3, "name": "é"}
+        assert f["events/scalars/x"][0] == 1.0
+
+
+def test_plain_h5py_reader_sees_events_while_the_run_is_going(tmp_path: Path) -> None:
+    """SWMR: another process opens the file with h5py mid-run and reads the events so far."""
+    from test_runs_toys import SleepyCounter
+
+    controller = RunController()
+    procedure = SleepyCounter(n_events=100_000, period_s=0.002)
+    controller.start(procedure, runs_dir=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        runs: list[Path] = []
+        while time.monotonic() < deadline and not runs:
+            runs = [p for p in tmp_path.iterdir() if (p / "run.h5").exists()]
+            time.sleep(0.05)
+        h5 = runs[0] / "run.h5"
+        time.sleep(0.3)
+        reader = textwrap.dedent(
+            f"""
+            import h5py, json, time
+            seen = []
+            for _ in range(3):
+                with h5py.File({str(h5)!r}, "r", swmr=True) as f:
+                    n = f["events/seq_num"].shape[0]
+                    counts = f["events/scalars/count"][:n]
+                    seen.append((int(n), counts.tolist() == list(range(n))))
+                time.sleep(0.2)
+            print(json.dumps(seen))
+            """
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", reader], capture_output=True, text=True, timeout=60, check=True
+        )
+        seen = json.loads(out.stdout)
+        assert all(consistent for _, consistent in seen)
+        counts = [n for n, _ in seen]
+        assert counts[0] > 0 and counts[-1] > counts[0]  # it kept growing under the reader
+        assert RunRecord.open(runs[0]).status == "running"
+    finally:
+        controller.request_stop("test done")
+        result = controller.join(timeout_s=30)
+    assert result is not None and result.status == "aborted"
+    assert RunRecord.open(result.run_dir).status == "aborted"
+
+
+def _spawn_toy(args: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "test_runs_toys.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", [7, 40, 133])
+def test_sigkill_loses_at_most_the_event_in_flight(tmp_path: Path, kill_after: int) -> None:
+    """The toy prints each seq_num after emit_event returned (flushed); kill -9 right after."""
+    proc = _spawn_toy(["sleepy", str(tmp_path), "n_events=100000", "period_s=0.0005"])
+    confirmed = -1
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while confirmed < kill_after and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            message = json.loads(line)
+            confirmed = int(message.get("seq", confirmed))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert confirmed >= kill_after
+    (run_dir,) = list(tmp_path.iterdir())
+    with h5py.File(run_dir / "run.h5", "r", swmr=True) as f:  # plain h5py, no labrig
+        n = f["events/seq_num"].shape[0]
+        assert n >= confirmed + 1  # everything confirmed is there
+        assert f["events/scalars/count"][: confirmed + 1].tolist() == list(range(confirmed + 1))
+    record = RunRecord.open(run_dir)
+    assert record.status == "crashed" and record.stop is None
+    n_read = len(record.events)
+    # all confirmed events, plus at most the ones emitted between the print and the kill
+    assert confirmed + 1 <= n_read
+    assert record.events.scalars["count"].tolist() == list(range(n_read))
+    assert np.array_equal(record.events.arrays["signal"][:, 0], np.arange(n_read, dtype=float))
+    assert not any(math.isnan(v) for v in record.events.scalars["count"])
