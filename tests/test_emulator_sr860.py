@@ -222,3 +222,48 @@ def test_pymeasure_driver_works_unchanged() -> None:
         assert driver.ask("*ESR?").strip() == "0"  # everything above was understood
     finally:
         driver.adapter.close()
+
+
+class RestartedSine:
+    """``out`` = DC + A sin(2π f (t - t_s)): a DAC sine that starts at ``t_s`` with phase 0;
+    ``sig`` = the device's answer to it, ``g`` times the sine delayed by ``lag`` degrees."""
+
+    def __init__(self, f: float, t_s: float, g: float, lag_deg: float) -> None:
+        self.name = "dac"
+        self.f, self.t_s, self.g, self.lag = f, t_s, g, math.radians(lag_deg)
+
+    def output(self, port: str, t: np.ndarray) -> np.ndarray:
+        arg = 2 * np.pi * self.f * (t - self.t_s)
+        if port == "ref":
+            return 0.3 + 0.01 * np.sin(arg)
+        return 1.0 + self.g * 0.01 * np.sin(arg - self.lag)
+
+    def on_trigger(self, port: str, t: float) -> None:
+        pass
+
+
+@pytest.mark.parametrize("t_start", [0.0123, 0.4567])
+@pytest.mark.parametrize("g", [2.0, -3.0])
+def test_external_reference_locks_to_the_sine_on_ref(t_start: float, g: float) -> None:
+    # The phase must be read relative to the wired sine, whenever that sine started, so the
+    # sign of a gradient survives (a negative g reads theta near 180 degrees).
+    bench = Bench()
+    lockin = SR860Emulator("lockin", bench)
+    bench.add(RestartedSine(360.0, t_start, g, lag_deg=10.0))
+    bench.connect("lockin.in", "dac.sig")
+    bench.connect("lockin.ref", "dac.ref")
+    ask(lockin, "FREQ 360;RSRC EXT;OFLT 9;OFSL 3")
+    bench.clock.advance_to(t_start + 0.5)
+    r, theta = floats(ask(lockin, "SNAP? R,THETA"))
+    assert r == pytest.approx(abs(g) * 0.01 / math.sqrt(2), rel=0.01)
+    expected = -10.0 if g > 0 else 170.0
+    assert abs((theta - expected + 180) % 360 - 180) < 1.0
+    assert int(ask(lockin, "CUROVLDSTAT?")) & 8 == 0  # locked: no UNLK
+
+
+def test_external_reference_without_a_reference_signal_is_unlocked() -> None:
+    bench, lockin = make([(0.1, 1000.0, 0.0)])
+    ask(lockin, "RSRC EXT")
+    bench.clock.advance(0.5)
+    ask(lockin, "SNAP? X,Y")
+    assert int(ask(lockin, "CUROVLDSTAT?")) & 8 == 8

@@ -61,10 +61,13 @@ running one-shot capture.
   data channel DAT1..4 showing X, Y, R or a noise above full scale sets bits 8..11.
 - ``XNOise``/``YNOise`` read 0; aux inputs 1..4 read input ports ``in1..in4`` at ``now``.
 
-Not emulated: external reference (RSRC EXT/DUAL/CHOP are stored; demodulation always uses the
-internal oscillator and ``FREQEXT?`` reads 0 with LIAS bit 3 UNLK set while RSRC is not INT), the
-synchronous and advanced filters (stored), input coupling beyond the overload estimate,
-``SAMP`` capture (one sample per trigger) which captures like ``TRIG``.
+External reference (RSRC EXT): the lock-in follows the phase of the sine wired into its ``ref``
+input at FREQ (a phase-locked loop with a one-period lock time; see ``_reference_phase``), so a
+signal in phase with that sine reads theta = 0 whenever the sine started; with nothing (or no
+sine) on ``ref`` it runs on the internal oscillator and sets LIAS bit 3 UNLK.
+Not emulated: DUAL and CHOP references (stored; internal oscillator with UNLK), ``FREQEXT?``
+(reads 0), the synchronous and advanced filters (stored), input coupling beyond the overload
+estimate, ``SAMP`` capture (one sample per trigger) which captures like ``TRIG``.
 
 Capture buffer: ``CAPTURELEN n`` kB (odd n -> n+1) holds n·256 float32; ``CAPTURECFG`` picks X,
 XY, RT or XYRT per sample; ``CAPTURERATEMAX?`` is 1.25 MHz halved until at most 16 samples fall in
@@ -185,6 +188,7 @@ class SR860Emulator(ScpiEmulator):
         self._capture = _Capture()
         # Demodulator: oscillator phase anchor, filter stages (complex X + jY), their time.
         self._phase_anchor = (0.0, 0.0)  # (bench time, oscillator phase in rad)
+        self._ext_locked = False  # locked to a sine on the "ref" input (RSRC EXT)
         self._stages = np.zeros(4, dtype=complex)
         self._state_time = 0.0
         self._rng = np.random.default_rng()
@@ -294,6 +298,33 @@ class SR860Emulator(ScpiEmulator):
         t0, phi0 = self._phase_anchor
         return phi0 + 2.0 * math.pi * float(self._settings["freq"]) * (t - t0)  # type: ignore[arg-type]
 
+    def _reference_phase(self, t: FloatArray, dt: float) -> FloatArray:
+        """Phase of the reference at ``t``: the internal oscillator, or (RSRC EXT) the phase of
+        the sine wired into ``ref``, as a phase-locked loop with a one-period lock time sees it.
+
+        For ``r(t) = r0 + A sin(w t + phi)`` the one-period means of ``r sin(w t)`` and
+        ``r cos(w t)`` are ``A/2 cos(phi)`` and ``A/2 sin(phi)``, so ``phi = atan2(.., ..)``
+        at every instant, and a sine that restarts (new ``phi``) is followed within a period.
+        """
+        self._ext_locked = False
+        if int(self._settings["rsrc"]) != 1 or self.bench.source_of(f"{self.name}.ref") is None:  # type: ignore[call-overload]
+            return self._osc_phase(t)
+        f = float(self._settings["freq"])  # type: ignore[arg-type]
+        period_n = max(1, round(1.0 / (f * dt)))
+        # Evaluate the reference one period further back so every instant has a full period.
+        t_ext = np.concatenate([t[0] - dt * np.arange(period_n, 0, -1), t])
+        r = self.bench.signal(f"{self.name}.ref", t_ext)
+        wt = 2.0 * math.pi * f * t_ext
+        cs = np.cumsum(np.concatenate([[0.0], r * np.sin(wt)]))
+        cc = np.cumsum(np.concatenate([[0.0], r * np.cos(wt)]))
+        m_sin = (cs[period_n + 1 :] - cs[1:-period_n]) / period_n
+        m_cos = (cc[period_n + 1 :] - cc[1:-period_n]) / period_n
+        amplitude = 2.0 * np.hypot(m_sin, m_cos)
+        if float(np.median(amplitude)) < 1e-6:  # nothing to lock to: stay on the oscillator
+            return self._osc_phase(t)
+        self._ext_locked = True
+        return np.asarray(2.0 * math.pi * f * t + np.arctan2(m_cos, m_sin), dtype=np.float64)
+
     def _set_frequency(self, hz: float) -> None:
         """Change the internal oscillator keeping its phase continuous."""
         now = self.bench.clock.now
@@ -342,7 +373,7 @@ class SR860Emulator(ScpiEmulator):
         s = self.bench.signal(f"{self.name}.in", t)
         harm = int(self._settings["harm"])  # type: ignore[call-overload]
         phas = math.radians(float(self._settings["phas"]))  # type: ignore[arg-type]
-        theta = harm * self._osc_phase(t) + phas
+        theta = harm * self._reference_phase(t, dt) + phas
         z = s * math.sqrt(2.0) * (np.sin(theta) + 1j * np.cos(theta))
         first_dt = dt if truncated else max(float(t[0]) - t_from, 0.0)
         for k in range(self.stage_count):
@@ -403,7 +434,7 @@ class SR860Emulator(ScpiEmulator):
         for i, param in enumerate(cdsp):
             if param in _SIGNAL_PARAMS and abs(self._param(param, z)) > full:
                 bits |= 1 << (8 + i)
-        if int(self._settings["rsrc"]) != 0:  # type: ignore[call-overload]
+        if int(self._settings["rsrc"]) != 0 and not self._ext_locked:  # type: ignore[call-overload]
             bits |= _UNLOCK
         else:
             bits &= ~_UNLOCK
