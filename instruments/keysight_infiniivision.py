@@ -518,7 +518,7 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         trigger_level_v: float = 0.0,
     ) -> None:
         """Set the channel's full-screen range and offset, a record of ``duration_s`` that
-        starts at the trigger (reference LEFT, position 0) and the edge trigger.
+        starts at the trigger (reference LEFT, delayed one division) and the edge trigger.
 
         ``trigger="immediate"``: edge on the channel itself, sweep AUTO (acquires even without
         an edge). ``"external"``: rising edge on the EXT input, sweep NORM. The InfiniiVision
@@ -543,7 +543,9 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         self.write(":TIM:MODE MAIN")
         self.write(":TIM:REF LEFT")
         self.write(f":TIM:RANG {format_number(duration_s)}")
-        self.write(":TIM:POS 0")
+        # REF LEFT puts the reference one division (a tenth of the range) in from the left
+        # edge; delaying it by that much makes the record start at the trigger.
+        self.write(f":TIM:POS {format_number(duration_s / 10.0)}")
         self.write(":TRIG:MODE EDGE")
         self.write(f":TRIG:EDGE:SOUR {source}")
         self.write(f":TRIG:EDGE:LEV {format_number(trigger_level_v)}")

@@ -1,12 +1,350 @@
-"""Sub-commands of ``labrig`` beyond station and bench: measurements, training, runs, GUI.
+"""Sub-commands of ``labrig`` that run procedures or look at runs.
 
-Each lives beside the code it drives; this module only adds them to the parser.
+``measure iv|transfer``, ``train hge|dfa``, ``runs [list|show]``, ``report``, ``resume``, ``gui``.
+Each procedure command maps its options onto the procedure's declared parameters, runs it through
+the runner (records, checkpoints, safe shutdown on every path), prints a short summary and, with
+``--json``, one JSON object as the last line of standard output.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
 from typing import Any
 
+STATUS_EXIT = {"success": 0, "aborted": 1, "failed": 1}
 
+
+def _print_json(obj: dict[str, Any]) -> None:
+    def default(value: object) -> object:
+        if hasattr(value, "tolist"):
+            return value.tolist()
+        return str(value)
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    print(json.dumps(clean(obj), default=default), flush=True)
+
+
+def _run(procedure: Any, args: argparse.Namespace) -> Any:
+    from labrig.procedures.runner import run_procedure
+
+    return run_procedure(procedure, runs_dir=args.out, echo=not args.json)
+
+
+def _result_json(result: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(result.summary)
+    out.update(extra)
+    out.update(
+        run_dir=str(result.run_dir),
+        status=result.status,
+        reason=result.reason,
+        device_time_s=result.device_time_s,
+        wall_time_s=result.wall_time_s,
+    )
+    return out
+
+
+def _add_common(parser: argparse.ArgumentParser, station_default: str) -> None:
+    parser.add_argument(
+        "--station",
+        default=station_default,
+        help=f"station NAME or FILE (default: the built-in {station_default}, in process)",
+    )
+    parser.add_argument("--out", default=None, help="runs directory (default: LABRIG_RUNS_DIR)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+
+
+# ------------------------------------------------------------------------------------- measure
+def cmd_measure_iv(args: argparse.Namespace) -> int:
+    from labrig.procedures.characterise import IvSweep, write_iv_outputs
+
+    values: dict[str, Any] = {"station": args.station, "electrode": args.electrode}
+    names = {"start": "start_v", "stop": "stop_v", "points": "points", "settle": "settle_s"}
+    names["others"] = "others_v"
+    for option, parameter in names.items():
+        value = getattr(args, option)
+        if value is not None:
+            values[parameter] = value
+    result = _run(IvSweep(**values), args)
+    files = write_iv_outputs(result.run_dir) if result.n_events else {}
+    summary = dict(result.summary)
+    if not args.json:
+        print(f"iv: {result.status} — {result.n_events} points, record {result.run_dir}")
+        for key in ("current_min_na", "current_max_na", "reversals"):
+            if key in summary:
+                print(f"  {key}: {summary[key]}")
+        for label, path in files.items():
+            print(f"  {label}: {path}")
+    else:
+        _print_json(_result_json(result, {k: str(v) for k, v in files.items()}))
+    return STATUS_EXIT.get(result.status, 1)
+
+
+def cmd_measure_transfer(args: argparse.Namespace) -> int:
+    from labrig.procedures.characterise import TransferCurve, write_transfer_outputs
+
+    result = _run(TransferCurve(station=args.station, points=args.points), args)
+    files = write_transfer_outputs(result.run_dir) if result.n_events else {}
+    if not args.json:
+        print(f"transfer: {result.status} — record {result.run_dir}")
+        for key, value in result.summary.items():
+            print(f"  {key}: {value}")
+        for label, path in files.items():
+            print(f"  {label}: {path}")
+    else:
+        _print_json(_result_json(result, {k: str(v) for k, v in files.items()}))
+    return STATUS_EXIT.get(result.status, 1)
+
+
+# ------------------------------------------------------------------------------------- train
+def cmd_train_hge(args: argparse.Namespace) -> int:
+    from labrig.procedures.hge import HgeTraining
+
+    values: dict[str, Any] = {
+        "station": args.station,
+        "task": args.task,
+        "mode": args.mode,
+        "seed": args.seed,
+        "max_iterations": args.max_iterations,
+    }
+    if args.initializations is not None:
+        values["initializations"] = args.initializations
+    if args.learning_rate is not None:
+        values["learning_rate"] = args.learning_rate
+    result = _run(HgeTraining(**values), args)
+    summary = result.summary
+    if args.json:
+        _print_json(_result_json(result, {"task": summary.get("task", args.task)}))
+    else:
+        found = "FOUND" if summary.get("found") else "not found"
+        print(
+            f"hge {summary.get('task', args.task)} ({args.mode}): {found}, accuracy "
+            f"{summary.get('accuracy', float('nan')):.2f}, {summary.get('iterations', 0)} "
+            f"iterations, loss {summary.get('final_loss', float('nan')):.4g}; "
+            f"device time {result.device_time_s:.1f} s, wall time {result.wall_time_s:.1f} s"
+        )
+        if summary.get("outputs_na"):
+            outs = ", ".join(f"{x:.1f}" for x in summary["outputs_na"])
+            print(f"  case outputs (nA): {outs}")
+            ctrl = ", ".join(f"{x:+.3f}" for x in summary.get("controls_v", []))
+            print(f"  control voltages (V): {ctrl}")
+        print(f"  record: {result.run_dir}  [{result.status}]")
+    if result.status != "success":
+        return 1
+    return 0
+
+
+def cmd_train_dfa(args: argparse.Namespace) -> int:
+    from labrig.procedures.dfa import DfaTraining
+
+    values: dict[str, Any] = {
+        "station": args.station,
+        "task": args.task,
+        "method": args.method,
+        "layers": args.layers,
+        "nodes": args.nodes,
+        "g": args.g,
+        "epochs": args.epochs,
+        "seed": args.seed,
+    }
+    if args.train_samples is not None:
+        values["train_samples"] = args.train_samples
+    result = _run(DfaTraining(**values), args)
+    summary = result.summary
+    if args.json:
+        _print_json(_result_json(result, {"task": args.task, "method": args.method}))
+    else:
+        score = (
+            f"test NMSE {summary['test_nmse']:.4f}"
+            if "test_nmse" in summary
+            else f"test accuracy {summary.get('test_accuracy', float('nan')) * 100:.2f} %"
+        )
+        print(
+            f"dfa {args.task} ({args.method}, {args.layers} layer(s) x {args.nodes} nodes): "
+            f"{score} after {summary.get('epochs', 0)} epochs; device time "
+            f"{result.device_time_s:.2f} s, wall time {result.wall_time_s:.1f} s"
+        )
+        print(f"  record: {result.run_dir}  [{result.status}]")
+    return 0 if result.status == "success" else 1
+
+
+# ------------------------------------------------------------------------------------- runs
+def _runs_dir(args: argparse.Namespace) -> Path:
+    from labrig.runs.record import default_runs_dir
+
+    return Path(args.out) if args.out else default_runs_dir()
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from labrig.runs.catalog import list_runs
+    from labrig.runs.record import RunRecord
+
+    if args.runs_command == "show":
+        record = RunRecord.open(Path(args.run))
+        start = record.start
+        stop = record.stop
+        info = {
+            "run_dir": str(Path(args.run)),
+            "procedure": start.procedure if start else None,
+            "status": record.status,
+            "parameters": start.parameters if start else {},
+            "n_events": len(record.events),
+            "summary": stop.summary if stop else {},
+            "reason": stop.reason if stop else "",
+        }
+        if args.json:
+            _print_json(info)
+        else:
+            for key, value in info.items():
+                print(f"{key}: {value}")
+        return 0
+    runs = list_runs(_runs_dir(args))
+    if args.json:
+        _print_json({"runs": [_summary_dict(r) for r in runs], "runs_dir": str(_runs_dir(args))})
+        return 0
+    if not runs:
+        print(f"no runs in {_runs_dir(args)}")
+    for r in runs:
+        d = _summary_dict(r)
+        print(
+            f"{d['start_time']:<20} {d['procedure']:<10} {d['status']:<8} "
+            f"{d['n_events']:>5} ev  {d['path']}"
+        )
+    return 0
+
+
+def _summary_dict(summary: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    d = asdict(summary) if is_dataclass(summary) and not isinstance(summary, type) else {}
+    d = {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+    d.setdefault("path", d.get("run_dir", ""))
+    d.setdefault("start_time", "")
+    d.setdefault("procedure", "")
+    d.setdefault("status", "")
+    d.setdefault("n_events", 0)
+    return d
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from labrig.runs.report import make_report
+
+    files = make_report(Path(args.run_dir))
+    if args.json:
+        _print_json({"run_dir": args.run_dir, "files": [str(f) for f in files], "status": "ok"})
+    else:
+        for f in files:
+            print(f)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    # Importing the procedures registers them, so the record's procedure name resolves.
+    import labrig.procedures.characterise
+    import labrig.procedures.hge  # noqa: F401
+    from labrig.procedures.runner import resume_run
+
+    result = resume_run(Path(args.run_dir), echo=not args.json)
+    if args.json:
+        _print_json(_result_json(result, {}))
+    else:
+        print(f"resumed {result.run_dir}: {result.status} ({result.n_events} events)")
+        for key, value in result.summary.items():
+            print(f"  {key}: {value}")
+    return STATUS_EXIT.get(result.status, 1)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    try:
+        from labrig.gui.app import main as gui_main
+    except ImportError as exc:
+        print(
+            f"labrig gui needs the 'gui' extra (pip install 'labrig[gui]'): {exc}", file=sys.stderr
+        )
+        return 2
+    return int(gui_main(args.gui_args))
+
+
+# ------------------------------------------------------------------------------------- parser
 def register(sub: Any) -> None:
-    """Add every available sub-command to the ``labrig`` parser's sub-parsers ``sub``."""
+    """Add every sub-command of this module to the ``labrig`` parser's sub-parsers ``sub``."""
+    measure = sub.add_parser("measure", help="characterisation procedures").add_subparsers(
+        dest="measure_command", required=True
+    )
+    iv = measure.add_parser("iv", help="DNPU: sweep one electrode, measure the output current")
+    _add_common(iv, "sim-dnpu")
+    iv.add_argument("--electrode", type=int, default=3, help="electrode to sweep (0..6)")
+    iv.add_argument("--start", help="start voltage (e.g. -1.2 or '-1200 mV')")
+    iv.add_argument("--stop", help="stop voltage")
+    iv.add_argument("--points", type=int, default=None)
+    iv.add_argument("--settle", help="settle time per point (s)")
+    iv.add_argument("--others", help="DC level of the other electrodes (V)")
+    iv.set_defaults(handler=cmd_measure_iv)
+
+    tr = measure.add_parser("transfer", help="reservoir: modulator transfer curve and impulse")
+    _add_common(tr, "sim-reservoir")
+    tr.add_argument("--points", type=int, default=201)
+    tr.set_defaults(handler=cmd_measure_transfer)
+
+    train = sub.add_parser("train", help="in-the-loop training").add_subparsers(
+        dest="train_command", required=True
+    )
+    hge = train.add_parser("hge", help="homodyne gradient extraction on the DNPU rig")
+    _add_common(hge, "sim-dnpu")
+    hge.add_argument("--task", default="XOR", help="AND OR NAND NOR XOR XNOR, 0110, sphere, ring")
+    hge.add_argument("--mode", choices=["digital", "lockin", "sequential"], default="digital")
+    hge.add_argument("--seed", type=int, default=0)
+    hge.add_argument("--max-iterations", type=int, default=100)
+    hge.add_argument("--initializations", type=int, default=None)
+    hge.add_argument("--learning-rate", type=float, default=None)
+    hge.set_defaults(handler=cmd_train_hge)
+
+    dfa = train.add_parser("dfa", help="aug-DFA on the deep optoelectronic reservoir")
+    _add_common(dfa, "sim-reservoir")
+    dfa.add_argument(
+        "--task", default="digits", help="digits, mnist1d, mnist:PATH, fmnist:PATH, narma10"
+    )
+    dfa.add_argument(
+        "--method", choices=["aug-dfa", "dfa", "bp-twin", "readout"], default="aug-dfa"
+    )
+    dfa.add_argument("--layers", type=int, default=2)
+    dfa.add_argument("--nodes", type=int, default=100)
+    dfa.add_argument("--g", default="cos", help="cos sin tanh_prime triangle abs one")
+    dfa.add_argument("--epochs", type=int, default=10)
+    dfa.add_argument("--seed", type=int, default=0)
+    dfa.add_argument("--train-samples", type=int, default=None, help="limit the training set")
+    dfa.set_defaults(handler=cmd_train_dfa)
+
+    runs = sub.add_parser("runs", help="past runs")
+    runs.add_argument("--out", default=None, help="runs directory")
+    runs.add_argument("--json", action="store_true")
+    runs_sub = runs.add_subparsers(dest="runs_command")
+    runs_sub.add_parser("list", help="list runs (default)")
+    show = runs_sub.add_parser("show", help="one run's parameters and result")
+    show.add_argument("run", help="run folder")
+    runs.set_defaults(handler=cmd_runs, runs_command="list")
+
+    report = sub.add_parser("report", help="PNG plots of a run, written into its folder")
+    report.add_argument("run_dir")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(handler=cmd_report)
+
+    resume = sub.add_parser("resume", help="continue a crashed or aborted run in its record")
+    resume.add_argument("run_dir")
+    resume.add_argument("--json", action="store_true")
+    resume.set_defaults(handler=cmd_resume)
+
+    gui = sub.add_parser("gui", help="the operator dashboard", add_help=False)
+    gui.add_argument("gui_args", nargs=argparse.REMAINDER)
+    gui.set_defaults(handler=cmd_gui)

@@ -193,12 +193,22 @@ class Bench:
                 if part is not None:
                     part.on_trigger(port, t)
 
+    def step_drift(self, amount: float) -> None:
+        """Step the drift of every part that models drift (a ``drift`` fault)."""
+        for part in self.parts.values():
+            step = getattr(part, "step_drift", None)
+            if callable(step):
+                step(amount)
+
     # ----------------------------------------------------------------- safety evidence
     def watches(self, port: str) -> bool:
         return port in self._watched
 
     def watch(self, port: str) -> None:
         self._watched.add(port)
+
+    def watched_ports(self) -> set[str]:
+        return set(self._watched)
 
     def log_voltage(self, port: str, low: float, high: float) -> None:
         """Record that ``port`` output values in ``[low, high]``; keeps the all-time extremes."""

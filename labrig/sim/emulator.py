@@ -223,10 +223,12 @@ class ScpiEmulator:
         raise ScpiError(-211)
 
     def on_fault(self, fault: Fault) -> None:
-        """A non-transport fault fired on this instrument. ``error`` pushes its code here;
-        subclasses override for ``drift`` (and call ``super().on_fault``)."""
+        """A non-transport fault fired on this instrument: ``error`` pushes its code here,
+        ``drift`` steps the drift of the bench's device models."""
         if fault.kind == "error":
             self.push_error(fault.code, fault.message)
+        elif fault.kind == "drift":
+            self.bench.step_drift(fault.amount)
 
     def greeting(self) -> bytes:
         """Bytes the transports send to each client as it connects (a telnet-style banner, as

@@ -1,0 +1,479 @@
+"""Homodyne gradient extraction (Boon et al.): gradient descent *in materia* on a DNPU.
+
+Each iteration plays every input case of the task on the electrodes — inputs at their case
+values, controls at their DC levels plus small sines, each control at its own frequency,
+restarted at phase 0 in every case — and reads the output current. The component of the current
+at ``f_j`` is ``dI/dV_j`` (see :mod:`labrig.algorithms.hge`); the chain rule over the cases gives
+``dL/dV_j`` and the trainer (:mod:`labrig.algorithms.hge_trainer`) steps the controls.
+
+Three ways to read the gradient, chosen with ``mode``:
+
+``digital``
+    The DAC bank plays all cases as one trace (1 MS/s) and pulses a marker; the digitiser,
+    triggered by it, records the transimpedance amplifier's output; a digital lock-in
+    demodulates every control's frequency from the one record (all gradients in parallel).
+``lockin``
+    For each case the controls sit at DC plus continuous sines; one hardware lock-in per control
+    electrode, referenced to that electrode's DAC channel, reads ``R`` and ``theta`` after the
+    filter settles; ``dI/dV_j = +-sqrt(2) R_j / A_j`` (sign from the phase).
+``sequential``
+    As ``digital``, but one control at a time carries a sine (five records per iteration): the
+    reference against which parallel extraction is judged.
+
+The transimpedance amplifier's first-order bandwidth ``fc`` delays and attenuates the signal at
+``f``: the phase is corrected by ``atan(f/fc)`` and the magnitude by ``sqrt(1 + (f/fc)^2)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from labrig.algorithms.hge import (
+    AUTHORS_PLAN,
+    CaseSchedule,
+    FrequencyPlan,
+    build_case_waveforms,
+    case_gradients,
+    demodulate,
+    gradient_from_lockin,
+    gradient_from_xy,
+)
+from labrig.algorithms.hge_trainer import HgeConfig, HgeTrainer, Measurement
+from labrig.algorithms.tasks import (
+    Task,
+    accuracy,
+    best_threshold,
+    boolean_task,
+    input_voltages,
+    ring_task,
+    separable,
+    sphere_task,
+)
+from labrig.errors import ProcedureError
+from labrig.procedures.base import (
+    ChoiceParameter,
+    FloatParameter,
+    IntegerParameter,
+    StrParameter,
+    register_procedure,
+)
+from labrig.procedures.characterise import TIA_FULL_SCALE_V
+from labrig.procedures.rig_procedure import RigProcedure
+
+FloatArray = npt.NDArray[np.float64]
+
+TIA_CLIP_FRACTION = 0.97  # a trace this close to the TIA's rails is taken as saturated
+LOCKIN_SETTLE_TIME_CONSTANTS = 10.0
+
+
+def make_task(name: str, seed: int) -> Task:
+    """A Boolean gate by name or truth table ("XOR", "0110"), or ``sphere`` / ``ring``."""
+    key = name.strip().lower()
+    if key == "sphere":
+        return sphere_task(24, seed)
+    if key == "ring":
+        return ring_task(24, seed)
+    return boolean_task(name.strip().upper() if not set(key) <= {"0", "1"} else key)
+
+
+@register_procedure
+class HgeTraining(RigProcedure):
+    """Train a DNPU's control voltages to realise a task by homodyne gradient extraction."""
+
+    name = "hge"
+    rig_kind = "dnpu"
+    supports_pause = True
+    task = StrParameter(
+        "Task",
+        default="XOR",
+        help="Boolean gate (AND OR NAND NOR XOR XNOR, or a truth table like 0110), sphere, ring",
+    )
+    mode = ChoiceParameter(
+        "Gradient read-out", choices=["digital", "lockin", "sequential"], default="digital"
+    )
+    seed = IntegerParameter("Seed", default=0, minimum=0, maximum=2**31 - 1)
+    max_iterations = IntegerParameter(
+        "Iterations per start", default=100, minimum=1, maximum=10_000
+    )
+    initializations = IntegerParameter("Random starts", default=3, minimum=1, maximum=100)
+    learning_rate = FloatParameter("Learning rate", default=0.02, minimum=1e-6, maximum=10.0)
+    optimizer = ChoiceParameter("Optimiser", choices=["adam", "sgd"], default="adam")
+    loss = ChoiceParameter("Loss", choices=["corsig", "mse_with_fit", "fisher"], default="corsig")
+    min_gap_na = FloatParameter(
+        "Separation gap",
+        units="nA",
+        default=2.0,
+        minimum=0.0,
+        maximum=1000.0,
+        help="a gate counts as found when a threshold separates the cases by this much",
+    )
+    plateau_s = FloatParameter("Window per case", units="s", default=0.05, minimum=1e-3, maximum=10)
+    ramp_s = FloatParameter("Ramp between cases", units="s", default=0.02, minimum=0, maximum=10)
+    sample_rate_hz = FloatParameter(
+        "Waveform rate", units="Hz", default=10_000.0, minimum=1_000.0, maximum=1_000_000.0
+    )
+    lockin_time_constant_s = FloatParameter(
+        "Lock-in time constant", units="s", default=0.03, minimum=1e-5, maximum=10.0
+    )
+
+    def startup(self) -> None:
+        super().startup()
+        rig = self.require_rig()
+        dnpu = rig.station.dnpu
+        if dnpu is None:
+            raise ProcedureError("the hge procedure needs a [dnpu] station")
+        self._task = make_task(self.task, self.seed)
+        n_inputs = self._task.case_inputs01.shape[1]
+        inputs = list(dnpu.input_electrodes)
+        for k in range(len(dnpu.electrode_channels)):  # tasks with more inputs borrow controls
+            if len(inputs) >= n_inputs:
+                break
+            if k not in inputs:
+                inputs.append(k)
+        self._inputs = tuple(inputs[:n_inputs])
+        self._controls = tuple(
+            k for k in range(len(dnpu.electrode_channels)) if k not in self._inputs
+        )
+        self._plan = self._frequency_plan(len(self._controls))
+        ranges = dnpu.activation_ranges_v
+        self._case_inputs_v = input_voltages(
+            self._task.case_inputs01, [ranges[k] for k in self._inputs]
+        )
+        # Controls stay inside their activation range even at the crest of their sine.
+        amp = self._plan.amplitudes_v
+        self._control_ranges = tuple(
+            (ranges[k][0] + a, ranges[k][1] - a) for k, a in zip(self._controls, amp, strict=True)
+        )
+        if self.mode == "lockin" and len(rig.lockins) < len(self._controls):
+            raise ProcedureError(
+                f"mode 'lockin' needs one lock-in per control electrode ({len(self._controls)}); "
+                f"{rig.station.source} lists {len(rig.lockins)}"
+            )
+        config = HgeConfig(
+            control_ranges_v=self._control_ranges,
+            learning_rate=self.learning_rate,
+            optimizer=self.optimizer,
+            max_iterations=self.max_iterations,
+            n_initializations=self.initializations,
+            loss=self.loss,
+            min_gap=self.min_gap_na,
+        )
+        self._trainer = HgeTrainer(
+            self._measure, self._task.targets, config, self.seed, on_iteration=self._on_iteration
+        )
+        self._last_trace: tuple[FloatArray, FloatArray] | None = None
+        self._last_lockin: FloatArray | None = None
+        self._configured_duration = -1.0
+
+    # ----------------------------------------------------------------------------- planning
+    def _frequency_plan(self, n_controls: int) -> FrequencyPlan:
+        """The authors' plan (for up to 5 controls), on this run's sample rate and window."""
+        base = AUTHORS_PLAN
+        if n_controls > len(base.frequencies_hz):
+            raise ProcedureError(f"{n_controls} controls: the frequency plan has only 5")
+        plan = FrequencyPlan(
+            frequencies_hz=tuple(base.frequencies_hz[:n_controls]),
+            amplitudes_v=tuple(base.amplitudes_v[:n_controls]),
+            window_s=self.plateau_s,
+            sample_rate_hz=self.sample_rate_hz,
+        )
+        plan.validate()
+        return plan
+
+    def _tia_correction(self, freqs: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Phase lag (rad) and gain of the TIA's first-order response at ``freqs``."""
+        dnpu = self.require_rig().station.dnpu
+        assert dnpu is not None
+        ratio = np.asarray(freqs, dtype=float) / dnpu.tia_bandwidth_hz
+        return np.arctan(ratio), 1.0 / np.sqrt(1.0 + ratio**2)
+
+    # ----------------------------------------------------------------------------- measuring
+    def _schedule(self, controls_v: FloatArray, with_sines: bool = True) -> CaseSchedule:
+        return build_case_waveforms(
+            self._case_inputs_v,
+            controls_v,
+            self._plan,
+            self.plateau_s,
+            self.ramp_s,
+            self.sample_rate_hz,
+            with_sines=with_sines,
+            input_electrodes=self._inputs,
+            control_electrodes=self._controls,
+        )
+
+    def _play(self, voltages_v: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Play electrode sequences (electrodes x samples) and record the output current (nA).
+
+        Returns the record's times (s from the start of playback) and currents.
+        """
+        rig = self.require_rig()
+        dnpu = rig.station.dnpu
+        assert dnpu is not None
+        traces = {
+            dnpu.electrode_channels[e]: np.ascontiguousarray(voltages_v[e])
+            for e in range(voltages_v.shape[0])
+        }
+        duration = rig.dac.play_traces(
+            traces, self.sample_rate_hz, trigger="bus", marker_output=dnpu.marker_output
+        )
+        scope = rig.digitizer
+        if not math.isclose(duration, self._configured_duration):
+            scope.configure_acquisition(
+                dnpu.digitizer_channel,
+                volts_range=2 * TIA_FULL_SCALE_V,
+                offset_v=0.0,
+                duration_s=duration,
+                trigger="external",
+            )
+            self._configured_duration = duration
+        scope.arm()
+        rig.dac.trigger()
+        self.wait(duration)
+        scope.wait_complete(timeout_s=10.0 + 2.0 * duration)
+        record = scope.read_waveform(dnpu.digitizer_channel)
+        current = np.asarray(record.volts, dtype=float) * dnpu.tia_gain_na_per_v
+        return np.asarray(record.times_s, dtype=float), current
+
+    def _on_grid(
+        self, schedule: CaseSchedule, times: FloatArray, current: FloatArray
+    ) -> FloatArray:
+        """Resample a record onto the schedule's sample grid (the record must cover it)."""
+        grid = schedule.time_s
+        if times[0] > grid[0] + 1.0 / schedule.sample_rate_hz or times[-1] < grid[-1]:
+            raise ProcedureError(
+                f"the digitiser record [{times[0]:.6g}, {times[-1]:.6g}] s does not cover the "
+                f"playback [0, {grid[-1]:.6g}] s: check the trigger wiring"
+            )
+        return np.interp(grid, times, current)
+
+    def _clipped(self, current_na: FloatArray) -> bool:
+        dnpu = self.require_rig().station.dnpu
+        assert dnpu is not None
+        limit = TIA_CLIP_FRACTION * 3.5 * dnpu.tia_gain_na_per_v
+        return bool(np.max(np.abs(current_na)) >= limit)
+
+    def _measure(self, controls_v: FloatArray) -> Measurement:
+        self.wait_if_paused()
+        if self.should_stop():
+            raise _Stopped
+        if self.mode == "digital":
+            return self._measure_parallel(controls_v)
+        if self.mode == "sequential":
+            return self._measure_sequential(controls_v)
+        return self._measure_lockin(controls_v)
+
+    def _measure_parallel(self, controls_v: FloatArray) -> Measurement:
+        schedule = self._schedule(controls_v)
+        times, current = self._play(schedule.voltages_v)
+        trace = self._on_grid(schedule, times, current)
+        lag, gain = self._tia_correction(self._plan.frequencies_hz)
+        grads = case_gradients(
+            trace, schedule, self._plan, phase_correction_rad=lag, readout_gain=gain
+        )
+        self._last_trace = (schedule.time_s, trace)
+        return Measurement(grads.mean_output, grads.dI_dV, self._clipped(current))
+
+    def _measure_sequential(self, controls_v: FloatArray) -> Measurement:
+        dc = self._schedule(controls_v, with_sines=False)
+        n_cases, n_controls = len(dc.case_windows), len(self._controls)
+        jac = np.empty((n_cases, n_controls))
+        means = np.zeros(n_cases)
+        clipped = False
+        lag, gain = self._tia_correction(self._plan.frequencies_hz)
+        for j, electrode in enumerate(self._controls):
+            f, amp = self._plan.frequencies_hz[j], self._plan.amplitudes_v[j]
+            single = FrequencyPlan((f,), (amp,), self._plan.window_s, self._plan.sample_rate_hz)
+            voltages = np.array(dc.voltages_v)
+            phase_t = np.nan_to_num(dc.reference_time_s, nan=0.0)
+            on_plateau = ~np.isnan(dc.reference_time_s)
+            voltages[electrode] += np.where(on_plateau, amp * np.sin(2 * np.pi * f * phase_t), 0.0)
+            times, current = self._play(voltages)
+            clipped |= self._clipped(current)
+            trace = self._on_grid(dc, times, current)
+            for c, w in enumerate(dc.case_windows):
+                x, y = demodulate(
+                    trace[w],
+                    dc.sample_rate_hz,
+                    single,
+                    start_time_s=float(dc.reference_time_s[w.start]),
+                )
+                jac[c, j] = gradient_from_xy(
+                    x, y, (amp,), float(lag[j]), readout_gain=float(gain[j])
+                )[0]
+                means[c] += trace[w].mean() / n_controls
+            self._last_trace = (dc.time_s, trace)
+        return Measurement(means, jac, clipped)
+
+    def _measure_lockin(self, controls_v: FloatArray) -> Measurement:
+        rig = self.require_rig()
+        dnpu = rig.station.dnpu
+        assert dnpu is not None
+        lockins = rig.lockins[: len(self._controls)]
+        freqs = self._plan.frequencies_hz
+        amps = self._plan.amplitudes_v
+        lag, gain = self._tia_correction(freqs)
+        for lockin, f in zip(lockins, freqs, strict=True):
+            lockin.configure(f, self.lockin_time_constant_s, reference="external")
+        tau = max(lockin.time_constant_s for lockin in lockins)
+        n_cases = self._case_inputs_v.shape[0]
+        jac = np.empty((n_cases, len(self._controls)))
+        means = np.empty(n_cases)
+        r_all = np.empty((n_cases, len(self._controls)))
+        clipped = False
+        sines = {
+            dnpu.electrode_channels[k]: (f, a)
+            for k, f, a in zip(self._controls, freqs, amps, strict=True)
+        }
+        scope = rig.digitizer
+        scope.configure_acquisition(
+            dnpu.digitizer_channel,
+            volts_range=2 * TIA_FULL_SCALE_V,
+            offset_v=0.0,
+            duration_s=self.plateau_s,
+            trigger="immediate",
+        )
+        self._configured_duration = -1.0
+        for c in range(n_cases):
+            levels = {
+                dnpu.electrode_channels[k]: float(v)
+                for k, v in zip(self._inputs, self._case_inputs_v[c], strict=True)
+            }
+            levels.update(
+                {
+                    dnpu.electrode_channels[k]: float(v)
+                    for k, v in zip(self._controls, controls_v, strict=True)
+                }
+            )
+            rig.dac.stop_generators()
+            rig.dac.ramp_to(levels)
+            rig.dac.start_sines(sines, trigger="immediate")
+            self.wait(LOCKIN_SETTLE_TIME_CONSTANTS * tau)
+            for j, lockin in enumerate(lockins):
+                r, theta = lockin.read_r_theta()
+                # The lock-in reads amperes in current mode; here it reads the TIA's volts.
+                r_na = r * dnpu.tia_gain_na_per_v
+                r_all[c, j] = r_na
+                jac[c, j] = gradient_from_lockin(
+                    r_na, theta, amps[j], math.degrees(float(lag[j])), readout_gain=float(gain[j])
+                )
+            record = scope.acquire(dnpu.digitizer_channel)
+            current = np.asarray(record.volts) * dnpu.tia_gain_na_per_v
+            clipped |= self._clipped(current)
+            means[c] = float(current.mean())
+            self._last_trace = (np.asarray(record.times_s), current)
+        rig.dac.stop_generators()
+        self._last_lockin = r_all[-1]
+        return Measurement(means, jac, clipped)
+
+    # ----------------------------------------------------------------------------- the loop
+    def _on_iteration(self, record: dict[str, Any]) -> None:
+        targets = self._task.targets
+        outputs = np.asarray(record["outputs"], dtype=float)
+        arrays: dict[str, np.ndarray] = {
+            "controls_v": np.asarray(record["controls_v"], dtype=float),
+            "gradient": np.asarray(record["gradient"], dtype=float),
+            "case_outputs_na": outputs,
+            "targets": np.asarray(targets, dtype=float),
+        }
+        if self._last_trace is not None:
+            arrays["trace_t_s"], arrays["trace_na"] = self._last_trace
+        if self._last_lockin is not None:
+            arrays["lockin_r"] = self._last_lockin
+        acc = float("nan")
+        if np.all(np.isfinite(outputs)):
+            acc = best_threshold(outputs, targets)[1]
+        self.emit_event(
+            {
+                "loss": float(record["loss"]),
+                "accuracy": acc,
+                "found": float(record["found"]),
+                "iteration": float(record["iteration"]),
+                "initialization": float(record["init"]),
+                "threshold_na": float(record["threshold"]),
+                "restart": float(record["restart"]),
+                "device_time_s": self.device_time_s(),
+            },
+            arrays,
+        )
+
+    def execute(self) -> None:
+        started = time.monotonic()
+        try:
+            while not self._trainer.done:
+                self._trainer.step()
+        except _Stopped:
+            self.log("stop requested: ending training early", "warning")
+            return
+        self._final = self._final_measurement()
+        final = self._final
+        self.log(
+            f"{self._task.name}: found={final['found']} accuracy={final['accuracy']:.2f} after "
+            f"{self._trainer.n_measurements} measurements in {time.monotonic() - started:.1f} s"
+        )
+
+    def _final_measurement(self) -> dict[str, Any]:
+        """Measure the best controls once more, without perturbations, and judge the gate."""
+        try:
+            best = self._trainer.result()
+        except ValueError:
+            return {"found": False, "accuracy": 0.0, "outputs_na": [], "controls_v": []}
+        schedule = self._schedule(best.best_controls_v, with_sines=False)
+        times, current = self._play(schedule.voltages_v)
+        trace = self._on_grid(schedule, times, current)
+        outputs = np.array([trace[w].mean() for w in schedule.case_windows])
+        targets = self._task.targets
+        found, threshold = separable(outputs, targets, self.min_gap_na)
+        if not np.isfinite(threshold):
+            threshold = best_threshold(outputs, targets)[0]
+        return {
+            "found": bool(found),
+            "accuracy": float(accuracy(outputs, targets, threshold)),
+            "threshold_na": float(threshold),
+            "outputs_na": outputs.tolist(),
+            "controls_v": best.best_controls_v.tolist(),
+            "best_loss": best.best_loss,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        final = getattr(self, "_final", None)
+        trainer = getattr(self, "_trainer", None)
+        out: dict[str, Any] = {"task": self._task.name if hasattr(self, "_task") else self.task}
+        out["mode"] = self.mode
+        if trainer is not None:
+            out["iterations"] = trainer.n_measurements
+            out["restarts"] = trainer.n_restarts
+            if trainer.best is not None:
+                out["final_loss"] = float(trainer.best["loss"])
+        if final is not None:
+            out.update(
+                found=final["found"],
+                accuracy=final["accuracy"],
+                outputs_na=final["outputs_na"],
+                controls_v=final["controls_v"],
+            )
+        else:
+            out.update(found=False, accuracy=float("nan"))
+        return out
+
+    # ----------------------------------------------------------------------------- resume
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"trainer": self._trainer.state_dict()}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self._trainer.load_state_dict(state["trainer"])
+
+    def seeds(self) -> dict[str, int]:
+        bench = self.require_rig().station.bench if self.rig is not None else None
+        seeds = {"training": self.seed}
+        if bench is not None:
+            seeds.update(bench=bench.seed, device=bench.device_seed)
+        return seeds
+
+
+class _Stopped(Exception):
+    """Raised inside a measurement when a stop was requested, to leave the trainer's loop."""

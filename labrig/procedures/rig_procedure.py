@@ -1,0 +1,77 @@
+"""Procedures that run on a station: open it at startup, safe-state and release it at the end.
+
+:class:`RigProcedure` adds a ``station`` parameter (a built-in name or a station file), opens the
+rig in ``startup()``, hands every instrument to the runner (which brings each to its safe state on
+every exit path), reports the bench's clock as device time, and closes the connections in
+``release()`` — after the runner's safe state, never before it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from labrig.errors import ProcedureError
+from labrig.procedures.base import Procedure, StrParameter
+from labrig.rig import Rig, open_rig
+
+
+class RigProcedure(Procedure):
+    """A procedure bound to one station of a given rig kind (``"dnpu"`` or ``"reservoir"``)."""
+
+    rig_kind: ClassVar[str] = "dnpu"
+    station = StrParameter(
+        "Station",
+        default="sim-dnpu",
+        help="a built-in station (sim-dnpu, sim-reservoir) or a station file",
+    )
+
+    rig: Rig | None = None
+    _device_t0_s: float = 0.0
+
+    def startup(self) -> None:
+        rig = open_rig(self.station)
+        if rig.station.rig != self.rig_kind:
+            rig.close()
+            raise ProcedureError(
+                f"procedure {self.name!r} needs a {self.rig_kind} station; "
+                f"{rig.station.source} is a {rig.station.rig} station"
+            )
+        self.rig = rig
+        # The runner safe-states instruments in this order: DAC banks last, so generators and
+        # lock-in outputs are quiet before any electrode moves.
+        self.instruments = dict(
+            sorted(
+                rig.instruments.items(),
+                key=lambda kv: rig.station.instruments[kv[0]].info.role == "dac",
+            )
+        )
+        self._device_t0_s = rig.device_time_s()
+        self.log(f"station {rig.station.name!r} from {rig.station.source}: {rig.identities()}")
+
+    def require_rig(self) -> Rig:
+        if self.rig is None:
+            raise ProcedureError(f"procedure {self.name!r} has no open station (startup not run)")
+        return self.rig
+
+    def release(self) -> None:
+        """Close every connection (the runner calls this after the safe state)."""
+        if self.rig is not None:
+            for problem in self.rig.close():
+                self.log(problem, "error")
+            self.rig = None
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` of device time pass (bench clock on a simulated rig)."""
+        self.require_rig().wait(seconds, self.should_stop)
+
+    def device_time_s(self) -> float:
+        """Device time since this process's startup (the runner adds earlier segments')."""
+        if self.rig is None:
+            return 0.0
+        return self.rig.device_time_s() - self._device_t0_s
+
+    def station_info(self) -> dict[str, Any]:
+        if self.rig is None:
+            return {}
+        st = self.rig.station
+        return {"name": st.name, "rig": st.rig, "source": st.source, "text": st.text}

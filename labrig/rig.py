@@ -1,0 +1,215 @@
+"""Open a station: connect its instruments, install its safety limits, and hand out roles.
+
+``open_rig(station)`` returns a :class:`Rig`. Procedures get their instruments from it (by role,
+never by simulator), wait through it (:meth:`Rig.wait` advances a simulated bench's clock or
+sleeps on real hardware, checking for a stop request), and close it on every exit path
+(:meth:`Rig.close` brings every output to its safe state first).
+
+Where the instruments are — real hardware, a bench served over TCP, or the in-process bench — is
+decided by the station file alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from instruments.errors import InstrumentConnectionError
+from labrig.station import IN_PROCESS, MODELS, Station, load_station
+
+
+def _load(dotted: str) -> Any:
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass
+class Rig:
+    """An open station."""
+
+    station: Station
+    instruments: dict[str, Any]
+    bench_client: Any | None = None
+    built: Any | None = None  # the in-process BuiltBench, if any
+    _closed: bool = field(default=False, init=False)
+
+    # ------------------------------------------------------------------ roles
+    def instrument(self, name: str) -> Any:
+        try:
+            return self.instruments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.instruments))
+            raise KeyError(
+                f"station {self.station.name!r} has no instrument {name!r} ({known})"
+            ) from None
+
+    @property
+    def dac(self) -> Any:
+        if self.station.dnpu is not None:
+            return self.instrument(self.station.dnpu.dac)
+        if self.station.reservoir is not None:
+            return self.instrument(self.station.reservoir.bias_dac)
+        raise KeyError("this station has no DAC role")
+
+    @property
+    def digitizer(self) -> Any:
+        rig = self.station.dnpu or self.station.reservoir
+        if rig is None:
+            raise KeyError("this station has no digitizer role")
+        return self.instrument(rig.digitizer)
+
+    @property
+    def lockins(self) -> list[Any]:
+        if self.station.dnpu is None:
+            return []
+        return [self.instrument(n) for n in self.station.dnpu.lockins]
+
+    @property
+    def awg(self) -> Any:
+        if self.station.reservoir is None:
+            raise KeyError("this station has no AWG role")
+        return self.instrument(self.station.reservoir.awg)
+
+    @property
+    def simulated(self) -> bool:
+        return self.bench_client is not None
+
+    # ------------------------------------------------------------------ time
+    def wait(self, seconds: float, should_stop: Callable[[], bool] | None = None) -> None:
+        """Let ``seconds`` of device time pass: on a bench its clock advances, else we sleep.
+
+        On hardware the sleep is sliced (50 ms) so a stop request is seen promptly.
+        """
+        if seconds <= 0:
+            return
+        if self.bench_client is not None:
+            self.bench_client.wait(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or (should_stop is not None and should_stop()):
+                return
+            time.sleep(min(left, 0.05))
+
+    def device_time_s(self) -> float:
+        """Bench time on a simulated rig (what the hardware would have needed); 0 otherwise."""
+        return float(self.bench_client.time_s()) if self.bench_client is not None else 0.0
+
+    def voltage_extremes(self) -> dict[str, tuple[float, float]]:
+        """On a simulated rig, the extreme voltage every watched port ever output."""
+        if self.bench_client is None:
+            return {}
+        return dict(self.bench_client.voltage_extremes())
+
+    # ------------------------------------------------------------------ records
+    def snapshot(self) -> dict[str, Any]:
+        """Every instrument's settings, for the start document of a run."""
+        snap: dict[str, Any] = {}
+        for name, inst in self.instruments.items():
+            try:
+                snap[name] = inst.snapshot()
+            except Exception as exc:  # a snapshot must never stop a run from starting
+                snap[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        return snap
+
+    def identities(self) -> dict[str, str]:
+        return {name: str(inst.identity) for name, inst in self.instruments.items()}
+
+    # ------------------------------------------------------------------ safety
+    def safe_state(self) -> list[str]:
+        """Bring every instrument to its safe state; returns the problems met (never raises)."""
+        problems: list[str] = []
+        # DACs last: a generator or lock-in output should be off before electrodes move.
+        last = {"dac": 1}
+        order = sorted(
+            self.instruments.items(),
+            key=lambda kv: last.get(self.station.instruments[kv[0]].info.role, 0),
+        )
+        for name, inst in order:
+            try:
+                inst.safe_state()
+            except Exception as exc:
+                problems.append(f"{name}: safe state failed: {type(exc).__name__}: {exc}")
+        return problems
+
+    def close(self) -> list[str]:
+        """Safe state, then close every connection. Idempotent; never raises."""
+        if self._closed:
+            return []
+        self._closed = True
+        problems = self.safe_state()
+        for name, inst in [*self.instruments.items(), ("bench", self.bench_client)]:
+            if inst is None:
+                continue
+            try:
+                inst.adapter.close()
+            except Exception as exc:
+                problems.append(f"{name}: close failed: {type(exc).__name__}: {exc}")
+        return problems
+
+    def __enter__(self) -> Rig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_rig(station: Station | str, pacing: str | None = None) -> Rig:
+    """Connect every instrument of ``station`` (a Station, a built-in name or a file path)."""
+    if isinstance(station, str):
+        station = load_station(station)
+    built = None
+    library: Any = "@py"
+    if station.simulated_in_process:
+        from labrig.sim.assemble import build_bench
+        from labrig.sim.inprocess import make_visa_library
+
+        built = build_bench(station, pacing=pacing)
+        library = make_visa_library(built.emulators)
+    instruments: dict[str, Any] = {}
+    bench_client = None
+    try:
+        for name, spec in station.instruments.items():
+            cls = _load(MODELS[spec.model].driver)
+            lib = library if spec.in_process else spec.visa_library
+            resource = _in_process_resource(name) if spec.in_process else spec.resource
+            try:
+                inst = cls(resource, name=name, visa_library=lib)
+            except Exception as exc:
+                raise InstrumentConnectionError(
+                    f"cannot open {name} ({spec.model}) at {spec.resource} "
+                    f"[{spec.visa_library}] from {station.source}: {exc}"
+                ) from exc
+            if MODELS[spec.model].role == "bench":
+                bench_client = inst
+                continue
+            instruments[name] = inst
+        if built is not None and bench_client is None:
+            from labrig.sim.assemble import BENCH_CONTROL_NAME
+            from labrig.sim.control import BenchClient
+
+            bench_client = BenchClient(
+                _in_process_resource(BENCH_CONTROL_NAME), name="bench", visa_library=library
+            )
+        for ch in station.channels:
+            instruments[ch.instrument].set_limits(ch.channel, ch.limits)
+    except Exception:
+        for inst in instruments.values():
+            with contextlib.suppress(Exception):
+                inst.adapter.close()
+        raise
+    return Rig(station, instruments, bench_client, built)
+
+
+def _in_process_resource(name: str) -> str:
+    from labrig.sim.inprocess import resource_name
+
+    return str(resource_name(name))
+
+
+__all__ = ["IN_PROCESS", "Rig", "open_rig"]

@@ -1,0 +1,97 @@
+"""Build a virtual bench from a station: emulators for its instruments, the device, the wiring.
+
+The bench gets one more instrument, ``bench`` (model ``labrig_bench``): a SCPI endpoint for what
+only a simulator has — its clock, the voltage log, fault injection. Procedures reach it through the
+same VISA path as every other instrument, so an in-process bench and a bench served over TCP
+behave alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from labrig.sim.bench import Bench
+from labrig.sim.control import BenchControlEmulator
+from labrig.sim.emulator import ScpiEmulator
+from labrig.station import MODELS, Station
+
+BENCH_CONTROL_NAME = "bench"
+
+
+def _load(dotted: str) -> type:
+    module, _, attr = dotted.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if not isinstance(cls, type):
+        raise TypeError(f"{dotted} is not a class")
+    return cls
+
+
+@dataclass
+class BuiltBench:
+    bench: Bench
+    emulators: dict[str, ScpiEmulator]
+    device: object
+
+
+def build_bench(station: Station, pacing: str | None = None) -> BuiltBench:
+    """Create the bench described by ``station``'s ``[bench]`` table (seeded, deterministic)."""
+    spec = station.bench
+    if spec is None:
+        raise ValueError(f"station {station.name!r} ({station.source}) has no [bench] table")
+    watch = [f"{c.instrument}.ch{c.channel}" for c in station.channels]
+    if station.dnpu is not None:
+        watch += [f"dnpu.e{k}" for k in range(len(station.dnpu.electrode_channels))]
+    bench = Bench(
+        wiring=station.wiring,
+        seed=spec.seed,
+        pacing=(pacing or spec.pacing),  # type: ignore[arg-type]
+        watch_voltages=watch,
+    )
+    emulators: dict[str, ScpiEmulator] = {}
+    for name, inst in station.instruments.items():
+        cls = _load(MODELS[inst.model].emulator)
+        emulators[name] = cls(name, bench)
+    if not any(inst.model == "labrig_bench" for inst in station.instruments.values()):
+        emulators[BENCH_CONTROL_NAME] = BenchControlEmulator(BENCH_CONTROL_NAME, bench)
+    device = _build_device(station, bench)
+    return BuiltBench(bench, emulators, device)
+
+
+def _build_device(station: Station, bench: Bench) -> object:
+    spec = station.bench
+    assert spec is not None  # checked by build_bench
+    if spec.device == "dnpu":
+        from labrig.physics.noise import ReadoutChain, TiaParams
+        from labrig.sim.devices import DnpuPart
+
+        model: object
+        if spec.surrogate:
+            from labrig.physics.surrogate import SurrogateModel
+
+            model = SurrogateModel.load(spec.surrogate)
+        else:
+            from labrig.physics.dnpu import DnpuModel
+
+            model = DnpuModel(seed=spec.device_seed)
+        tia = TiaParams()
+        if station.dnpu is not None:
+            tia = TiaParams(
+                gain_na_per_v=station.dnpu.tia_gain_na_per_v,
+                bandwidth_hz=station.dnpu.tia_bandwidth_hz,
+            )
+        return DnpuPart(bench, model, ReadoutChain(tia))
+    if spec.device == "reservoir":
+        from labrig.physics.reservoir import DelayReservoir, ReservoirParams
+        from labrig.sim.devices import ReservoirPart
+
+        params = ReservoirParams()
+        if station.reservoir is not None:
+            params = ReservoirParams(
+                node_count=station.reservoir.node_count,
+                node_duration_s=station.reservoir.node_duration_s,
+            )
+        return ReservoirPart(bench, DelayReservoir(params))
+    from labrig.sim.devices import RcPart
+
+    return RcPart(bench, spec.resistance_ohm, spec.capacitance_f)
