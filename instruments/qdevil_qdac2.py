@@ -594,8 +594,15 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
             raise ValueError(f"trace for channel {channel}: a non-empty 1-D array")
         if not np.all(np.isfinite(data)):
             raise ValueError(f"trace for channel {channel}: samples must be finite")
-        repeat = SAMPLE_RATE_HZ / sample_rate_hz
-        return np.repeat(data, round(repeat))
+        # Linear interpolation onto the 1 us grid: a trace given at a lower rate describes a
+        # smooth signal, and interpolating keeps its real slope (sample-and-hold would turn a
+        # gentle ramp into steps far steeper than any slew limit). The last sample is held for
+        # its own sample period.
+        repeat = round(SAMPLE_RATE_HZ / sample_rate_hz)
+        if repeat == 1:
+            return data
+        fine = np.arange(data.size * repeat) / repeat
+        return np.interp(fine, np.arange(data.size), data)
 
     def play_traces(
         self,
@@ -607,7 +614,8 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         """Load equal-length voltage sequences on several channels, armed to start together.
 
         The QDAC-II plays every trace at 1 MS/s: a lower ``sample_rate_hz`` must divide 1 MHz
-        exactly and each sample is repeated ``1e6 / sample_rate_hz`` times (sample and hold).
+        exactly, and the trace is interpolated linearly onto the 1 us grid (the last sample held
+        for its period).
         The traces add to the channels' DC levels. With ``marker_output`` the first channel's
         AWG emits internal trigger 1 at start, routed to that trigger output (1..5).
 

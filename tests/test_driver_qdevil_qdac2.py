@@ -291,8 +291,9 @@ def test_configure_sine_with_offset_and_count():
 def test_play_traces_upsamples_defines_binds_marks_and_arms():
     trace3 = np.array([0.0, 1e-5, 2e-5])
     trace4 = np.array([0.5, 0.5, -0.5])
-    up3 = np.repeat(trace3, 4).astype("<f4").tobytes()
-    up4 = np.repeat(trace4, 4).astype("<f4").tobytes()
+    fine = np.arange(12) / 4  # 1 us points in units of the 250 kHz samples
+    up3 = np.interp(fine, np.arange(3), trace3).astype("<f4").tobytes()
+    up4 = np.interp(fine, np.arange(3), trace4).astype("<f4").tobytes()
     dialogue = [
         ("sour3:volt?", "0"),
         ("sour3:volt:last?", "0"),
@@ -353,10 +354,10 @@ def test_trace_step_faster_than_slew_limit_is_refused_without_bytes():
         dac.play_traces({3: trace}, 1e6)
 
 
-def test_sample_and_hold_keeps_steps_but_upsampling_is_checked():
-    # at 500 kHz each 15 uV step still happens within 1 us: refused.
-    with qdac([], {3: ELECTRODE}) as dac, pytest.raises(LimitError):
-        dac.play_traces({3: np.array([0.0, 1.5e-5])}, 500e3)
+def test_upsampling_interpolates_so_the_real_slope_is_checked():
+    # 30 uV over one 500 kHz sample (2 us) is 15 V/s after interpolation: refused at 10 V/s.
+    with qdac([], {3: ELECTRODE}) as dac, pytest.raises(LimitError, match="15"):
+        dac.play_traces({3: np.array([0.0, 3e-5])}, 500e3)
 
 
 def test_trace_sample_beyond_limits_with_dc_writes_nothing():

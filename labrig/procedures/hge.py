@@ -194,6 +194,7 @@ class HgeTraining(RigProcedure):
 
     # ----------------------------------------------------------------------------- measuring
     def _schedule(self, controls_v: FloatArray, with_sines: bool = True) -> CaseSchedule:
+        """All cases as one schedule, ramping in from the electrodes' DC level (0 V)."""
         return build_case_waveforms(
             self._case_inputs_v,
             controls_v,
@@ -204,7 +205,16 @@ class HgeTraining(RigProcedure):
             with_sines=with_sines,
             input_electrodes=self._inputs,
             control_electrodes=self._controls,
+            start_v=np.zeros(len(self._inputs) + len(self._controls)),
         )
+
+    def _return_ramp(self, voltages_v: FloatArray) -> FloatArray:
+        """Append a ramp from the last sample back to 0 V, so playback ends where it began
+        (the DAC's DC level) instead of jumping there."""
+        n = max(2, round(max(self.ramp_s, 1e-3) * self.sample_rate_hz))
+        weights = np.linspace(1.0, 0.0, n + 1)[1:]
+        tail = voltages_v[:, -1:] * weights[None, :]
+        return np.concatenate([voltages_v, tail], axis=1)
 
     def _play(self, voltages_v: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Play electrode sequences (electrodes x samples) and record the output current (nA).
@@ -214,6 +224,7 @@ class HgeTraining(RigProcedure):
         rig = self.require_rig()
         dnpu = rig.station.dnpu
         assert dnpu is not None
+        voltages_v = self._return_ramp(voltages_v)
         traces = {
             dnpu.electrode_channels[e]: np.ascontiguousarray(voltages_v[e])
             for e in range(voltages_v.shape[0])

@@ -153,6 +153,10 @@ class Bench:
         self.wiring: dict[str, str] = dict(wiring or {})
         self.faults = FaultPlan()
         self.voltage_extremes: dict[str, tuple[float, float]] = {}
+        # Bumped by every command that changes an instrument's state (any non-query). A part
+        # may cache a computed signal while the generation is unchanged: between two settings
+        # changes every reader (a scope, five lock-ins) sees the same signal, noise and all.
+        self.generation = 0
         self._watched = set(watch_voltages)
         # One lock serialises every command across transports: the bench is single-threaded
         # physics, so concurrent clients see a consistent, deterministic order.

@@ -368,6 +368,9 @@ class ScpiEmulator:
                     self.push_scpi_error(unit.error)
                     path = None
                     continue
+                if not unit.is_query:
+                    # A setting may change what the bench's signals will be from now on.
+                    self.bench.generation += 1
                 try:
                     handler, ctx = self.tree.resolve(unit.header, unit.is_query, path)
                     path = ctx.path

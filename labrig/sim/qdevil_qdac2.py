@@ -621,12 +621,18 @@ class QDac2Emulator(ScpiEmulator):
         """Trigger event ``source`` (``bus``, ``int<k>``, ``ext<k>``) at bench time ``t``."""
         if depth > 16:  # markers that trigger each other in a loop
             return
+        # Start every generator this event arms before any of their start markers fires: a
+        # marker routed to a digitiser must see all channels that started together playing,
+        # not just the first one.
+        markers: list[tuple[str, float]] = []
         for ch in self.channels.values():
             if ch.dc_gen.trigger_source == source and ch.dc_gen.armed:
-                self._trigger_dc(ch, t, depth)
+                self._trigger_dc(ch, t, depth, markers)
             for gen in ch.players():
                 if gen.trigger_source == source and gen.armed:
-                    self._start(ch, gen, t, depth)
+                    self._start(ch, gen, t, depth, markers)
+        for marker, at in markers:
+            self._fire(marker, at, depth + 1)
         for m, out in self.trigger_outputs.items():
             if out.source == source:
                 self.bench.fire(f"{self.name}.trig{m}", t + out.delay_s)
@@ -650,8 +656,16 @@ class QDac2Emulator(ScpiEmulator):
         gen.stop(now)
         gen.armed = gen.continuous and gen.trigger_source != "imm"
 
-    def _trigger_dc(self, ch: Channel, t: float, depth: int = 0) -> None:
-        """A DC trigger: move to the ``volt:trig`` level (nothing if none was set)."""
+    def _trigger_dc(
+        self,
+        ch: Channel,
+        t: float,
+        depth: int = 0,
+        markers: list[tuple[str, float]] | None = None,
+    ) -> None:
+        """A DC trigger: move to the ``volt:trig`` level (nothing if none was set).
+
+        Start markers go to ``markers`` when given (fired by the caller), else fire at once."""
         gen = ch.dc_gen
         gen.armed = gen.continuous
         if ch.trigger_level is None:
@@ -659,10 +673,26 @@ class QDac2Emulator(ScpiEmulator):
         start = max(t + gen.delay_s, self.bench.clock.now)
         self._move(ch, ch.trigger_level, start)
         if gen.markers["star"]:
-            self._fire(f"int{gen.markers['star']}", start, depth + 1)
+            self._mark(f"int{gen.markers['star']}", start, depth, markers)
 
-    def _start(self, ch: Channel, gen: Generator, t: float, depth: int) -> None:
-        """Start ``gen`` from trigger time ``t`` (phase 0 after its delay)."""
+    def _mark(
+        self, source: str, t: float, depth: int, markers: list[tuple[str, float]] | None
+    ) -> None:
+        if markers is None:
+            self._fire(source, t, depth + 1)
+        else:
+            markers.append((source, t))
+
+    def _start(
+        self,
+        ch: Channel,
+        gen: Generator,
+        t: float,
+        depth: int,
+        markers: list[tuple[str, float]] | None = None,
+    ) -> None:
+        """Start ``gen`` from trigger time ``t`` (phase 0 after its delay); start markers go
+        to ``markers`` when given (fired by the caller once every generator has started)."""
         gen.armed = gen.continuous
         start = t + gen.delay_s
         if gen.kind == "awg":
@@ -680,7 +710,7 @@ class QDac2Emulator(ScpiEmulator):
         gen.add_run(run)
         self._log(ch)
         if gen.markers["star"]:
-            self._fire(f"int{gen.markers['star']}", start, depth + 1)
+            self._mark(f"int{gen.markers['star']}", start, depth, markers)
         if gen.markers["end"] and run.finite:
             self._pending.append(_Pending(run.end, f"int{gen.markers['end']}", run))
             self._pending.sort()
