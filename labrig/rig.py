@@ -100,6 +100,14 @@ class Rig:
         """Bench time on a simulated rig (what the hardware would have needed); 0 otherwise."""
         return float(self.bench_client.time_s()) if self.bench_client is not None else 0.0
 
+    def restore_device_clock(self, t: float) -> None:
+        """On a simulated rig, move the bench's clock forward to ``t`` (resuming a run on a
+        fresh bench, so its noise replays exactly); nothing on hardware."""
+        if self.bench_client is not None:
+            now = self.device_time_s()
+            if t > now:
+                self.bench_client.wait(t - now)
+
     def voltage_extremes(self) -> dict[str, tuple[float, float]]:
         """On a simulated rig, the extreme voltage every watched port ever output."""
         if self.bench_client is None:

@@ -121,15 +121,17 @@ class IvSweep(RigProcedure):
             )
 
     def summary(self) -> dict[str, Any]:
+        out = super().summary()
         currents = np.asarray(self._currents, dtype=float)
         if currents.size < 2:
-            return {"points": int(currents.size)}
+            return {**out, "points": int(currents.size)}
         # A reversal is a change in the sign of the slope beyond the noise of the points.
         steps = np.diff(currents)
         noise = float(np.median(self._stds)) if self._stds else 0.0
         signs = np.sign(steps[np.abs(steps) > 2.0 * noise])
         reversals = int(np.count_nonzero(np.diff(signs) != 0)) if signs.size > 1 else 0
         return {
+            **out,
             "points": int(currents.size),
             "current_min_na": float(currents.min()),
             "current_max_na": float(currents.max()),
@@ -142,12 +144,14 @@ class IvSweep(RigProcedure):
             "next_point": self._next_point,
             "currents": np.asarray(self._currents, dtype=float),
             "stds": np.asarray(self._stds, dtype=float),
+            **self.rig_state(),
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
         self._next_point = int(state["next_point"])
         self._currents = [float(x) for x in np.asarray(state["currents"]).ravel()]
         self._stds = [float(x) for x in np.asarray(state["stds"]).ravel()]
+        self.restore_rig_state(state)
 
 
 @register_procedure
@@ -284,7 +288,7 @@ class TransferCurve(RigProcedure):
         )
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out = super().summary()
         curve = getattr(self, "_curve", [])
         if curve:
             pd = np.array([p for _, p in curve])
@@ -299,10 +303,11 @@ class TransferCurve(RigProcedure):
         return out
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"phase": self._phase}
+        return {"phase": self._phase, **self.rig_state()}
 
     def restore_state(self, state: dict[str, Any]) -> None:
         self._phase = int(state["phase"])
+        self.restore_rig_state(state)
 
 
 SCOPE_POINTS = (1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000)

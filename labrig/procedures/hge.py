@@ -397,7 +397,7 @@ class HgeTraining(RigProcedure):
             arrays["lockin_r"] = self._last_lockin
         acc = float("nan")
         if np.all(np.isfinite(outputs)):
-            acc = best_threshold(outputs, targets)[1]
+            acc = best_threshold(outputs, targets)[0]
         self.emit_event(
             {
                 "loss": float(record["loss"]),
@@ -440,7 +440,7 @@ class HgeTraining(RigProcedure):
         targets = self._task.targets
         found, threshold = separable(outputs, targets, self.min_gap_na)
         if not np.isfinite(threshold):
-            threshold = best_threshold(outputs, targets)[0]
+            threshold = best_threshold(outputs, targets)[1]
         return {
             "found": bool(found),
             "accuracy": float(accuracy(outputs, targets, threshold)),
@@ -453,7 +453,8 @@ class HgeTraining(RigProcedure):
     def summary(self) -> dict[str, Any]:
         final = getattr(self, "_final", None)
         trainer = getattr(self, "_trainer", None)
-        out: dict[str, Any] = {"task": self._task.name if hasattr(self, "_task") else self.task}
+        out = super().summary()
+        out["task"] = self._task.name if hasattr(self, "_task") else self.task
         out["mode"] = self.mode
         if trainer is not None:
             out["iterations"] = trainer.n_measurements
@@ -473,10 +474,11 @@ class HgeTraining(RigProcedure):
 
     # ----------------------------------------------------------------------------- resume
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"trainer": self._trainer.state_dict()}
+        return {"trainer": self._trainer.state_dict(), **self.rig_state()}
 
     def restore_state(self, state: dict[str, Any]) -> None:
         self._trainer.load_state_dict(state["trainer"])
+        self.restore_rig_state(state)
 
     def seeds(self) -> dict[str, int]:
         bench = self.require_rig().station.bench if self.rig is not None else None

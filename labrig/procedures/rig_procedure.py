@@ -70,8 +70,42 @@ class RigProcedure(Procedure):
             return 0.0
         return self.rig.device_time_s() - self._device_t0_s
 
+    def rig_state(self) -> dict[str, Any]:
+        """Checkpoint part of every rig procedure: the rig's clock (bench time when simulated)."""
+        return {"rig_clock_s": self.rig.device_time_s() if self.rig is not None else 0.0}
+
+    def restore_rig_state(self, state: dict[str, Any]) -> None:
+        """On a simulated rig, set a fresh bench's clock to where the checkpoint was taken, so
+        the resumed run sees the same noise as the uninterrupted one would have. Device time
+        keeps counting from here (the runner adds the earlier segments' time)."""
+        rig = self.require_rig()
+        rig.restore_device_clock(float(state.get("rig_clock_s", 0.0)))
+        self._device_t0_s = rig.device_time_s()
+
     def station_info(self) -> dict[str, Any]:
         if self.rig is None:
             return {}
         st = self.rig.station
         return {"name": st.name, "rig": st.rig, "source": st.source, "text": st.text}
+
+    def summary(self) -> dict[str, Any]:
+        """Safety evidence, read after the runner's safe state: every limited DAC channel's
+        final voltage and, on a simulated rig, the extreme voltage every watched port ever
+        saw. Subclasses add their results to ``super().summary()``."""
+        if self.rig is None:
+            return {}
+        out: dict[str, Any] = {}
+        try:
+            out["final_voltages_v"] = {
+                f"{c.instrument}:{c.channel}": self.rig.instruments[c.instrument].get_voltage(
+                    c.channel
+                )
+                for c in self.rig.station.channels
+            }
+            if self.rig.simulated:
+                out["voltage_extremes_v"] = {
+                    port: list(extremes) for port, extremes in self.rig.voltage_extremes().items()
+                }
+        except Exception as exc:  # evidence is best effort; the run's result must still land
+            out["safety_evidence_error"] = f"{type(exc).__name__}: {exc}"
+        return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -161,6 +162,20 @@ class Bench:
         # One lock serialises every command across transports: the bench is single-threaded
         # physics, so concurrent clients see a consistent, deterministic order.
         self.lock = threading.RLock()
+
+    def rng_for(self, stream: str, t: float) -> np.random.Generator:
+        """A generator for the noise of ``stream`` (a part's name) in an evaluation at bench
+        time ``t``: seeded by (bench seed, stream, t in ns). Noise is then a function of bench
+        time, not of how many evaluations came before, so a run resumed on a fresh bench whose
+        clock is set to where the checkpoint left off draws the very same noise."""
+        ns = int(round(t * 1e9))
+        key = [
+            self.seed & 0xFFFFFFFF,
+            zlib.crc32(stream.encode()),
+            ns & 0xFFFFFFFF,
+            (ns >> 32) & 0xFFFFFFFF,
+        ]
+        return np.random.default_rng(key)
 
     # ----------------------------------------------------------------- parts and wiring
     def add(self, part: Part) -> Part:

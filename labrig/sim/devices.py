@@ -128,7 +128,8 @@ class DnpuPart:
     def _tia_on_grid(self, grid: FloatArray, fs: float) -> FloatArray:
         current = self.model.current_trace_na(self.electrode_voltages(grid))
         current = np.asarray(current) + self.drift_offset_na
-        return np.asarray(self.readout.output_v(current, fs, self.bench.rng))
+        rng = self.bench.rng_for(self.name, float(grid[0]))
+        return np.asarray(self.readout.output_v(current, fs, rng))
 
     def on_trigger(self, port: str, t: float) -> None:
         """The device has no trigger inputs."""
@@ -160,7 +161,9 @@ class ReservoirPart:
         grid, dt = _uniform_grid(t, rate, delay_s * min(max(periods, 2), 40))
         drive = self.bench.signal(f"{self.name}.rf", grid)
         bias = float(np.mean(self.bench.signal(f"{self.name}.bias", t[:1])))
-        pd = self.model.respond(drive, 1.0 / dt, bias, self.bench.rng)
+        pd = self.model.respond(
+            drive, 1.0 / dt, bias, self.bench.rng_for(self.name, float(grid[0]))
+        )
         return np.interp(t, grid, np.asarray(pd))
 
     def on_trigger(self, port: str, t: float) -> None:

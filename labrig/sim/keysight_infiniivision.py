@@ -344,7 +344,8 @@ class InfiniiVisionEmulator(ScpiEmulator):
                 v = v - float(np.mean(v))
             sigma = self.noise_divisions * ch.scale_v * noise_factor
             if sigma > 0:
-                v = v + self._rng.normal(0.0, sigma, size=v.shape)
+                rng = self.bench.rng_for(f"{self.name}.ch{n}", float(times[0]))
+                v = v + rng.normal(0.0, sigma, size=v.shape)
             step = V_DIVISIONS * ch.scale_v / (2 * ADC_HALF_SPAN)
             code = np.rint((v - ch.offset_v) / step)
             # the screen is the ADC's range: beyond it a point is clipped, not saturated

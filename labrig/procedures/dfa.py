@@ -1,0 +1,855 @@
+"""In-the-loop training of the deep optoelectronic reservoir by augmented DFA (procedure ``dfa``).
+
+The network (see :mod:`labrig.algorithms.dfa`)::
+
+    a^(l) = [h^(l-1), 1] W^(l)^T            digital, on the host (W^(1) is the input mask)
+    h^(l) = f_phys(a^(l))                   the reservoir rig: the same hardware for every layer
+    y     = [h^(L), 1] W_out^T              digital readout
+
+One physical pass (:class:`ReservoirLayer`) for a batch of pre-activations ``a`` (batch, nodes):
+
+1. drive map: ``V = drive_offset_v + volts_per_unit * a`` (V of AWG drive per node). The AWG's
+   window ``[v_min, v_max]`` is part of ``f_phys``: drives beyond it are limited to it, as the
+   instrument's full scale would, and the fraction limited is reported in every event
+   (``clipped_fraction``), never hidden. Nodes beyond ``nodes`` (when fewer than the loop's
+   ``node_count`` are used) get the dark drive and are ignored.
+2. :func:`labrig.algorithms.reservoir_io.encode` lays the batch out as one arbitrary waveform
+   (sync preamble, calibration plateaus, each sample behind dark guard periods and held for
+   ``settle_periods`` periods); :func:`~labrig.algorithms.reservoir_io.chunk` splits batches that
+   exceed the AWG's or the scope's memory.
+3. the AWG plays it once (binary-block upload, bus-triggered burst); its sync output triggers the
+   scope, which records the photodetector;
+4. :func:`~labrig.algorithms.reservoir_io.decode` finds the sync, samples the centre of every node
+   slot of each sample's last held period and maps scope volts to node states with the dark and
+   bright calibration plateaus: ``x = x_dark + (r - r_dark)(x_bright - x_dark)/(r_bright -
+   r_dark)``, with ``x_dark = 0`` (modulator at its null) and ``x_bright = eta`` (full
+   transmission) from the host's model of the rig (:meth:`DfaTraining.host_model`).
+
+Learning (``method``):
+
+- ``aug-dfa``: ``delta^(l) = (e B^(l)^T) * g(a^(l))`` with fixed random ``B^(l)`` and ``g`` from
+  :data:`~labrig.algorithms.dfa.G_LIBRARY`; ``f_phys`` is never differentiated nor modelled.
+- ``readout``: the masks ``W^(l)`` stay random; only the readout is fitted (ridge regression).
+- ``dfa``: plain DFA, ``g = f'`` from the digital twin's diagonal derivative (needs the model, so
+  only on a simulated station: refused before anything is connected otherwise).
+- ``bp-twin``: backpropagation with the noise-free twin's vector-Jacobian product, the forward
+  pass still on the rig.
+
+``physical_projection``: the product ``e B^(l)^T`` is itself computed by the rig: the error is
+masked by a fixed random ``M^(l)`` (nodes x n_out) into drives
+``V = drive_offset_v + projection_volts_per_unit * (e M^(l)^T)``, sent through the reservoir with
+a zero-error reference sample in the same waveform, and the centred node states
+``(x(e) - x(0)) / projection_volts_per_unit`` are the projected error (to first order
+``diag(f'(V_0)) M e``: a fixed random projection, which is all DFA asks of ``B``). Its device
+time is reported separately (``projection_device_time_s``).
+
+Tasks (``task``): ``digits`` (scikit-learn 8x8, 1347 train / 450 test), ``mnist1d`` (40-step
+sequences, 4000 / 1000), ``mnist:PATH`` and ``fmnist:PATH`` (IDX folder or ``.npz``), and
+``narma10``. Inputs are standardised with the training set's mean and deviation. NARMA10 is
+treated *as a static regression on a window*: each sample is the last ``narma_window`` inputs
+``u(n-w+1..n)`` (the test windows reach back into the training inputs), the target is ``y(n+1)``
+(standardised for training), the loss is the squared error and the score the test NMSE. The
+reservoir's own fading memory is reset by the guard periods between samples, so the memory the
+task needs comes from the window, not from the loop: this is a deep nonlinear regressor, not a
+recurrent reservoir.
+
+Events (one per epoch): scalars ``epoch``, ``loss``, ``train_accuracy`` (classification) or
+``train_nmse``, ``test_accuracy`` or ``test_nmse``, ``device_time_s``, ``wall_time_s``,
+``projection_device_time_s``, ``clipped_fraction``; arrays ``awg_drive_v`` and ``pd_trace_v`` (the
+same stretch of the last waveform and its recorded photodetector trace, downsampled),
+``node_states`` (the last pass's first samples x nodes), ``readout_error`` (test error rate per
+class; absolute test error quantiles for NARMA10). Checkpoints hold the network, the optimiser,
+every random generator and the epoch, so ``labrig resume`` continues at the next epoch.
+
+Usage::
+
+    labrig train dfa --task digits --layers 2 --nodes 100 --epochs 10 --json
+    run_procedure(DfaTraining(task="digits", layers=2, epochs=5))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from labrig.algorithms import dfa as dfa_alg
+from labrig.algorithms import reservoir_io as rio
+from labrig.algorithms.datasets import (
+    Task,
+    load_digits_task,
+    load_mnist1d,
+    load_mnist_files,
+    narma10,
+    nmse,
+)
+from labrig.algorithms.optim import Optimizer, make_optimizer
+from labrig.errors import ProcedureError
+from labrig.physics.reservoir import DelayReservoir, ReservoirParams
+from labrig.procedures.base import (
+    BoolParameter,
+    ChoiceParameter,
+    FloatParameter,
+    IntegerParameter,
+    StrParameter,
+    register_procedure,
+)
+from labrig.procedures.rig_procedure import RigProcedure
+from labrig.station import load_station
+
+FloatArray = npt.NDArray[np.float64]
+
+METHODS = ("aug-dfa", "readout", "dfa", "bp-twin")
+AWG_MAX_POINTS = 1_000_000  # 33500B arbitrary-waveform memory without option MEM
+# InfiniiVision record lengths in RAW points mode (the largest per acquisition on the 3000T).
+SCOPE_RECORD_POINTS = (
+    1000,
+    2000,
+    5000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    4_000_000,
+)
+AWG_WAVEFORM_NAME = "LABRIGDFA"
+SYNC_TRIGGER_LEVEL_V = 1.0  # the AWG's sync output is a 0 / 3.3 V marker
+EVENT_TRACE_POINTS = 1000  # at most this many points of drive and PD trace per event
+EVENT_NODE_ROWS = 16  # samples shown in the node-state image of an event
+
+
+# ------------------------------------------------------------------------------ task loading
+@dataclass(frozen=True)
+class PreparedTask:
+    """A task ready for the network: standardised inputs, integer labels or standardised
+    targets (``y_scale``/``y_offset`` undo the target standardisation for regression)."""
+
+    name: str
+    x_train: FloatArray
+    y_train: np.ndarray
+    x_test: FloatArray
+    y_test: np.ndarray
+    n_out: int
+    regression: bool
+    y_offset: float = 0.0
+    y_scale: float = 1.0
+
+
+def _narma_windows(u: FloatArray, window: int) -> FloatArray:
+    """Rows ``[u(n-w+1), ..., u(n)]`` for every ``n >= w-1``: shape ``(len(u) - w + 1, w)``."""
+    return np.lib.stride_tricks.sliding_window_view(u, window).copy()
+
+
+def load_task(
+    spec: str, seed: int, narma_window: int = 20, narma_steps: tuple[int, int] = (2000, 1000)
+) -> PreparedTask:
+    """Load and standardise a task named as on the command line (see the module docstring)."""
+    key = spec.strip()
+    task: Task
+    if key == "narma10":
+        n_train, n_test = narma_steps
+        # One series: the first n_train + w - 1 steps train, the rest test (windows overlap the
+        # boundary by w - 1 inputs, exactly as a model running along the series would see).
+        u, y = narma10(n_train + n_test + narma_window - 1, seed=seed)
+        xs = _narma_windows(u, narma_window)
+        ys = y[narma_window - 1 :]
+        x_tr, x_te, y_tr, y_te = xs[:n_train], xs[n_train:], ys[:n_train], ys[n_train:]
+        mu, sd = x_tr.mean(axis=0), x_tr.std(axis=0)
+        y_mu, y_sd = float(y_tr.mean()), float(y_tr.std())
+        return PreparedTask(
+            "narma10",
+            (x_tr - mu) / sd,
+            (y_tr - y_mu) / y_sd,
+            (x_te - mu) / sd,
+            np.asarray(y_te, dtype=float),
+            1,
+            True,
+            y_mu,
+            y_sd,
+        )
+    if key == "digits":
+        task = load_digits_task(seed=seed)
+    elif key == "mnist1d":
+        task = load_mnist1d()
+    elif key.startswith(("mnist:", "fmnist:")):
+        name, _, path = key.partition(":")
+        if not path:
+            raise ProcedureError(f"task {spec!r}: give the data as {name}:PATH")
+        try:
+            task = load_mnist_files(path, name=name)
+        except (OSError, ValueError) as exc:
+            raise ProcedureError(f"task {spec!r}: {exc}") from exc
+    else:
+        raise ProcedureError(
+            f"unknown task {spec!r}; choose digits, mnist1d, mnist:PATH, fmnist:PATH or narma10"
+        )
+    mu = task.x_train.mean(axis=0)
+    sd = task.x_train.std(axis=0)
+    sd = np.where(sd > 1e-12, sd, 1.0)  # constant pixels (digit borders) stay 0
+    return PreparedTask(
+        task.name,
+        (task.x_train - mu) / sd,
+        np.asarray(task.y_train),
+        (task.x_test - mu) / sd,
+        np.asarray(task.y_test),
+        task.n_classes,
+        False,
+    )
+
+
+# ------------------------------------------------------------------------- the physical layer
+@dataclass
+class LayerPassStats:
+    """Counters of the physical passes: waveforms played, samples sent, drives limited."""
+
+    waveforms: int = 0
+    samples: int = 0
+    drives: int = 0
+    clipped: int = 0
+
+
+class ReservoirLayer:
+    """The reservoir rig as a function of node drives: ``states = layer(drive_v)``.
+
+    ``drive_v`` is ``(batch, nodes)`` in volts of AWG drive, already inside the window; the
+    result is the node states ``(batch, nodes)`` in the calibrated units of ``cal_states``. Each
+    call plays as few waveforms as the AWG and scope memories allow (many samples per waveform,
+    so the instrument I/O is paid once per chunk, not per sample).
+
+    ``wait(seconds)`` lets device time pass (``RigProcedure.wait``); the AWG output is switched
+    on at the first call and left on (it idles at the dark guard level between waveforms); the
+    runner's safe state switches it off.
+    """
+
+    def __init__(
+        self,
+        rig: Any,
+        spec: rio.FrameSpec,
+        nodes: int,
+        fs_awg: float,
+        fs_scope: float,
+        cal_states: tuple[float, float],
+        wait: Callable[[float], None],
+        scope_range_v: float = 1.6,
+        scope_offset_v: float = 0.5,
+    ) -> None:
+        res = rig.station.reservoir
+        if res is None:
+            raise ProcedureError("ReservoirLayer needs a station with a [reservoir] table")
+        self.rig = rig
+        self.res = res
+        self.spec = spec
+        self.nodes = nodes
+        self.fs_awg = fs_awg
+        self.fs_scope = fs_scope
+        self.cal_states = cal_states
+        self.wait = wait
+        self.scope_range_v = scope_range_v
+        self.scope_offset_v = scope_offset_v
+        self.stats = LayerPassStats()
+        self.last_drive: FloatArray | None = None
+        self.last_trace: FloatArray | None = None
+        self.last_layout: rio.FrameLayout | None = None
+        self.last_decoded: rio.Decoded | None = None
+        self.last_fs_trace = 0.0
+        self.last_states: FloatArray | None = None
+        self._output_on = False
+        self._scope_setup: tuple[float, int] | None = None
+
+    def __call__(self, drive_v: FloatArray) -> FloatArray:
+        drive = np.asarray(drive_v, dtype=float)
+        batch = drive.shape[0]
+        n_loop = self.spec.node_count
+        full = np.full((batch, n_loop), self.spec.guard_drive_v)
+        full[:, : self.nodes] = drive
+        out = np.empty((batch, self.nodes))
+        slices = rio.chunk(
+            batch, self.spec, self.fs_awg, self.fs_scope, AWG_MAX_POINTS, SCOPE_RECORD_POINTS[-1]
+        )
+        for sl in slices:
+            out[sl] = self._play(full[sl])[:, : self.nodes]
+        self.last_states = out
+        return out
+
+    def _play(self, drive: FloatArray) -> FloatArray:
+        res = self.res
+        awg, scope = self.rig.awg, self.rig.digitizer
+        wave, layout = rio.encode(drive, self.spec, self.fs_awg)
+        duration = wave.size / self.fs_awg
+        awg.load_waveform(res.awg_channel, wave, self.fs_awg, name=AWG_WAVEFORM_NAME)
+        if not self._output_on:
+            awg.configure_burst(res.awg_channel, 1, "bus")
+            awg.set_output(res.awg_channel, True)
+            self._output_on = True
+        points = _record_points(duration, self.fs_scope)
+        if self._scope_setup != (duration, points):
+            # Reconfigure only when the waveform length changes (a new batch size): a chunk
+            # of the same size reuses the acquisition set-up.
+            scope.configure_acquisition(
+                res.digitizer_channel,
+                volts_range=self.scope_range_v,
+                offset_v=self.scope_offset_v,
+                duration_s=duration,
+                trigger="external",
+                trigger_level_v=SYNC_TRIGGER_LEVEL_V,
+            )
+            scope.set_points(points)
+            self._scope_setup = (duration, points)
+        scope.arm()
+        awg.trigger()
+        self.wait(duration)
+        scope.wait_complete(timeout_s=10.0 + 2.0 * duration)
+        record = scope.read_waveform(res.digitizer_channel)
+        times = np.asarray(record.times_s, dtype=float)
+        trace = np.asarray(record.volts, dtype=float)
+        fs_trace = (times.size - 1) / (times[-1] - times[0])
+        decoded = rio.decode_detailed(trace, fs_trace, layout, cal_states=self.cal_states)
+        self.last_drive, self.last_trace, self.last_layout = wave, trace, layout
+        self.last_decoded, self.last_fs_trace = decoded, fs_trace
+        self.stats.waveforms += 1
+        self.stats.samples += drive.shape[0]
+        return decoded.states
+
+    def event_traces(self) -> dict[str, FloatArray]:
+        """The first sample of the last waveform (calibration plateau to the end of its read
+        period) as driven and as recorded, on the same time points, at most
+        :data:`EVENT_TRACE_POINTS` long."""
+        if self.last_drive is None or self.last_layout is None or self.last_decoded is None:
+            return {}
+        assert self.last_trace is not None
+        spec, layout = self.spec, self.last_layout
+        theta = spec.node_duration_s
+        s0 = layout.cal_start_slot - spec.cal_nodes
+        s1 = layout.first_read_slot + spec.node_count
+        i0 = max(0, math.floor(s0 * theta * self.fs_awg))
+        i1 = min(self.last_drive.size, math.ceil(s1 * theta * self.fs_awg))
+        step = max(1, (i1 - i0) // EVENT_TRACE_POINTS)
+        idx = np.arange(i0, i1, step)
+        # Read the PD at the middle of each AWG point, in trace time.
+        t = self.last_decoded.start_s + (idx + 0.5) / self.fs_awg
+        t_trace = np.arange(self.last_trace.size) / self.last_fs_trace
+        return {
+            "awg_drive_v": self.last_drive[idx].copy(),
+            "pd_trace_v": np.interp(t, t_trace, self.last_trace),
+        }
+
+
+def _record_points(duration_s: float, fs_scope: float) -> int:
+    """The smallest allowed scope record that samples ``duration_s`` at ``fs_scope`` or faster."""
+    needed = duration_s * fs_scope
+    for n in SCOPE_RECORD_POINTS:
+        if n >= needed * (1.0 - 1e-9):
+            return n
+    raise ProcedureError(
+        f"a {duration_s:g} s waveform at {fs_scope:g} Sa/s needs {needed:.0f} scope points, "
+        f"more than the largest record ({SCOPE_RECORD_POINTS[-1]})"
+    )
+
+
+# ------------------------------------------------------------------------------ the procedure
+@register_procedure
+class DfaTraining(RigProcedure):
+    """Train the deep optoelectronic reservoir in the loop by aug-DFA (or a baseline method).
+
+    Every forward pass of every layer goes through the rig (AWG -> modulator -> delay loop ->
+    photodetector -> scope); see the module docstring for the encoding, the methods and tasks.
+    """
+
+    name = "dfa"
+    rig_kind = "reservoir"
+    station = StrParameter(
+        "Station", default="sim-reservoir", help="a built-in station or a station file"
+    )
+    task = StrParameter(
+        "Task", default="digits", help="digits, mnist1d, mnist:PATH, fmnist:PATH or narma10"
+    )
+    method = ChoiceParameter("Method", choices=METHODS, default="aug-dfa")
+    layers = IntegerParameter("Physical layers", default=2, minimum=1, maximum=16)
+    nodes = IntegerParameter(
+        "Nodes per layer", default=100, minimum=1, maximum=10_000, help="<= station node_count"
+    )
+    g = ChoiceParameter("Aug-DFA g", choices=tuple(dfa_alg.G_LIBRARY), default="cos")
+    epochs = IntegerParameter("Epochs", default=10, minimum=1, maximum=10_000)
+    seed = IntegerParameter("Seed", default=0, minimum=0, maximum=2**31 - 1)
+    train_samples = IntegerParameter(
+        "Training samples", default=0, minimum=0, help="0: the whole training set"
+    )
+    test_samples = IntegerParameter("Test samples", default=0, minimum=0, help="0: all")
+    batch_size = IntegerParameter("Mini-batch", default=32, minimum=1, maximum=100_000)
+    optimizer = ChoiceParameter("Optimiser", choices=("adam", "sgd"), default="adam")
+    learning_rate = FloatParameter("Learning rate", default=0.01, minimum=0.0, maximum=100.0)
+    readout = ChoiceParameter(
+        "Readout training",
+        choices=("gradient", "ridge"),
+        default="gradient",
+        help="gradient: trained with the layers; ridge: refitted on the train set every epoch",
+    )
+    ridge_lambda = FloatParameter("Ridge lambda", default=0.01, minimum=0.0)
+    drive_offset_v = FloatParameter(
+        "Drive offset",
+        units="V",
+        default=2.0,
+        minimum=-5.0,
+        maximum=5.0,
+        help="AWG volts at a = 0 (2 V: quadrature of a V_pi = 4 V modulator biased at 0 V)",
+    )
+    volts_per_unit = FloatParameter(
+        "Drive scale", units="V", default=1.0, minimum=1e-3, maximum=10.0, help="V per unit of a"
+    )
+    weight_scale = FloatParameter("Initial weight scale", default=1.0, minimum=0.0)
+    feedback_scale = FloatParameter("Feedback (B) scale", default=1.0, minimum=0.0)
+    physical_projection = BoolParameter("Physical projection of e", default=False)
+    projection_volts_per_unit = FloatParameter(
+        "Projection drive scale", units="V", default=1.0, minimum=1e-3, maximum=10.0
+    )
+    projection_noise = FloatParameter(
+        "Projection noise",
+        default=0.0,
+        minimum=0.0,
+        help="Gaussian noise added to e B^T, rms relative to its rms (a robustness study)",
+    )
+    awg_rate_hz = FloatParameter(
+        "AWG sample rate", units="Hz", default=25e6, minimum=1e3, maximum=250e6
+    )
+    scope_rate_hz = FloatParameter(
+        "Scope sample rate (least)", units="Hz", default=100e6, minimum=1e3, maximum=5e9
+    )
+    settle_periods = IntegerParameter("Held periods per sample", default=3, minimum=1)
+    guard_periods = IntegerParameter("Dark guard periods", default=3, minimum=1)
+    narma_window = IntegerParameter("NARMA10 input window", default=20, minimum=10, maximum=200)
+
+    # ---------------------------------------------------------------- set-up
+    def startup(self) -> None:
+        # Checks that need no instrument come first: a refused run touches nothing.
+        self._task = load_task(self.task, self.seed, self.narma_window)
+        station = load_station(self.station)
+        if self.method == "dfa" and station.bench is None:
+            raise ProcedureError(
+                f"method 'dfa' needs the reservoir's derivative f', which only the digital twin "
+                f"of a simulated station provides; {station.source} is real hardware. Use "
+                "'aug-dfa' (no model needed) or 'bp-twin'."
+            )
+        if station.reservoir is None:
+            raise ProcedureError(
+                f"the dfa procedure needs a [reservoir] station ({station.source})"
+            )
+        if self.nodes > station.reservoir.node_count:
+            raise ProcedureError(
+                f"nodes = {self.nodes} exceeds the loop's node_count = "
+                f"{station.reservoir.node_count} ({station.source})"
+            )
+        super().startup()
+        rig = self.require_rig()
+        res = rig.station.reservoir
+        assert res is not None  # checked above on the same station
+        self._model = self.host_model()
+        p = self._model.params
+        # Window of the AWG into the modulator: the station's drive limits are not declared,
+        # the 33500B into 50 ohm spans +/-5 V.
+        v_min, v_max = -5.0, 5.0
+        self._spec = rio.FrameSpec(
+            node_count=res.node_count,
+            node_duration_s=res.node_duration_s,
+            desync_nodes=p.desync_nodes,
+            settle_periods=self.settle_periods,
+            guard_periods=max(self.guard_periods, _min_guard(res.node_count, p.desync_nodes)),
+            guard_drive_v=-res.bias_v,  # MZM at its null: sin^2(kappa (V + bias)) = 0
+            bright_drive_v=p.v_pi - res.bias_v,  # full transmission
+            v_min=v_min,
+            v_max=v_max,
+        )
+        cal = (0.0, p.eta_v * math.sin(p.kappa_rad_per_v * p.v_pi) ** 2)
+        rig.dac.ramp_to({res.bias_channel: res.bias_v})
+        self._layer = ReservoirLayer(
+            rig,
+            self._spec,
+            self.nodes,
+            self.awg_rate_hz,
+            self.scope_rate_hz,
+            cal,
+            self.wait,
+        )
+        self._init_learning()
+
+    def host_model(self) -> DelayReservoir:
+        """The host's model of the rig: loop geometry and bias from the station, the optics
+        (V_pi, eta, feedback, PD) at the values the bench simulates. On hardware, fit these from
+        ``labrig measure transfer``; only the calibration levels and the baselines use them."""
+        rig = self.require_rig()
+        res = rig.station.reservoir
+        assert res is not None
+        return DelayReservoir(
+            ReservoirParams(
+                node_count=res.node_count,
+                node_duration_s=res.node_duration_s,
+                bias_v=res.bias_v,
+            )
+        )
+
+    def _init_learning(self) -> None:
+        task = self._task
+        n_train = len(task.x_train) if not self.train_samples else self.train_samples
+        n_test = len(task.x_test) if not self.test_samples else self.test_samples
+        self._n_train = min(n_train, len(task.x_train))
+        self._n_test = min(n_test, len(task.x_test))
+        sizes = [task.x_train.shape[1], *([self.nodes] * self.layers), task.n_out]
+        self._net = dfa_alg.DeepNetwork.create(
+            sizes, self.seed, weight_scale=self.weight_scale, feedback_scale=self.feedback_scale
+        )
+        self._opt: Optimizer = make_optimizer(self.optimizer, self.learning_rate)
+        self._shuffle_rng = np.random.default_rng([self.seed, 1])
+        self._noise_rng = np.random.default_rng([self.seed, 2])
+        mask_rng = np.random.default_rng([self.seed, 3])
+        self._proj_masks = [
+            mask_rng.normal(0.0, 1.0 / math.sqrt(task.n_out), size=(self.nodes, task.n_out))
+            for _ in range(self.layers)
+        ]
+        self._epoch = 0
+        self._history: list[dict[str, float]] = []
+        self._projection_device_s = 0.0
+        self._wall_epochs_s: list[float] = []
+        self._device_epochs_s: list[float] = []
+
+    # ---------------------------------------------------------------- the physical function
+    def _drive(self, a: FloatArray) -> FloatArray:
+        """``V = offset + volts_per_unit * a``, limited to the AWG window (counted)."""
+        v = self.drive_offset_v + self.volts_per_unit * a
+        lo, hi = self._spec.v_min, self._spec.v_max
+        stats = self._layer.stats
+        stats.drives += v.size
+        stats.clipped += int(np.count_nonzero((v < lo) | (v > hi)))
+        return np.clip(v, lo, hi)
+
+    def physical_layer(self, l: int, a: FloatArray) -> FloatArray:
+        """``h = f_phys(a)``: one pass through the rig (the same for every layer ``l``)."""
+        return self._layer(self._drive(a))
+
+    def _twin_drive(self, a: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Drives padded to the loop's node count and the in-window mask (d clip / d V)."""
+        v = self.drive_offset_v + self.volts_per_unit * a
+        inside = ((v >= self._spec.v_min) & (v <= self._spec.v_max)).astype(float)
+        full = np.full((a.shape[0], self._spec.node_count), self._spec.guard_drive_v)
+        full[:, : self.nodes] = np.clip(v, self._spec.v_min, self._spec.v_max)
+        return full, inside
+
+    def _twin_fprime(self, a: FloatArray) -> FloatArray:
+        """``dh_i/da_i`` of the twin (plain DFA's ``f'``)."""
+        full, inside = self._twin_drive(a)
+        diag = self._model.layer_derivative_diag(full, periods=self._spec.settle_periods)
+        return self.volts_per_unit * inside * diag[:, : self.nodes]
+
+    def _twin_vjp(self, l: int, a: FloatArray, grad_h: FloatArray) -> FloatArray:
+        """``grad_a`` from ``grad_h`` by the twin's exact VJP (backprop through the twin)."""
+        full, inside = self._twin_drive(a)
+        g_full = np.zeros_like(full)
+        g_full[:, : self.nodes] = grad_h
+        g = self._model.layer_vjp(full, g_full, periods=self._spec.settle_periods)
+        return self.volts_per_unit * inside * g[:, : self.nodes]
+
+    def _physical_projection(self, e: FloatArray) -> list[FloatArray]:
+        """``e B^(l)^T`` for every layer from one waveform: each layer's masked error plus one
+        zero-error reference sample; centred node states divided by the drive scale."""
+        t0 = self.device_time_s()
+        k = self.projection_volts_per_unit
+        rows = [e @ m.T for m in self._proj_masks]
+        stacked = np.concatenate([*rows, np.zeros((1, self.nodes))], axis=0)
+        v = self.drive_offset_v + k * stacked
+        lo, hi = self._spec.v_min, self._spec.v_max
+        self._layer.stats.drives += v.size
+        self._layer.stats.clipped += int(np.count_nonzero((v < lo) | (v > hi)))
+        x = self._layer(np.clip(v, lo, hi))
+        ref = x[-1]
+        b = e.shape[0]
+        out = [(x[i * b : (i + 1) * b] - ref) / k for i in range(self.layers)]
+        self._projection_device_s += self.device_time_s() - t0
+        return out
+
+    def _projection(self) -> dfa_alg.Projection | None:
+        """The ``projection(l, e)`` hook: physical and/or noisy, or None (digital ``e B^T``)."""
+        if not self.physical_projection and self.projection_noise == 0.0:
+            return None
+        cache: dict[int, list[FloatArray]] = {}
+
+        def project(l: int, e: FloatArray) -> FloatArray:
+            if self.physical_projection:
+                if l == 0 or id(e) not in cache:
+                    cache.clear()
+                    cache[id(e)] = self._physical_projection(e)
+                p = cache[id(e)][l]
+            else:
+                p = e @ self._net.feedback[l].T
+            if self.projection_noise > 0.0:
+                rms = float(np.sqrt(np.mean(p * p))) or 1.0
+                p = p + self.projection_noise * rms * self._noise_rng.normal(size=p.shape)
+            return p
+
+        return project
+
+    # ---------------------------------------------------------------- training
+    def _loss_name(self) -> dfa_alg.LossName:
+        return "mse" if self._task.regression else "softmax_ce"
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        return y[:, None] if self._task.regression else y
+
+    def _ridge_targets(self, y: np.ndarray) -> FloatArray:
+        if self._task.regression:
+            return np.asarray(y, dtype=float)[:, None]
+        return dfa_alg.one_hot(y, self._task.n_out)
+
+    def _forward(self, x: FloatArray) -> dfa_alg.Forward:
+        return dfa_alg.forward(self._net, x, self.physical_layer)
+
+    def execute(self) -> None:
+        if self.method == "readout":
+            if self._epoch == 0:
+                self._readout_only()
+            return
+        while self._epoch < self.epochs:
+            if self.should_stop():
+                return
+            wall0, dev0, proj0 = (
+                time.perf_counter(),
+                self.device_time_s(),
+                self._projection_device_s,
+            )
+            stats0 = (self._layer.stats.drives, self._layer.stats.clipped)
+            trained = self._train_epoch()
+            if trained is None:
+                return  # stopped mid-epoch: the checkpoint is at the last epoch boundary
+            loss, train_score = trained
+            if self.readout == "ridge":
+                x = self._task.x_train[: self._n_train]
+                fwd = self._forward(x)
+                self._net.readout = dfa_alg.ridge_readout(
+                    fwd.h[-1],
+                    self._ridge_targets(self._task.y_train[: self._n_train]),
+                    self.ridge_lambda,
+                )
+                train_score = self._score(fwd.y, self._task.y_train[: self._n_train])
+            self._epoch += 1
+            self._finish_epoch(loss, train_score, wall0, dev0, proj0, stats0)
+
+    def _train_epoch(self) -> tuple[float, float] | None:
+        task = self._task
+        x_all, y_all = task.x_train[: self._n_train], task.y_train[: self._n_train]
+        order = self._shuffle_rng.permutation(self._n_train)
+        projection = self._projection()
+        losses, weights = [], []
+        correct = 0.0
+        preds: list[FloatArray] = []
+        targets: list[np.ndarray] = []
+        for start in range(0, self._n_train, self.batch_size):
+            if self.should_stop():
+                return None
+            idx = order[start : start + self.batch_size]
+            xb, yb = x_all[idx], y_all[idx]
+            fwd = self._forward(xb)
+            target = self._targets(yb)
+            train_readout = self.readout == "gradient"
+            if self.method == "aug-dfa":
+                loss = dfa_alg.aug_dfa_step(
+                    self._net,
+                    fwd,
+                    target,
+                    self.g,
+                    self._opt,
+                    loss=self._loss_name(),
+                    projection=projection,
+                    train_readout=train_readout,
+                )
+            elif self.method == "dfa":
+                loss = dfa_alg.dfa_step(
+                    self._net,
+                    fwd,
+                    target,
+                    self._twin_fprime,
+                    self._opt,
+                    loss=self._loss_name(),
+                    train_readout=train_readout,
+                )
+            else:  # bp-twin
+                loss = dfa_alg.bp_step(
+                    self._net,
+                    fwd,
+                    target,
+                    self._opt,
+                    vjp=self._twin_vjp,
+                    loss=self._loss_name(),
+                    train_readout=train_readout,
+                )
+            losses.append(loss)
+            weights.append(len(idx))
+            if task.regression:
+                preds.append(fwd.y[:, 0])
+                targets.append(yb)
+            else:
+                correct += float(np.sum(np.argmax(fwd.y, axis=1) == yb))
+        loss_mean = float(np.average(losses, weights=weights))
+        if task.regression:
+            score = nmse(np.concatenate(preds), np.concatenate(targets))
+        else:
+            score = correct / self._n_train
+        return loss_mean, score
+
+    def _score(self, y: FloatArray, labels: np.ndarray) -> float:
+        if self._task.regression:
+            return nmse(y[:, 0], labels)
+        return dfa_alg.accuracy(y, labels)
+
+    def _readout_only(self) -> None:
+        """Random fixed masks, ridge readout: the reservoir-computing baseline (one pass)."""
+        wall0, dev0 = time.perf_counter(), self.device_time_s()
+        stats0 = (self._layer.stats.drives, self._layer.stats.clipped)
+        x, y = self._task.x_train[: self._n_train], self._task.y_train[: self._n_train]
+        fwd = self._forward(x)
+        self._net.readout = dfa_alg.ridge_readout(
+            fwd.h[-1], self._ridge_targets(y), self.ridge_lambda
+        )
+        y_fit = fwd.h[-1] @ self._net.readout[:, :-1].T + self._net.readout[:, -1]
+        loss, _ = dfa_alg.loss_and_error(y_fit, self._targets(y), self._loss_name())
+        self._epoch = 1
+        self._finish_epoch(loss, self._score(y_fit, y), wall0, dev0, 0.0, stats0)
+
+    def _test(self) -> tuple[float, FloatArray]:
+        """Test score (accuracy or NMSE in the task's units) and the per-class error array."""
+        task = self._task
+        x, y = task.x_test[: self._n_test], task.y_test[: self._n_test]
+        fwd = self._forward(x)
+        if task.regression:
+            pred = fwd.y[:, 0] * task.y_scale + task.y_offset
+            err = np.abs(pred - y)
+            return nmse(pred, y), np.quantile(err, [0.5, 0.9, 0.99]).astype(float)
+        guess = np.argmax(fwd.y, axis=1)
+        per_class = np.array(
+            [
+                float(np.mean(guess[y == c] != c)) if np.any(y == c) else float("nan")
+                for c in range(task.n_out)
+            ]
+        )
+        return float(np.mean(guess == y)), per_class
+
+    def _finish_epoch(
+        self,
+        loss: float,
+        train_score: float,
+        wall0: float,
+        dev0: float,
+        proj0: float,
+        stats0: tuple[int, int],
+    ) -> None:
+        train_device = self.device_time_s() - dev0
+        test_score, per_class = self._test()
+        wall = time.perf_counter() - wall0
+        device = self.device_time_s() - dev0
+        drives = self._layer.stats.drives - stats0[0]
+        clipped = self._layer.stats.clipped - stats0[1]
+        key = "nmse" if self._task.regression else "accuracy"
+        scalars: dict[str, float] = {
+            "epoch": float(self._epoch),
+            "loss": float(loss),
+            f"train_{key}": float(train_score),
+            f"test_{key}": float(test_score),
+            "device_time_s": self.device_time_s(),
+            "epoch_device_time_s": device,
+            "epoch_train_device_time_s": train_device,
+            "epoch_wall_time_s": wall,
+            "projection_device_time_s": self._projection_device_s - proj0,
+            "clipped_fraction": clipped / drives if drives else 0.0,
+        }
+        self._history.append(scalars)
+        self._wall_epochs_s.append(wall)
+        self._device_epochs_s.append(device)
+        arrays: dict[str, np.ndarray] = dict(self._layer.event_traces())
+        if self._layer.last_states is not None:
+            arrays["node_states"] = self._layer.last_states[:EVENT_NODE_ROWS].copy()
+        arrays["readout_error"] = per_class
+        self.emit_event(scalars, arrays)
+
+    # ---------------------------------------------------------------- results and resume
+    def summary(self) -> dict[str, Any]:
+        task = getattr(self, "_task", None)
+        out: dict[str, Any] = {
+            "method": self.method,
+            "layers": self.layers,
+            "nodes": self.nodes,
+            "g": self.g,
+            "epochs": int(getattr(self, "_epoch", 0)),
+            "physical_projection": self.physical_projection,
+        }
+        history = getattr(self, "_history", [])
+        if history and task is not None:
+            last = history[-1]
+            key = "nmse" if task.regression else "accuracy"
+            out[f"test_{key}"] = last[f"test_{key}"]
+            out[f"train_{key}"] = last[f"train_{key}"]
+            scores = [h[f"test_{key}"] for h in history]
+            out[f"best_test_{key}"] = min(scores) if task.regression else max(scores)
+            out["loss"] = last["loss"]
+            out["clipped_fraction"] = float(np.mean([h["clipped_fraction"] for h in history]))
+        out["projection_device_time_s"] = float(getattr(self, "_projection_device_s", 0.0))
+        walls = getattr(self, "_wall_epochs_s", [])
+        devices = getattr(self, "_device_epochs_s", [])
+        if walls:
+            out["wall_time_per_epoch_s"] = float(np.mean(walls))
+            out["device_time_per_epoch_s"] = float(np.mean(devices))
+        layer = getattr(self, "_layer", None)
+        if layer is not None:
+            out["waveforms"] = layer.stats.waveforms
+            out["samples_through_rig"] = layer.stats.samples
+        return out
+
+    def seeds(self) -> dict[str, int]:
+        return {"seed": self.seed}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self._epoch,
+            "network": self._net.state_dict(),
+            "optimizer": self._opt.state_dict(),
+            "shuffle_rng": self._shuffle_rng.bit_generator.state,
+            "noise_rng": self._noise_rng.bit_generator.state,
+            "projection_device_time_s": self._projection_device_s,
+            "history": {
+                k: np.asarray([h[k] for h in self._history], dtype=float)
+                for k in (self._history[0] if self._history else {})
+            },
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self._epoch = int(state["epoch"])
+        self._net.load_state_dict(dict(state["network"]))
+        self._opt.load_state_dict(dict(state["optimizer"]))
+        self._shuffle_rng.bit_generator.state = _plain(state["shuffle_rng"])
+        self._noise_rng.bit_generator.state = _plain(state["noise_rng"])
+        self._projection_device_s = float(state["projection_device_time_s"])
+        hist = state.get("history") or {}
+        n = len(next(iter(hist.values()))) if hist else 0
+        self._history = [{k: float(np.asarray(v)[i]) for k, v in hist.items()} for i in range(n)]
+
+
+def _min_guard(node_count: int, desync: int) -> int:
+    """Fewest dark guard periods that span two loop delays (the loop is dark again)."""
+    return math.ceil(2 * (node_count + desync) / node_count)
+
+
+def _plain(value: Any) -> Any:
+    """A checkpointed generator state back as Python ints and dicts (numpy scalars -> int)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
