@@ -122,6 +122,9 @@ SCOPE_RECORD_POINTS = (
     4_000_000,
 )
 AWG_WAVEFORM_NAME = "LABRIGDFA"
+# The 33500B into 50 ohm reaches +/-5 V; the amplitude and offset it is sent are rounded, so a
+# waveform touching exactly 5 V can be refused. Keep 0.1 V inside.
+AWG_WINDOW_V = 4.9
 SYNC_TRIGGER_LEVEL_V = 1.0  # the AWG's sync output is a 0 / 3.3 V marker
 EVENT_TRACE_POINTS = 1000  # at most this many points of drive and PD trace per event
 EVENT_NODE_ROWS = 16  # samples shown in the node-state image of an event
@@ -453,9 +456,7 @@ class DfaTraining(RigProcedure):
         assert res is not None  # checked above on the same station
         self._model = self.host_model()
         p = self._model.params
-        # Window of the AWG into the modulator: the station's drive limits are not declared,
-        # the 33500B into 50 ohm spans +/-5 V.
-        v_min, v_max = -5.0, 5.0
+        v_min, v_max = -AWG_WINDOW_V, AWG_WINDOW_V
         self._spec = rio.FrameSpec(
             node_count=res.node_count,
             node_duration_s=res.node_duration_s,
