@@ -554,8 +554,14 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         self.check_errors(context=f"configure_acquisition(channel={channel})")
 
     def arm(self) -> None:
-        """Arm a single acquisition (``:SINGle``); it completes on the next trigger."""
+        """Arm a single acquisition (``:SINGle``); it completes on the next trigger.
+
+        Returns once the scope has processed the arm (a query answered after it): writes to
+        different instruments are not ordered, so a trigger sent to another instrument right
+        after an unconfirmed ``:SING`` can reach its target first and be missed.
+        """
         self.single()
+        _ = self.operation_condition
 
     def wait_complete(self, timeout_s: float) -> None:
         """Poll ``:OPER:COND?`` until the run bit clears; ``TimeoutError`` after ``timeout_s``."""

@@ -93,7 +93,7 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    with BenchServer(built.bench, built.emulators, host=args.host, base_port=args.port) as server:
+    with BenchServer(built.emulators, host=args.host, base_port=args.port) as server:
         resources = server.resources()
         for name, resource in resources.items():
             print(f"{name} {resource}", flush=True)

@@ -267,13 +267,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_gui(args: argparse.Namespace) -> int:
     try:
-        from labrig.gui.app import main as gui_main
-    except ImportError as exc:
+        from labrig.gui.app import run
+    except ImportError as exc:  # the gui extra is not installed
         print(
             f"labrig gui needs the 'gui' extra (pip install 'labrig[gui]'): {exc}", file=sys.stderr
         )
         return 2
-    return int(gui_main(args.gui_args))
+    return int(run(args))
 
 
 # ------------------------------------------------------------------------------------- parser
@@ -345,6 +345,8 @@ def register(sub: Any) -> None:
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(handler=cmd_resume)
 
-    gui = sub.add_parser("gui", help="the operator dashboard", add_help=False)
-    gui.add_argument("gui_args", nargs=argparse.REMAINDER)
+    gui = sub.add_parser("gui", help="the operator dashboard")
+    from labrig.gui.app import build_parser as build_gui_parser  # Qt is imported only by run()
+
+    build_gui_parser(gui)
     gui.set_defaults(handler=cmd_gui)

@@ -186,9 +186,16 @@ def open_rig(station: Station | str, pacing: str | None = None) -> Rig:
             cls = _load(MODELS[spec.model].driver)
             lib = library if spec.in_process else spec.visa_library
             resource = _in_process_resource(name) if spec.in_process else spec.resource
+            inst = None
             try:
                 inst = cls(resource, name=name, visa_library=lib)
+                # pyvisa-py opens a socket resource without connecting: ask for the identity so
+                # that an unreachable instrument fails here, by name, not in the middle of a run.
+                _ = inst.identity
             except Exception as exc:
+                if inst is not None:
+                    with contextlib.suppress(Exception):
+                        inst.adapter.close()
                 raise InstrumentConnectionError(
                     f"cannot open {name} ({spec.model}) at {spec.resource} "
                     f"[{spec.visa_library}] from {station.source}: {exc}"
@@ -207,9 +214,10 @@ def open_rig(station: Station | str, pacing: str | None = None) -> Rig:
         for ch in station.channels:
             instruments[ch.instrument].set_limits(ch.channel, ch.limits)
     except Exception:
-        for inst in instruments.values():
-            with contextlib.suppress(Exception):
-                inst.adapter.close()
+        for inst in [*instruments.values(), bench_client]:
+            if inst is not None:
+                with contextlib.suppress(Exception):
+                    inst.adapter.close()
         raise
     return Rig(station, instruments, bench_client, built)
 

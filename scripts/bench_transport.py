@@ -1,7 +1,22 @@
-"""Benchmark the bench transports: query round trip and binary block throughput.
+"""Benchmark the bench transports and the drivers' binary-block path.
 
-Compares, side by side, the TCP bench server through pyvisa-py, the in-process backend, and
-pyvisa-sim (which can only send ASCII, so it gets a 100 kB ASCII reply instead of a block)::
+Part 1 compares the transports side by side: the TCP bench server through pyvisa-py, the
+in-process backend, and pyvisa-sim (which can only send ASCII, so it gets a 100 kB ASCII reply
+instead of a block), with PyVISA's own ``query_binary_values``.
+
+Part 2 measures the labrig driver path, before and after the block-reader fix in
+``instruments/common.py``, in one run:
+
+- *naive*: the reader as it was, the payload read through ``read_bytes`` with the read
+  termination still on, so every line-feed byte inside the block ends a low-level read;
+- *labrig*: ``instruments.common`` as it is, the payload read with termination off in large
+  pieces.
+
+Both read a generic float32 block (random data: about one LF byte in 256) and a 1,000,000-point
+``WORD`` record with the scope driver's ``read_waveform`` (noise over the whole screen, so the
+codes hold LF bytes as a real full-scale signal does). Over TCP the server runs either in a thread
+of this process (it then competes with the client for the GIL) or in a child process, as
+``labrig sim serve`` or a real instrument would::
 
     .venv/bin/python scripts/bench_transport.py            # 1e6 float32 per block
     .venv/bin/python scripts/bench_transport.py --points 200000 --round-trips 500
@@ -12,20 +27,37 @@ Targets: a TCP write-then-query round trip <= 2 ms; binary blocks >= 200 MB/s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
+import numpy.typing as npt
 import pyvisa
+from pymeasure.instruments import Instrument
 from pyvisa.resources import MessageBasedResource
 
+import instruments.keysight_infiniivision as scope_module
+from instruments.common import query_binary_block, query_binary_values
+from instruments.errors import InstrumentConnectionError
+from instruments.keysight_infiniivision import KeysightInfiniiVision
+from labrig.sim.bench import Bench
 from labrig.sim.emulator import ScpiEmulator
-from labrig.sim.inprocess import make_resource_manager
+from labrig.sim.inprocess import make_resource_manager, make_visa_library
+from labrig.sim.keysight_infiniivision import InfiniiVisionEmulator
 from labrig.sim.scpi import Args, Context, format_block, format_nr3
 from labrig.sim.tcp import BenchServer
+
+SCOPE_POINTS = 1_000_000
+CHILD_START_TIMEOUT_S = 30.0
 
 
 class BlockSource(ScpiEmulator):
@@ -54,9 +86,48 @@ class BlockSource(ScpiEmulator):
         return self.payload
 
 
+def _emulators(points: int) -> dict[str, ScpiEmulator]:
+    """The block source and a scope whose noise fills the screen (codes of every value)."""
+    # Noise of 3 divisions rms over the 8 on screen: every 10-bit code occurs, including the
+    # WORD codes whose high byte is 0x0A, so the record holds LF bytes as a full-scale signal.
+    scope = InfiniiVisionEmulator("scope", Bench(seed=0), noise_divisions=3.0)
+    return {"block": BlockSource("block", points), "scope": scope}
+
+
+# ------------------------------------------------------------------------------ the naive reader
+def _naive_read_exact(instrument: Any, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = instrument.read_bytes(count - len(data))
+        if not chunk:
+            raise InstrumentConnectionError(f"{instrument.name}: block ended early")
+        data += chunk
+    return data
+
+
+def naive_query_binary_block(instrument: Any, command: str, terminated: bool = True) -> bytes:
+    """The block reader before the fix: the payload is read with the read termination on."""
+    instrument.write(command)
+    head = _naive_read_exact(instrument, 2)
+    length = int(_naive_read_exact(instrument, int(head[1:2])))
+    payload = _naive_read_exact(instrument, length)
+    if terminated:
+        _naive_read_exact(instrument, 1)
+    return payload
+
+
+@contextlib.contextmanager
+def naive_blocks() -> Iterator[None]:
+    """Make the scope driver read its blocks with the naive reader (for the comparison)."""
+    with mock.patch.object(scope_module, "query_binary_block", naive_query_binary_block):
+        yield
+
+
+# ------------------------------------------------------------------------------ timing
 def _open(rm: pyvisa.ResourceManager, name: str) -> MessageBasedResource:
     res = rm.open_resource(name, read_termination="\n", write_termination="\n", timeout=10_000)
-    assert isinstance(res, MessageBasedResource)
+    if not isinstance(res, MessageBasedResource):
+        raise TypeError(f"{name} is not a message-based resource")
     return res
 
 
@@ -109,63 +180,194 @@ def _pyvisa_sim_profile(directory: Path, reply_bytes: int) -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=1_000_000, help="float32 per block")
-    parser.add_argument("--round-trips", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=5)
-    opts = parser.parse_args()
+def pyvisa_block_fetch(inst: MessageBasedResource, termchar: bool = True) -> Callable[[], int]:
+    """PyVISA's own ``query_binary_values``. With the read termination on, VISA ends a read at
+    every LF byte inside the block, so PyVISA needs thousands of reads; with it off the reads
+    are ``chunk_size`` long and end at the message end (the in-process backend signals END;
+    pyvisa-py over TCP cannot, so it is not timed so)."""
 
+    def fetch() -> int:
+        saved = inst.read_termination
+        if not termchar:
+            inst.read_termination = None  # type: ignore[assignment]
+        try:
+            data = inst.query_binary_values(
+                "WAV:DATA?",
+                datatype="f",
+                container=np.ndarray,
+                expect_termination=termchar,
+                chunk_size=1 << 20,
+            )
+        finally:
+            inst.read_termination = saved
+        return int(np.asarray(data).nbytes)
+
+    return fetch
+
+
+# ------------------------------------------------------------------------------ driver path
+def _block_instrument(resource: str, visa_library: Any) -> Instrument:
+    """A bare PyMeasure instrument on the block source, LF-terminated like the labrig drivers."""
+    return Instrument(
+        resource,
+        "block source",
+        visa_library=visa_library,
+        includeSCPI=False,
+        read_termination="\n",
+        write_termination="\n",
+        timeout=10_000,
+    )
+
+
+def _prepare_scope(scope: KeysightInfiniiVision) -> None:
+    """A 1,000,000-point record on channel 1, transferred as WORD."""
+    scope.write(":TIM:SCAL 2e-4")  # 10 div x 0.2 ms x 5 GSa/s allows 1e6 points
+    scope.write(":CHAN1:SCAL 0.1")
+    scope.set_points(SCOPE_POINTS)
+    scope.transfer_format = "WORD"
+    scope.digitize(1)
+    scope.operation_complete()
+    scope.check_errors()
+
+
+def driver_fetches(block: Instrument, scope: KeysightInfiniiVision) -> dict[str, Callable[[], int]]:
+    """The driver-path measurements, each naive and fixed: a generic float32 block; the scope's
+    ``:WAV:DATA?`` block alone; the scope's whole ``read_waveform`` (format and source set-up,
+    preamble, block, error check, conversion to volts and seconds)."""
+
+    def block_naive() -> int:
+        return len(naive_query_binary_block(block, "WAV:DATA?"))
+
+    def block_fixed() -> int:
+        data: npt.NDArray[Any] = query_binary_values(block, "WAV:DATA?", "<f4")
+        return int(data.nbytes)
+
+    def scope_block_naive() -> int:
+        return len(naive_query_binary_block(scope, ":WAV:DATA?"))
+
+    def scope_block_fixed() -> int:
+        return len(query_binary_block(scope, ":WAV:DATA?"))
+
+    def scope_naive() -> int:
+        with naive_blocks():
+            wave = scope.read_waveform(1)
+        return int(wave.volts.size) * 2  # WORD: two bytes per point on the wire
+
+    def scope_fixed() -> int:
+        wave = scope.read_waveform(1)
+        if wave.volts.size != SCOPE_POINTS:
+            raise RuntimeError(f"scope sent {wave.volts.size} points, not {SCOPE_POINTS}")
+        return int(wave.volts.size) * 2
+
+    return {
+        "block, naive": block_naive,
+        "block, labrig": block_fixed,
+        "scope block, naive": scope_block_naive,
+        "scope block, labrig": scope_block_fixed,
+        "read_waveform, naive": scope_naive,
+        "read_waveform, labrig": scope_fixed,
+    }
+
+
+def measure_driver_path(
+    resources: dict[str, str], visa_library: Any, repeats: int
+) -> dict[str, float]:
+    """MB/s of each driver-path measurement against the served or in-process emulators."""
+    block = _block_instrument(resources["block"], visa_library)
+    scope = KeysightInfiniiVision(resources["scope"], name="scope", visa_library=visa_library)
+    try:
+        _prepare_scope(scope)
+        # The naive and fixed readers must agree byte for byte before either is timed.
+        if naive_query_binary_block(block, "WAV:DATA?") != (
+            query_binary_values(block, "WAV:DATA?", "<f4").tobytes()
+        ):
+            raise RuntimeError("the naive and labrig block readers disagree")
+        rates: dict[str, float] = {}
+        for name, fetch in driver_fetches(block, scope).items():
+            seconds, size = _time_transfer(fetch, repeats)
+            rates[name] = size / seconds
+        return rates
+    finally:
+        block.adapter.close()
+        scope.adapter.close()
+
+
+# ------------------------------------------------------------------------------ child server
+def serve_child(points: int) -> None:
+    """Child-process mode: serve the block source and the scope over TCP until stdin closes."""
+    with BenchServer(_emulators(points)) as server:
+        for name, resource in server.resources().items():
+            print(f"{name} {resource}", flush=True)
+        print("ready", flush=True)
+        sys.stdin.read()  # returns when the parent closes our stdin (or exits)
+
+
+@contextlib.contextmanager
+def child_server(points: int) -> Iterator[dict[str, str]]:
+    """Run :func:`serve_child` in a subprocess; yield its resources; stop it on exit."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-child", "--points", str(points)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    resources: dict[str, str] = {}
+    lines: list[str] = []
+
+    def read_banner() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.strip() == "ready":
+                return
+
+    reader = threading.Thread(target=read_banner, daemon=True)
+    reader.start()
+    reader.join(CHILD_START_TIMEOUT_S)
+    try:
+        if not lines or lines[-1] != "ready":
+            raise RuntimeError(f"child server not ready in {CHILD_START_TIMEOUT_S} s: {lines}")
+        for line in lines[:-1]:
+            name, _, resource = line.partition(" ")
+            resources[name] = resource
+        yield resources
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+# ------------------------------------------------------------------------------ main
+def transports(opts: argparse.Namespace) -> dict[str, tuple[float, float, str]]:
+    """Part 1: round trip and PyVISA block throughput of each transport."""
     rows: dict[str, tuple[float, float, str]] = {}
 
-    def block_fetch(inst: MessageBasedResource, termchar: bool = True) -> Callable[[], int]:
-        """With the read termination on, VISA ends a read at every LF byte inside the block
-        (about one per 256 bytes of random data), so PyVISA needs thousands of reads; with it
-        off during the block the reads are ``chunk_size`` long and end at the message end (the
-        in-process backend signals END; pyvisa-py over TCP cannot, so it is not timed so)."""
-
-        def fetch() -> int:
-            saved = inst.read_termination
-            if not termchar:
-                inst.read_termination = None  # type: ignore[assignment]
-            try:
-                data = inst.query_binary_values(
-                    "WAV:DATA?",
-                    datatype="f",
-                    container=np.ndarray,
-                    expect_termination=termchar,
-                    chunk_size=1 << 20,
-                )
-            finally:
-                inst.read_termination = saved
-            return int(np.asarray(data).nbytes)
-
-        return fetch
-
-    # TCP through pyvisa-py
     tcp_emu = BlockSource("tcp", opts.points)
     with BenchServer([tcp_emu]) as server:
         rm = pyvisa.ResourceManager("@py")
         inst = _open(rm, server.resources()["tcp"])
         rtt = _time_round_trips(inst, opts.round_trips)
-        seconds, size = _time_transfer(block_fetch(inst), opts.repeats)
+        seconds, size = _time_transfer(pyvisa_block_fetch(inst), opts.repeats)
         rows["TCP (pyvisa-py)"] = (rtt, size / seconds, f"{size / 1e6:.1f} MB block")
         inst.close()
         rm.close()
 
-    # in-process backend
     ip_emu = BlockSource("inproc", opts.points)
     rm, names = make_resource_manager({"inproc": ip_emu})
     inst = _open(rm, names["inproc"])
     rtt = _time_round_trips(inst, opts.round_trips)
-    seconds, size = _time_transfer(block_fetch(inst), opts.repeats)
+    seconds, size = _time_transfer(pyvisa_block_fetch(inst), opts.repeats)
     rows["in-process"] = (rtt, size / seconds, f"{size / 1e6:.1f} MB block")
-    seconds, size = _time_transfer(block_fetch(inst, termchar=False), opts.repeats)
+    seconds, size = _time_transfer(pyvisa_block_fetch(inst, termchar=False), opts.repeats)
     rows["in-proc, no termchar"] = (rtt, size / seconds, f"{size / 1e6:.1f} MB block")
     inst.close()
     rm.close()
 
-    # pyvisa-sim (ASCII only)
     with tempfile.TemporaryDirectory() as tmp:
         profile = _pyvisa_sim_profile(Path(tmp), 100_000)
         rm = pyvisa.ResourceManager(f"{profile}@sim")
@@ -179,20 +381,72 @@ def main() -> None:
         rows["pyvisa-sim"] = (rtt, size / seconds, f"{size / 1e3:.0f} kB ASCII")
         inst.close()
         rm.close()
+    return rows
 
+
+def driver_path(opts: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Part 2: the labrig driver path, naive and fixed, over each transport."""
+    columns: dict[str, dict[str, float]] = {}
+    with BenchServer(_emulators(opts.points)) as server:
+        columns["TCP, server thread"] = measure_driver_path(server.resources(), "@py", opts.repeats)
+    with child_server(opts.points) as resources:
+        columns["TCP, server process"] = measure_driver_path(resources, "@py", opts.repeats)
+    library = make_visa_library(_emulators(opts.points))
+    rm = pyvisa.ResourceManager(library)  # owns the library; closing it releases the bench
+    try:
+        columns["in-process"] = measure_driver_path(library.resources(), library, opts.repeats)
+    finally:
+        rm.close()
+    return columns
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--points", type=int, default=1_000_000, help="float32 per block")
+    parser.add_argument("--round-trips", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--serve-child", action="store_true", help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.serve_child:
+        serve_child(opts.points)
+        return
+
+    rows = transports(opts)
     base_rtt, base_rate, _ = rows["in-process"]
-    header = f"{'transport':<22}{'round trip':>14}{'x':>7}{'throughput':>16}{'x':>8}  payload"
-    print(header)
+    print("Transports (PyVISA query_binary_values; best of", opts.repeats, "transfers)")
+    print(f"{'transport':<22}{'round trip':>14}{'x':>7}{'throughput':>16}{'x':>8}  payload")
     for name, (rtt, rate, what) in rows.items():
         print(
             f"{name:<22}{rtt * 1e3:>11.3f} ms{rtt / base_rtt:>6.1f}x"
             f"{rate / 1e6:>11.1f} MB/s{rate / base_rate:>7.2f}x  {what}"
         )
+
+    columns = driver_path(opts)
+    names = list(next(iter(columns.values())))
+    print()
+    print(
+        f"labrig driver path, MB/s (block: {opts.points * 4 / 1e6:.1f} MB float32; "
+        f"scope: {SCOPE_POINTS * 2 / 1e6:.1f} MB WORD record)"
+    )
+    print(f"{'':<24}" + "".join(f"{c:>22}" for c in columns))
+    for name in names:
+        print(f"{name:<24}" + "".join(f"{col[name] / 1e6:>22.1f}" for col in columns.values()))
+    for what in ("block", "scope block", "read_waveform"):
+        print(
+            f"{what + ' labrig/naive':<24}"
+            + "".join(
+                f"{col[what + ', labrig'] / col[what + ', naive']:>21.1f}x"
+                for col in columns.values()
+            )
+        )
+
+    print()
     tcp_rtt = rows["TCP (pyvisa-py)"][0]
     print(f"target TCP round trip <= 2 ms: {'met' if tcp_rtt <= 2e-3 else 'MISSED'}")
-    for name, (_, rate, _) in rows.items():
-        if "block" in rows[name][2]:
-            print(f"target binary >= 200 MB/s, {name}: {'met' if rate >= 200e6 else 'MISSED'}")
+    for column, rates in columns.items():
+        for name in ("block, labrig", "scope block, labrig", "read_waveform, labrig"):
+            verdict = "met" if rates[name] >= 200e6 else "MISSED"
+            print(f"target binary >= 200 MB/s, {column}, {name}: {verdict}")
 
 
 if __name__ == "__main__":

@@ -263,6 +263,7 @@ def test_configure_acquisition_refuses_bus_trigger_and_bad_values():
 def test_arm_and_wait_complete_polls_run_bit():
     dialogue = [
         (":SING", None),
+        (":OPER:COND?", "+40"),  # arm() confirms the arm was processed
         (":OPER:COND?", "+40"),
         (":OPER:COND?", "+32"),
     ]

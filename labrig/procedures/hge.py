@@ -378,6 +378,8 @@ class HgeTraining(RigProcedure):
             means[c] = float(current.mean())
             self._last_trace = (np.asarray(record.times_s), current)
         rig.dac.stop_generators()
+        # Back to the DC level the traces of other modes (and the final measurement) start from.
+        rig.dac.ramp_to({dnpu.electrode_channels[k]: 0.0 for k in (*self._inputs, *self._controls)})
         self._last_lockin = r_all[-1]
         return Measurement(means, jac, clipped)
 

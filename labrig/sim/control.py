@@ -22,11 +22,12 @@ Commands (``SIMulation`` subsystem)::
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pymeasure.instruments import Instrument
 
-from labrig.sim.bench import Fault
+from labrig.sim.bench import Fault, Pacing
 from labrig.sim.emulator import ScpiEmulator
 from labrig.sim.scpi import Args, Context, ScpiError, format_nr3, quote_string
 
@@ -66,7 +67,13 @@ class BenchControlEmulator(ScpiEmulator):
     def _set_pacing(self, ctx: Context, args: Args) -> None:
         args.require(1, 1)
         choice = args.enum(0, ["FAST", "REALtime"])
-        self.bench.clock.pacing = "fast" if choice.upper() == "FAST" else "realtime"
+        clock = self.bench.clock
+        pacing: Pacing = "fast" if choice.upper() == "FAST" else "realtime"
+        if pacing == "realtime" and clock.pacing != "realtime":
+            # Real time runs from now: re-anchor the wall clock to the bench clock, or the bench
+            # time that lagged behind wall time while unpaced would pass without any sleep.
+            clock._wall_origin = time.monotonic() - clock.now
+        clock.pacing = pacing
 
     def _get_pacing(self, ctx: Context, args: Args) -> str:
         return "FAST" if self.bench.clock.pacing == "fast" else "REAL"

@@ -103,7 +103,9 @@ class DnpuPart:
         # signal (as real instruments on one cable do) and the device is solved once.
         bandwidth = float(self.readout.params.bandwidth_hz)
         history = 5.0 / (2.0 * np.pi * bandwidth)
-        uniform = _is_uniform(t)
+        # Solve at least at the internal rate, so that one grid serves readers at different
+        # rates (lock-ins at different frequencies); finer requests get their own rate.
+        uniform = _is_uniform(t) and float(t[1] - t[0]) <= 1.0 / self.internal_rate_hz
         step = float(t[1] - t[0]) if uniform else 1.0 / self.internal_rate_hz
         cached = self._cache
         if (

@@ -1,0 +1,1 @@
+"""The dashboard's panels: station, procedure form, live plots, run browser, logs."""

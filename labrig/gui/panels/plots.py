@@ -1,0 +1,693 @@
+"""Plots of a run, live or recorded: a data model fed by event documents, and a board of panels.
+
+:class:`RunData` accumulates what the plots need from :class:`~labrig.runs.documents.EventDoc`
+documents: every scalar of every event (NaN where an event lacked it), the full history of small
+arrays (control voltages: a curve per electrode against the iteration), and only the newest value
+of large arrays (traces, images; drawing an older one would be wasted work). A recorded run is
+turned into the same documents (:meth:`RunData.from_record`), so the run browser draws with exactly
+the code that draws a live run.
+
+:class:`PlotBoard` chooses its panels from the names that arrive (:func:`plan_panels`): loss and
+accuracy, the HGE views (control voltages, gradient per electrode, case outputs against the
+decision threshold, the raw TIA trace), the aug-DFA views (AWG drive, photodetector trace, node
+states as an image, readout error), and a generic fallback in which every other scalar gets a
+curve and every other array a trace, a per-element history or an image. ``refresh()`` redraws only
+panels whose inputs changed; the main window calls it from a ~30 Hz frame timer, so a burst of
+events costs one redraw. Large traces are drawn with peak downsampling and clipping to the view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import (
+    QCheckBox,
+    QGridLayout,
+    QLabel,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from labrig.runs.documents import EventDoc
+from labrig.runs.record import RunRecord
+
+__all__ = ["PanelPlan", "PlotBoard", "RunData", "plan_panels"]
+
+SMALL_ARRAY_SIZE = 64  # arrays up to this many elements keep their full history
+X_CANDIDATES = ("iteration", "epoch")
+PEN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+
+pg.setConfigOptions(antialias=False, background="w", foreground="k")
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+class _Growing:
+    """An append-only numpy buffer (amortised O(1) append; ``view()`` without copying)."""
+
+    def __init__(self, row_shape: tuple[int, ...] = (), fill_rows: int = 0) -> None:
+        self.row_shape = row_shape
+        self._buffer = np.full((max(64, 2 * fill_rows), *row_shape), np.nan)
+        self.n = fill_rows
+
+    def append(self, value: Any) -> None:
+        if self.n == self._buffer.shape[0]:
+            bigger = np.full((2 * self.n, *self.row_shape), np.nan)
+            bigger[: self.n] = self._buffer
+            self._buffer = bigger
+        self._buffer[self.n] = value
+        self.n += 1
+
+    def view(self) -> np.ndarray:
+        return self._buffer[: self.n]
+
+
+@dataclass
+class _History:
+    """The rows of one small array and the index of the event each came from."""
+
+    rows: _Growing
+    event_index: list[int] = field(default_factory=list)
+
+
+class RunData:
+    """What the plots show of one run, built event by event.
+
+    ``version`` counts changes; ``versions[name]`` is the ``version`` at which scalar or array
+    ``name`` last changed, so a panel redraws only when one of its inputs did.
+    """
+
+    def __init__(self) -> None:
+        self.seq = _Growing()
+        self.scalars: dict[str, _Growing] = {}
+        self.history: dict[str, _History] = {}
+        self.latest: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.versions: dict[str, int] = {}
+        self.version = 0
+        self.n_events = 0
+
+    # ---- input --------------------------------------------------------------------------
+
+    def add_event(self, doc: EventDoc) -> None:
+        """Take one event's scalars and arrays."""
+        self.version += 1
+        index = self.n_events
+        self.seq.append(doc.seq_num)
+        for name, value in doc.scalars.items():
+            column = self.scalars.get(name)
+            if column is None:
+                column = self.scalars[name] = _Growing(fill_rows=index)
+            column.append(value)
+            self.versions[name] = self.version
+        for column in self.scalars.values():
+            if column.n == index:  # this event lacked the scalar
+                column.append(np.nan)
+        for name, array in doc.arrays.items():
+            array = np.asarray(array)
+            self.latest[name] = array
+            self.shapes[name] = tuple(array.shape)
+            self.versions[name] = self.version
+            if array.size <= SMALL_ARRAY_SIZE:
+                history = self.history.get(name)
+                if history is None or history.rows.row_shape != array.shape:
+                    history = self.history[name] = _History(_Growing(tuple(array.shape)))
+                history.rows.append(array)
+                history.event_index.append(index)
+        self.n_events += 1
+        self.versions["__x__"] = self.version
+
+    @classmethod
+    def from_record(cls, record: RunRecord) -> RunData:
+        """The same data a live view of the run would have collected."""
+        data = cls()
+        for doc in record_events(record):
+            data.add_event(doc)
+        return data
+
+    # ---- output -------------------------------------------------------------------------
+
+    def x_axis(self) -> tuple[str, np.ndarray]:
+        """The x axis of per-iteration plots: ``iteration`` (or ``epoch``) if present in every
+        event and never decreasing, else the event number."""
+        for name in X_CANDIDATES:
+            column = self.scalars.get(name)
+            if column is None:
+                continue
+            values = column.view()
+            if np.all(np.isfinite(values)) and np.all(np.diff(values) >= 0):
+                return name, values
+        return "event", self.seq.view()
+
+    def scalar(self, name: str) -> np.ndarray:
+        return self.scalars[name].view()
+
+    def history_xy(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(x, rows) of a small array's history, x from :meth:`x_axis`."""
+        history = self.history[name]
+        _, x = self.x_axis()
+        return x[np.asarray(history.event_index, dtype=int)], history.rows.view()
+
+    def changed_since(self, names: Iterable[str], seen: int) -> bool:
+        return any(self.versions.get(name, 0) > seen for name in names)
+
+
+def record_events(record: RunRecord) -> list[EventDoc]:
+    """Rebuild the event documents of a record (arrays attached to the events that carried
+    them; a NaN scalar is treated as absent, which is how the record stores absence)."""
+    events = record.events
+    by_seq: dict[int, dict[str, np.ndarray]] = {}
+    for name, seqs in events.array_seq.items():
+        rows = events.rows(name)
+        for seq, row in zip(seqs.tolist(), rows, strict=False):
+            by_seq.setdefault(int(seq), {})[name] = np.asarray(row)
+    docs = []
+    for i, seq in enumerate(events.seq_num.tolist()):
+        scalars = {
+            name: float(column[i])
+            for name, column in events.scalars.items()
+            if not math.isnan(float(column[i]))
+        }
+        docs.append(
+            EventDoc(
+                run_uid=record.start.run_uid,
+                seq_num=int(seq),
+                time=float(events.time[i]),
+                scalars=scalars,
+                arrays=by_seq.get(int(seq), {}),
+            )
+        )
+    return docs
+
+
+# ------------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class PanelPlan:
+    """Which panel to show: ``kind`` picks the class, ``names`` its inputs (in its order)."""
+
+    key: str
+    kind: str  # scalars | xy | history | bars | cases | trace | image
+    title: str
+    names: tuple[str, ...]
+    log_option: bool = False
+
+
+_XY_PAIRS = (
+    ("voltage_v", "current_na", "I–V curve: current (nA) vs voltage (V)"),
+    ("drive_v", "pd_v", "Transfer curve: photodetector (V) vs drive (V)"),
+)
+# (array, x array or "", title)
+_TRACES = (
+    ("trace_na", "trace_t_s", "Raw TIA trace (nA) vs time (s)"),
+    ("awg_drive_v", "awg_t_s", "AWG drive (V)"),
+    ("pd_trace_v", "pd_t_s", "Photodetector trace (V)"),
+)
+_BARS = (
+    ("gradient", "Gradient per electrode"),
+    ("readout_error", "Readout error"),
+    ("lockin_r", "Lock-in R per electrode"),
+)
+_IMAGES = (
+    ("node_states", "Node states"),
+    ("dI_dV", "dI/dV"),
+)
+# Axis labels of known images: (bottom, left).
+_IMAGE_AXES = {"node_states": ("node", "sample"), "dI_dV": ("case", "electrode")}
+_HISTORIES = (("controls_v", "Control voltages (V)"),)
+
+
+def plan_panels(scalar_names: Iterable[str], shapes: dict[str, tuple[int, ...]]) -> list[PanelPlan]:
+    """The panels for a run carrying these scalars and arrays (name -> newest shape), in order.
+
+    Known names get their dedicated panels; every other scalar gets a curve and every other
+    array a panel by its shape (small 1-D: history per element; large 1-D: trace; 2-D: image).
+    """
+    scalars = sorted(scalar_names)
+    used: set[str] = set(X_CANDIDATES)
+    plans: list[PanelPlan] = []
+    losses = sorted((n for n in scalars if "loss" in n.lower()), key=lambda n: (n != "loss", n))
+    if losses:
+        plans.append(PanelPlan("loss", "scalars", "Loss", tuple(losses), log_option=True))
+        used.update(losses)
+    accuracies = [n for n in scalars if n.lower().endswith("accuracy")]
+    if accuracies:
+        plans.append(PanelPlan("accuracy", "scalars", "Accuracy", tuple(accuracies)))
+        used.update(accuracies)
+    for x_name, y_name, title in _XY_PAIRS:
+        if x_name in scalars and y_name in scalars:
+            plans.append(PanelPlan(f"xy:{y_name}", "xy", title, (x_name, y_name)))
+            used.update((x_name, y_name))
+    for name, title in _HISTORIES:
+        if name in shapes:
+            plans.append(PanelPlan(f"history:{name}", "history", title, (name,)))
+            used.add(name)
+    for name, title in _BARS[:1]:
+        if name in shapes:
+            plans.append(PanelPlan(f"bars:{name}", "bars", title, (name,)))
+            used.add(name)
+    if "case_outputs_na" in shapes:
+        plans.append(
+            PanelPlan(
+                "cases",
+                "cases",
+                "Case outputs (nA) vs decision threshold",
+                ("case_outputs_na", "targets", "threshold_na"),
+            )
+        )
+        used.update(("case_outputs_na", "targets", "threshold_na"))
+    for name, x_name, title in _TRACES:
+        if name in shapes:
+            names = (name, x_name) if x_name in shapes else (name,)
+            plans.append(PanelPlan(f"trace:{name}", "trace", title, names))
+            used.update(names)
+    for name, title in _IMAGES[:1]:
+        if name in shapes:
+            plans.append(PanelPlan(f"image:{name}", "image", title, (name,)))
+            used.add(name)
+    for name, title in _BARS[1:]:
+        if name in shapes:
+            plans.append(PanelPlan(f"bars:{name}", "bars", title, (name,)))
+            used.add(name)
+    for name, title in _IMAGES[1:]:
+        if name in shapes:
+            plans.append(PanelPlan(f"image:{name}", "image", title, (name,)))
+            used.add(name)
+    for name in sorted(shapes):
+        if name in used:
+            continue
+        shape = shapes[name]
+        size = int(np.prod(shape)) if shape else 1
+        if len(shape) <= 1 and size <= SMALL_ARRAY_SIZE:
+            plans.append(PanelPlan(f"history:{name}", "history", name, (name,)))
+        elif len(shape) == 1:
+            plans.append(PanelPlan(f"trace:{name}", "trace", name, (name,)))
+        elif len(shape) == 2:
+            plans.append(PanelPlan(f"image:{name}", "image", name, (name,)))
+    for name in scalars:
+        if name not in used:
+            plans.append(PanelPlan(f"scalar:{name}", "scalars", name, (name,)))
+    return plans
+
+
+# --------------------------------------------------------------------------------- panels
+
+
+def _pen(index: int, width: float = 1.5) -> Any:
+    return pg.mkPen(PEN_COLORS[index % len(PEN_COLORS)], width=width)
+
+
+class Panel(QWidget):
+    """One plot with a title; subclasses draw their inputs from a :class:`RunData`."""
+
+    def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.plan = plan
+        self.seen = -1
+        self._labels: dict[str, str] = {}
+        self.plot_widget = pg.PlotWidget()
+        self.plot = self.plot_widget.getPlotItem()
+        self.plot.setTitle(plan.title, size="9pt")
+        # No grid: pyqtgraph draws grid lines with alpha across the whole view on every
+        # repaint, which doubled the cost of a frame (scripts/bench_gui.py).
+        self.plot.setDownsampling(auto=True, mode="peak")
+        self.plot.setClipToView(True)
+        self.layout_ = QVBoxLayout(self)
+        self.layout_.setContentsMargins(0, 0, 0, 0)
+        self.layout_.setSpacing(0)
+        self.layout_.addWidget(self.plot_widget)
+        self.setMinimumHeight(210)
+
+    def inputs(self) -> tuple[str, ...]:
+        return self.plan.names
+
+    def set_axis_label(self, side: str, text: str) -> None:
+        """Set an axis label only when it changes (a new label re-lays out the plot)."""
+        if self._labels.get(side) != text:
+            self._labels[side] = text
+            self.plot.setLabel(side, text)
+
+    def refresh(self, data: RunData, force: bool = False) -> bool:
+        """Redraw if an input changed since the last redraw (or ``force``); True if it did."""
+        if not force and not data.changed_since(self.inputs(), self.seen):
+            return False
+        self.draw(data)
+        self.seen = data.version
+        return True
+
+    def draw(self, data: RunData) -> None:
+        raise NotImplementedError
+
+
+class ScalarsPanel(Panel):
+    """Scalars against the iteration; optional log scale for y."""
+
+    def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
+        super().__init__(plan, parent)
+        if len(plan.names) > 1:
+            self.plot.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 200))
+        self.curves: dict[str, Any] = {}
+        for i, name in enumerate(plan.names):
+            curve = self.plot.plot(pen=_pen(i), name=name, connect="finite")
+            self.curves[name] = curve
+        self.log_box: QCheckBox | None = None
+        if plan.log_option:
+            # Floats over the plot's top-left corner, so every panel keeps the same size.
+            self.log_box = QCheckBox("log y", self.plot_widget)
+            self.log_box.move(6, 4)
+            self.log_box.toggled.connect(self.set_log_scale)
+
+    def inputs(self) -> tuple[str, ...]:
+        return (*self.plan.names, "__x__")
+
+    def set_log_scale(self, on: bool) -> None:
+        self.plot.setLogMode(x=False, y=on)
+
+    def draw(self, data: RunData) -> None:
+        x_name, x = data.x_axis()
+        self.set_axis_label("bottom", x_name)
+        for name, curve in self.curves.items():
+            if name in data.scalars:
+                curve.setData(x, data.scalar(name))
+
+
+class XYPanel(Panel):
+    """One scalar against another (an I–V sweep, a transfer curve), every event a point."""
+
+    def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
+        super().__init__(plan, parent)
+        self.plot.setLabel("bottom", plan.names[0])
+        self.plot.setLabel("left", plan.names[1])
+        self.curve = self.plot.plot(
+            pen=_pen(0), symbol="o", symbolSize=4, symbolBrush=PEN_COLORS[0], connect="finite"
+        )
+
+    def draw(self, data: RunData) -> None:
+        x_name, y_name = self.plan.names
+        self.curve.setData(data.scalar(x_name), data.scalar(y_name))
+
+
+class HistoryPanel(Panel):
+    """Each element of a small array against the iteration (control voltages)."""
+
+    def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
+        super().__init__(plan, parent)
+        self.plot.addLegend(
+            offset=(-10, 10), labelTextSize="7pt", brush=pg.mkBrush(255, 255, 255, 200)
+        )
+        self.curves: list[Any] = []
+
+    def inputs(self) -> tuple[str, ...]:
+        return (*self.plan.names, "__x__")
+
+    def draw(self, data: RunData) -> None:
+        name = self.plan.names[0]
+        if name not in data.history:
+            return
+        x, rows = data.history_xy(name)
+        self.set_axis_label("bottom", data.x_axis()[0])
+        flat = rows.reshape(rows.shape[0], -1)
+        while len(self.curves) < flat.shape[1]:
+            i = len(self.curves)
+            self.curves.append(self.plot.plot(pen=_pen(i), name=f"{name}[{i}]"))
+        for i, curve in enumerate(self.curves):
+            if i < flat.shape[1]:
+                curve.setData(x, flat[:, i])
+            else:
+                curve.setData([], [])
+
+
+class BarsPanel(Panel):
+    """The newest value of an array as bars (gradient per electrode, readout error)."""
+
+    def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
+        super().__init__(plan, parent)
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.6, brush=PEN_COLORS[0])
+        self.plot.addItem(self.bars)
+        self.plot.setLabel("bottom", "index")
+        self.values = np.empty(0)
+
+    def draw(self, data: RunData) -> None:
+        values = np.asarray(data.latest[self.plan.names[0]], dtype=float).ravel()
+        self.values = values
+        self.bars.setOpts(x=np.arange(values.size), height=values, width=0.6)
+        _integer_ticks(self.plot, values.size)
+
+
+class CasesPanel(Panel):
+    """The newest output per input case, coloured by target, and the decision threshold."""
+
+    HIGH = "#2ca02c"
+    LOW = "#d62728"
+
+    def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
+        super().__init__(plan, parent)
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.6)
+        self.points = self.plot.plot(pen=None, symbol="o", symbolSize=8, symbolBrush="k")
+        self.threshold = pg.InfiniteLine(
+            angle=0, movable=False, pen=pg.mkPen("#444", width=1.5, style=Qt.PenStyle.DashLine)
+        )
+        self.plot.addItem(self.bars)
+        self.plot.addItem(self.threshold)
+        self.threshold.hide()
+        self.plot.setLabel("bottom", "input case (green: target high, red: low)")
+        self.values = np.empty(0)
+
+    def draw(self, data: RunData) -> None:
+        outputs_name, targets_name, threshold_name = self.plan.names
+        if outputs_name not in data.latest:
+            return
+        outputs = np.asarray(data.latest[outputs_name], dtype=float).ravel()
+        self.values = outputs
+        x = np.arange(outputs.size)
+        targets = data.latest.get(targets_name)
+        if targets is not None and np.asarray(targets).size == outputs.size:
+            high = np.asarray(targets, dtype=float).ravel() > 0.5
+            brushes = [self.HIGH if h else self.LOW for h in high]
+        else:
+            brushes = [PEN_COLORS[0]] * outputs.size
+        self.bars.setOpts(x=x, height=outputs, width=0.6, brushes=brushes)
+        _integer_ticks(self.plot, outputs.size)
+        self.points.setData(x, outputs)
+        threshold = data.scalars.get(threshold_name)
+        if threshold is not None and np.isfinite(threshold.view()[-1]):
+            self.threshold.setPos(float(threshold.view()[-1]))
+            self.threshold.show()
+        else:
+            self.threshold.hide()
+
+
+class TracePanel(Panel):
+    """The newest trace (up to 1e5+ points), peak-downsampled and clipped to the view."""
+
+    def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
+        super().__init__(plan, parent)
+        self.curve = self.plot.plot(pen=_pen(0, width=1.0))
+        self.curve.setSkipFiniteCheck(True)
+        x_name = plan.names[1] if len(plan.names) > 1 else ""
+        if x_name.endswith("_s"):
+            self.plot.setLabel("bottom", "time", units="s")
+        else:
+            self.plot.setLabel("bottom", x_name or "sample")
+
+    def draw(self, data: RunData) -> None:
+        y = np.asarray(data.latest[self.plan.names[0]], dtype=float).ravel()
+        x_name = self.plan.names[1] if len(self.plan.names) > 1 else ""
+        x = data.latest.get(x_name) if x_name else None
+        if x is None or np.asarray(x).size != y.size:
+            self.curve.setData(y)
+        else:
+            self.curve.setData(np.asarray(x, dtype=float).ravel(), y)
+
+
+class ImagePanel(Panel):
+    """The newest 2-D array as an image (node states; dI/dV per case and electrode)."""
+
+    def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
+        super().__init__(plan, parent)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setColorMap(pg.colormap.get("viridis"))
+        self.plot.addItem(self.image)
+        self.plot.setAspectLocked(False)
+        self.plot.invertY(True)
+        self._title = ""
+        bottom, left = _IMAGE_AXES.get(plan.names[0], ("column", "row"))
+        self.set_axis_label("bottom", bottom)
+        self.set_axis_label("left", left)
+
+    def draw(self, data: RunData) -> None:
+        array = np.asarray(data.latest[self.plan.names[0]], dtype=float)
+        if array.ndim == 1:
+            array = array[None, :]
+        elif array.ndim > 2:
+            array = array.reshape(array.shape[0], -1)
+        if self.plan.names[0] == "dI_dV":
+            array = array.T  # rows: electrodes, columns: cases
+        finite = array[np.isfinite(array)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if high <= low:
+            high = low + 1.0
+        self.image.setImage(array, levels=(low, high))
+        title = f"{self.plan.title}  [{low:.2g} … {high:.2g}]"
+        if title != self._title:
+            self._title = title
+            self.plot.setTitle(title, size="9pt")
+
+
+def _integer_ticks(plot: Any, n: int) -> None:
+    """Label bars 0 … n-1 (no fractional ticks); for many bars let the axis choose."""
+    axis = plot.getAxis("bottom")
+    if n <= 24:
+        axis.setTicks([[(i, str(i)) for i in range(n)]])
+    else:
+        axis.setTicks(None)
+
+
+PANEL_KINDS: dict[str, type[Panel]] = {
+    "scalars": ScalarsPanel,
+    "xy": XYPanel,
+    "history": HistoryPanel,
+    "bars": BarsPanel,
+    "cases": CasesPanel,
+    "trace": TracePanel,
+    "image": ImagePanel,
+}
+
+
+# ---------------------------------------------------------------------------------- board
+
+
+class PlotBoard(QWidget):
+    """A scrollable grid of panels chosen from the data; the same widget for live and recorded
+    runs. Feed it with :meth:`add_event` (or :meth:`show_data`), redraw with :meth:`refresh`."""
+
+    def __init__(self, columns: int = 3, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.columns = columns
+        self.data = RunData()
+        self.panels: dict[str, Panel] = {}
+        self.redraws = 0
+        self._planned_for: tuple[frozenset[str], frozenset[tuple[str, int]]] | None = None
+        self._placeholder = QLabel("No run yet: choose a procedure and press Start.")
+        self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._grid_host = QWidget()
+        self._grid = QGridLayout(self._grid_host)
+        self._grid.setContentsMargins(4, 4, 4, 4)
+        self._grid.setSpacing(6)
+        self._grid.addWidget(self._placeholder, 0, 0)
+        self._scroll = QScrollArea()
+        self._scroll.setWidgetResizable(True)
+        self._scroll.setWidget(self._grid_host)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._scroll)
+
+    # ---- data ---------------------------------------------------------------------------
+
+    def reset(self, message: str = "Waiting for the first event…") -> None:
+        """Forget the data and the panels (a new run starts)."""
+        self.data = RunData()
+        for panel in self.panels.values():
+            self._grid.removeWidget(panel)
+            panel.setParent(None)
+            panel.deleteLater()
+        self.panels = {}
+        self._planned_for = None
+        self._placeholder.setText(message)
+        self._placeholder.show()
+
+    def add_event(self, doc: EventDoc) -> None:
+        """Take an event; nothing is drawn until :meth:`refresh`."""
+        self.data.add_event(doc)
+
+    def show_data(self, data: RunData) -> None:
+        """Replace the data (a recorded run) and draw it now."""
+        self.reset()
+        self.data = data
+        self.refresh()
+
+    # ---- drawing ------------------------------------------------------------------------
+
+    def refresh(self, paint: bool = False) -> int:
+        """Add panels for new names, redraw panels whose inputs changed; returns how many.
+
+        ``paint``: also paint the changed panels now (synchronously) instead of leaving it to
+        the event loop, so that the caller can time a whole frame.
+        """
+        self._plan()
+        drawn = 0
+        for panel in self.panels.values():
+            if panel.refresh(self.data):
+                drawn += 1
+                if paint:
+                    viewport = panel.plot_widget.viewport()
+                    if viewport is not None and panel.isVisible():
+                        viewport.repaint()
+        self.redraws += drawn
+        return drawn
+
+    def _plan(self) -> None:
+        data = self.data
+        if data.n_events == 0:
+            return
+        key = (
+            frozenset(data.scalars),
+            frozenset((name, len(shape)) for name, shape in data.shapes.items()),
+        )
+        if key == self._planned_for:
+            return
+        self._planned_for = key
+        plans = plan_panels(data.scalars, data.shapes)
+        wanted = {plan.key for plan in plans}
+        for stale in [k for k in self.panels if k not in wanted]:
+            panel = self.panels.pop(stale)
+            self._grid.removeWidget(panel)
+            panel.setParent(None)
+            panel.deleteLater()
+        for plan in plans:
+            if plan.key not in self.panels or self.panels[plan.key].plan != plan:
+                if plan.key in self.panels:
+                    old = self.panels.pop(plan.key)
+                    self._grid.removeWidget(old)
+                    old.setParent(None)
+                    old.deleteLater()
+                self.panels[plan.key] = PANEL_KINDS[plan.kind](plan)
+        self._placeholder.hide()
+        self._grid.removeWidget(self._placeholder)
+        ordered = {plan.key: self.panels[plan.key] for plan in plans}
+        self.panels = ordered
+        for i, panel in enumerate(ordered.values()):
+            self._grid.addWidget(panel, i // self.columns, i % self.columns)
+            panel.show()
+
+    def panel(self, key: str) -> Panel | None:
+        """The panel shown under ``key`` ("loss", "history:controls_v", "trace:trace_na", …)."""
+        return self.panels.get(key)
+
+    def panel_keys(self) -> list[str]:
+        return list(self.panels)
+
+    def export_png(self, path: str | Path) -> Path:
+        """Save the whole board (every panel, also those scrolled out of view) as a PNG."""
+        target = Path(path)
+        if target.suffix.lower() != ".png":
+            target = target.with_suffix(".png")
+        pixmap = self._grid_host.grab()
+        if not pixmap.save(str(target), "PNG"):
+            raise OSError(f"could not write {target}")
+        return target
+
+
+def scalar_names_in(panels: Sequence[Panel]) -> list[str]:
+    """Every input name of ``panels`` (for tests and diagnostics)."""
+    return [name for panel in panels for name in panel.inputs()]

@@ -1,0 +1,542 @@
+"""GUI tests (pytest-qt, offscreen): the dashboard runs procedures, plots exactly what they emit,
+aborts them safely, refuses bad parameters, re-plots recorded runs and takes screenshots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PyQt6.QtWidgets")
+pytest.importorskip("pyqtgraph")
+
+from PyQt6.QtCore import Qt
+from PyQt6.QtGui import QImage
+from PyQt6.QtWidgets import QMessageBox
+
+from labrig.gui import app
+from labrig.gui.main_window import MainWindow, load_procedures
+from labrig.gui.panels.plots import PlotBoard, RunData, plan_panels
+from labrig.gui.panels.run_browser import RunBrowser
+from labrig.gui.worker import DocumentBridge
+from labrig.procedures.base import (
+    FloatParameter,
+    IntegerParameter,
+    Procedure,
+    procedure_registry,
+    register_procedure,
+)
+from labrig.procedures.runner import run_procedure
+from labrig.runs.documents import EventDoc, StartDoc, StopDoc
+from labrig.runs.record import RunRecord
+
+TRACE_POINTS = 2000
+
+
+class RecordingInstrument:
+    """A fake DAC: an output that the procedure raises, and a record of safe_state() calls."""
+
+    def __init__(self) -> None:
+        self.safe_calls = 0
+        self.output_v = 0.0
+
+    @property
+    def identity(self) -> str:
+        return "labrig,GuiTestDac,0,1.0"
+
+    def snapshot(self) -> dict[str, object]:
+        return {"output_v": self.output_v}
+
+    def check_errors(self) -> None:
+        return None
+
+    def safe_state(self) -> None:
+        self.safe_calls += 1
+        self.output_v = 0.0
+
+    def shutdown(self) -> None:
+        self.safe_state()
+
+
+@register_procedure
+class GuiToy(Procedure):
+    """A toy training loop with HGE-like events; keeps every value it emitted."""
+
+    name = "gui-toy"
+    supports_pause = True
+    instances: ClassVar[list[GuiToy]] = []
+    n_iterations = IntegerParameter("Iterations", default=20, minimum=1, maximum=10_000)
+    period_s = FloatParameter("Period", units="s", default=0.0, minimum=0.0, maximum=1.0)
+    seed = IntegerParameter("Seed", default=3, help="seed of the toy's noise")
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.emitted: list[tuple[dict[str, float], dict[str, np.ndarray]]] = []
+        self.dac = RecordingInstrument()
+        GuiToy.instances.append(self)
+
+    def startup(self) -> None:
+        self.instruments = {"dac": self.dac}
+
+    def execute(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        t = np.linspace(0.0, 0.2, TRACE_POINTS)
+        for i in range(self.n_iterations):
+            if self.should_stop():
+                return
+            self.wait_if_paused(timeout_s=5.0)
+            self.dac.output_v = 0.3
+            scalars = {
+                "loss": float(np.exp(-0.1 * i) + 0.01 * rng.random()),
+                "accuracy": float(min(1.0, 0.25 * (1 + i // 5))),
+                "iteration": float(i),
+                "threshold_na": 50.0,
+            }
+            arrays = {
+                "controls_v": rng.uniform(-0.5, 0.5, 5),
+                "gradient": rng.normal(size=5),
+                "case_outputs_na": rng.uniform(0, 100, 4),
+                "targets": np.array([0.0, 1.0, 1.0, 0.0]),
+                "trace_t_s": t,
+                "trace_na": np.sin(2 * np.pi * 40 * t + i) * 50 + rng.normal(size=t.size),
+            }
+            self.emitted.append((scalars, arrays))
+            self.emit_event(scalars, arrays)
+            if self.period_s:
+                time.sleep(self.period_s)
+
+
+@register_procedure
+class GuiToyNoPause(Procedure):
+    """A toy that cannot pause."""
+
+    name = "gui-toy-nopause"
+    n_iterations = IntegerParameter("Iterations", default=3, minimum=1)
+
+    def execute(self) -> None:
+        for i in range(self.n_iterations):
+            self.emit_event({"value": float(i)})
+
+
+@pytest.fixture
+def window(qtbot: Any, tmp_path: Path) -> MainWindow:
+    win = MainWindow(None, runs_dir=tmp_path / "runs", auto_confirm_close=True, connect="none")
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    return win
+
+
+def _start(window: MainWindow, **values: object) -> GuiToy:
+    window.procedure_panel.select("gui-toy")
+    form = window.procedure_panel.form
+    assert form is not None
+    for name, value in values.items():
+        form.set_text(name, value)
+    assert window.procedure_panel.start_button.isEnabled(), form.message.text()
+    window.procedure_panel.start_button.click()
+    assert window.worker is not None
+    procedure = window.worker.procedure
+    assert isinstance(procedure, GuiToy)
+    return procedure
+
+
+def _wait_finished(qtbot: Any, window: MainWindow, timeout_ms: int = 15_000) -> None:
+    qtbot.waitUntil(lambda: window.procedure_panel.state == "finished", timeout=timeout_ms)
+
+
+def _png_is_not_blank(path: Path) -> None:
+    image = QImage(str(path))
+    assert not image.isNull(), f"{path} is not a readable PNG"
+    image = image.convertToFormat(QImage.Format.Format_RGB32)
+    data = np.frombuffer(image.constBits().asstring(image.sizeInBytes()), dtype=np.uint8)  # type: ignore[union-attr]
+    pixels = data.reshape(image.height(), image.bytesPerLine() // 4, 4)[:, : image.width(), :3]
+    assert pixels.std() > 0
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10
+
+
+# --------------------------------------------------------------------------------- live run
+
+
+def test_live_plots_receive_exactly_the_emitted_points(qtbot: Any, window: MainWindow) -> None:
+    procedure = _start(window, n_iterations="25")
+    _wait_finished(qtbot, window)
+    assert window.stop_doc is not None and window.stop_doc.status == "success"
+    assert "success" in window.procedure_panel.state_label.text()
+    window.live_board.refresh()
+    board = window.live_board
+    emitted = procedure.emitted
+    assert len(emitted) == 25 and window.events_received == 25
+    iterations = np.array([s["iteration"] for s, _ in emitted])
+
+    loss_x, loss_y = board.panel("loss").curves["loss"].getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(loss_x, iterations)
+    np.testing.assert_array_equal(loss_y, [s["loss"] for s, _ in emitted])
+    _, acc_y = board.panel("accuracy").curves["accuracy"].getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(acc_y, [s["accuracy"] for s, _ in emitted])
+
+    controls = np.array([a["controls_v"] for _, a in emitted])
+    history = board.panel("history:controls_v")
+    assert history is not None and len(history.curves) == 5  # type: ignore[attr-defined]
+    for k, curve in enumerate(history.curves):  # type: ignore[attr-defined]
+        x, y = curve.getOriginalDataset()
+        np.testing.assert_array_equal(x, iterations)
+        np.testing.assert_array_equal(y, controls[:, k])
+
+    last = emitted[-1][1]
+    np.testing.assert_array_equal(board.panel("bars:gradient").values, last["gradient"])  # type: ignore[union-attr]
+    cases = board.panel("cases")
+    np.testing.assert_array_equal(cases.values, last["case_outputs_na"])  # type: ignore[union-attr]
+    assert cases.threshold.value() == 50.0 and cases.threshold.isVisible()  # type: ignore[union-attr]
+    trace_x, trace_y = board.panel("trace:trace_na").curve.getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(trace_x, last["trace_t_s"])
+    np.testing.assert_array_equal(trace_y, last["trace_na"])
+    assert procedure.dac.safe_calls >= 1
+
+
+def test_loss_log_scale_option(qtbot: Any, window: MainWindow) -> None:
+    _start(window, n_iterations="5")
+    _wait_finished(qtbot, window)
+    window.live_board.refresh()
+    panel = window.live_board.panel("loss")
+    assert panel is not None and panel.log_box is not None  # type: ignore[attr-defined]
+    panel.log_box.setChecked(True)  # type: ignore[attr-defined]
+    assert panel.plot.ctrl.logYCheck.isChecked()
+
+
+def test_abort_stops_the_run_and_leaves_the_instrument_safe(qtbot: Any, window: MainWindow) -> None:
+    procedure = _start(window, n_iterations="10000", period_s="10 ms")
+    qtbot.waitUntil(lambda: window.events_received >= 3, timeout=10_000)
+    assert window.procedure_panel.state == "running"
+    assert not window.station_panel.reconnect_button.isEnabled() or window.session.station is None
+    qtbot.mouseClick(window.procedure_panel.abort_button, Qt.MouseButton.LeftButton)
+    _wait_finished(qtbot, window)
+    stop = window.stop_doc
+    assert stop is not None and stop.status == "aborted"
+    assert "aborted from the GUI" in stop.reason
+    assert stop.safe_state == {"dac": "ok"}
+    assert procedure.dac.safe_calls >= 1 and procedure.dac.output_v == 0.0
+    assert len(procedure.emitted) < 10_000
+    assert "aborted" in window.procedure_panel.state_label.text()
+    assert "aborted from the GUI" in window.log_pane.text()
+    window.live_board.refresh()
+    _, y = window.live_board.panel("loss").curves["loss"].getOriginalDataset()  # type: ignore[union-attr]
+    assert len(y) == stop.n_events == len(procedure.emitted)
+
+
+def test_pause_and_resume(qtbot: Any, window: MainWindow) -> None:
+    procedure = _start(window, n_iterations="10000", period_s="5 ms")
+    panel = window.procedure_panel
+    assert panel.pause_button.isVisible() and panel.pause_button.isEnabled()
+    qtbot.waitUntil(lambda: len(procedure.emitted) >= 2, timeout=10_000)
+    panel.pause_button.click()
+    assert panel.state == "paused" and panel.pause_button.text() == "Resume"
+    qtbot.wait(200)  # let the procedure reach its wait_if_paused()
+    held = len(procedure.emitted)
+    qtbot.wait(300)
+    assert len(procedure.emitted) <= held + 1
+    panel.pause_button.click()
+    assert panel.state == "running"
+    qtbot.waitUntil(lambda: len(procedure.emitted) > held + 3, timeout=10_000)
+    window.abort_run()
+    _wait_finished(qtbot, window)
+    assert procedure.dac.safe_calls >= 1
+
+
+def test_pause_button_only_for_procedures_that_support_it(window: MainWindow) -> None:
+    window.procedure_panel.select("gui-toy-nopause")
+    assert not window.procedure_panel.pause_button.isVisible()
+    window.procedure_panel.select("gui-toy")
+    assert window.procedure_panel.pause_button.isVisible()
+    assert not window.procedure_panel.pause_button.isEnabled()  # nothing runs yet
+
+
+# ------------------------------------------------------------------------------------- form
+
+
+def test_form_refuses_out_of_range_input_with_value_and_range(window: MainWindow) -> None:
+    panel = window.procedure_panel
+    panel.select("gui-toy")
+    form = panel.form
+    assert form is not None
+    assert "range [1, 10000]" in form.editors["n_iterations"].toolTip()
+    form.set_text("n_iterations", "0")
+    assert not panel.start_button.isEnabled()
+    message = form.message.text()
+    assert "'0'" in message and "[1, 10000]" in message and "n_iterations" in message
+    form.set_text("n_iterations", "12")
+    form.set_text("period_s", "2 s")
+    assert not panel.start_button.isEnabled()
+    assert "'2 s'" in form.message.text() and "[0, 1] s" in form.message.text()
+    form.set_text("period_s", "abc")
+    assert "'abc'" in form.message.text()
+    form.set_text("period_s", "20 ms")  # units at the edge: 0.02 s
+    assert form.is_valid() and panel.start_button.isEnabled()
+    assert form.message.text() == ""
+    procedure = form.build()
+    assert procedure.parameter_values()["period_s"] == pytest.approx(0.02)
+    assert procedure.parameter_values()["n_iterations"] == 12
+
+
+# --------------------------------------------------------------------------------- browser
+
+
+def test_run_browser_shows_the_recorded_curve(qtbot: Any, tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    result = run_procedure(GuiToy(n_iterations=12), runs_dir=runs_dir, echo=False)
+    assert result.status == "success"
+    browser = RunBrowser(runs_dir)
+    qtbot.addWidget(browser)
+    browser.resize(1200, 800)
+    browser.show()
+    browser.refresh()
+    assert browser.table.rowCount() == 1
+    assert browser.table.item(0, 2).text() == "success"  # type: ignore[union-attr]
+    browser.table.selectRow(0)
+    assert browser.record is not None
+    record = RunRecord.open(result.run_dir)
+    _, y = browser.board.panel("loss").curves["loss"].getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(y, record.events.scalars["loss"])
+    trace = browser.board.panel("trace:trace_na")
+    _, trace_y = trace.curve.getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(trace_y, record.events.last("trace_na"))
+    _, c0 = browser.board.panel("history:controls_v").curves[0].getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(c0, record.events.arrays["controls_v"][:, 0])
+    png = browser.export_png(tmp_path / "plots.png")
+    _png_is_not_blank(png)
+
+
+def test_recorded_and_live_data_agree(qtbot: Any, window: MainWindow) -> None:
+    _start(window, n_iterations="8")
+    _wait_finished(qtbot, window)
+    qtbot.waitUntil(lambda: window.run_dir is not None, timeout=5000)
+    assert window.run_dir is not None
+    recorded = RunData.from_record(RunRecord.open(window.run_dir))
+    live = window.live_board.data
+    assert recorded.n_events == live.n_events == 8
+    for name in live.scalars:
+        np.testing.assert_array_equal(recorded.scalar(name), live.scalar(name))
+    np.testing.assert_array_equal(recorded.latest["trace_na"], live.latest["trace_na"])
+
+
+# ---------------------------------------------------------------------------------- closing
+
+
+def test_closing_during_a_run_asks_then_stops_safely(
+    qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    win = MainWindow(None, runs_dir=tmp_path / "runs", connect="none")
+    qtbot.addWidget(win)
+    win.show()
+    procedure = _start(win, n_iterations="10000", period_s="5 ms")
+    qtbot.waitUntil(lambda: win.events_received >= 2, timeout=10_000)
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    asked: list[str] = []
+
+    def answer(*args: Any, **kwargs: Any) -> QMessageBox.StandardButton:
+        asked.append(str(args[2]))
+        return answers.pop(0)
+
+    monkeypatch.setattr(QMessageBox, "question", answer)
+    win.close()
+    assert len(asked) == 1 and "in progress" in asked[0]
+    assert win.isVisible() and win.running()  # "No": the run goes on
+    win.close()
+    assert len(asked) == 2
+    assert not win.running() and not win.isVisible()
+    assert win.shutdown_ok
+    assert win.stop_doc is not None and win.stop_doc.status == "aborted"
+    assert "window closed" in win.stop_doc.reason
+    assert procedure.dac.safe_calls >= 1 and procedure.dac.output_v == 0.0
+
+
+# ----------------------------------------------------------------------------- screenshots
+
+
+@pytest.mark.slow
+def test_screenshot_mode_writes_a_non_blank_png_and_stops_safely(
+    qtbot: Any, tmp_path: Path
+) -> None:
+    shot = tmp_path / "shot.png"
+    GuiToy.instances.clear()
+    code = app.main(
+        [
+            "--screenshot",
+            str(shot),
+            "--quit-after",
+            "1.0",
+            "--procedure",
+            "gui-toy",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--station",
+            str(tmp_path / "no-such-station.toml"),  # no instruments needed by the toy
+        ]
+    )
+    assert code == 0
+    _png_is_not_blank(shot)
+    assert len(GuiToy.instances) == 1
+    assert GuiToy.instances[0].dac.safe_calls >= 1
+
+
+def test_unknown_procedure_is_refused(tmp_path: Path) -> None:
+    code = app.main(
+        ["--screenshot", str(tmp_path / "x.png"), "--procedure", "no-such", "--station", "x.toml"]
+    )
+    assert code == 2
+
+
+# ----------------------------------------------------------------------- bridge and panels
+
+
+def _event(seq: int, big: bool) -> EventDoc:
+    arrays = {"small": np.full(3, float(seq))}
+    if big:
+        arrays["trace"] = np.full(10_000, float(seq))
+    return EventDoc("uid", seq, 0.0, {"loss": float(seq)}, arrays)
+
+
+def test_bridge_coalesces_large_arrays_and_never_drops_start_or_stop(qtbot: Any) -> None:
+    bridge = DocumentBridge(max_events=5)
+    signals: list[int] = []
+    bridge.available.connect(lambda: signals.append(1))
+    start = StartDoc("uid", "p", "m:P", {}, {}, "", {}, {}, {}, {}, {}, 0.0)
+    stop = StopDoc("uid", 1.0, "success", "", 8, 0.0, 0.0)
+    bridge.put(start)
+    for seq in range(8):
+        bridge.put(_event(seq, big=True))
+    bridge.put(stop)
+    qtbot.waitUntil(lambda: len(signals) >= 1, timeout=2000)
+    docs = bridge.take()
+    assert docs[0] is start and docs[-1] is stop
+    events = [d for d in docs if isinstance(d, EventDoc)]
+    assert [e.seq_num for e in events] == [3, 4, 5, 6, 7]  # the oldest three dropped
+    assert bridge.dropped == 3
+    assert [("trace" in e.arrays) for e in events] == [False] * 4 + [True]
+    assert all("small" in e.arrays for e in events)  # small arrays are kept
+    assert len(signals) == 1  # one signal per batch, not per document
+    bridge.put(_event(9, big=False))
+    qtbot.waitUntil(lambda: len(signals) == 2, timeout=2000)
+
+
+def test_panels_are_chosen_by_the_arrays_that_arrive() -> None:
+    hge = plan_panels(
+        ["loss", "accuracy", "found", "iteration", "initialization", "threshold_na"],
+        {
+            "controls_v": (5,),
+            "gradient": (5,),
+            "dI_dV": (4, 5),
+            "case_outputs_na": (4,),
+            "targets": (4,),
+            "trace_t_s": (100_000,),
+            "trace_na": (100_000,),
+            "lockin_r": (5,),
+        },
+    )
+    keys = [p.key for p in hge]
+    for key in (
+        "loss",
+        "accuracy",
+        "history:controls_v",
+        "bars:gradient",
+        "cases",
+        "trace:trace_na",
+        "image:dI_dV",
+        "bars:lockin_r",
+        "scalar:found",
+        "scalar:initialization",
+    ):
+        assert key in keys
+    assert "scalar:iteration" not in keys and "scalar:threshold_na" not in keys
+    assert "trace:trace_t_s" not in keys and "history:targets" not in keys
+    dfa = plan_panels(
+        ["loss", "train_accuracy", "test_accuracy", "epoch", "device_time_s"],
+        {
+            "awg_drive_v": (50_000,),
+            "pd_trace_v": (50_000,),
+            "node_states": (32, 50),
+            "readout_error": (10,),
+        },
+    )
+    assert [p.key for p in dfa] == [
+        "loss",
+        "accuracy",
+        "trace:awg_drive_v",
+        "trace:pd_trace_v",
+        "image:node_states",
+        "bars:readout_error",
+        "scalar:device_time_s",
+    ]
+    assert dfa[1].names == ("test_accuracy", "train_accuracy")
+    iv = plan_panels(["voltage_v", "current_na"], {})
+    assert [p.key for p in iv] == ["xy:current_na"]
+    generic = plan_panels(["a"], {"v": (3,), "w": (1000,), "m": (4, 4)})
+    assert [p.key for p in generic] == ["image:m", "history:v", "trace:w", "scalar:a"]
+
+
+def test_board_draws_a_1e5_point_trace_and_an_image(qtbot: Any) -> None:
+    board = PlotBoard()
+    qtbot.addWidget(board)
+    board.resize(1200, 800)
+    board.show()
+    trace = np.sin(np.linspace(0, 100, 100_000))
+    nodes = np.arange(32 * 50, dtype=float).reshape(32, 50)
+    board.add_event(
+        EventDoc(
+            "u", 0, 0.0, {"epoch": 0.0, "loss": 1.0}, {"pd_trace_v": trace, "node_states": nodes}
+        )
+    )
+    assert board.refresh() >= 3
+    _, y = board.panel("trace:pd_trace_v").curve.getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(y, trace)
+    image = board.panel("image:node_states").image  # type: ignore[union-attr]
+    np.testing.assert_array_equal(image.image, nodes)
+    assert board.refresh() == 0  # nothing changed: nothing redrawn
+
+
+# ------------------------------------------------------------------- the simulated DNPU rig
+
+
+@pytest.mark.slow
+def test_abort_iv_on_the_simulated_rig_returns_outputs_to_zero(qtbot: Any, tmp_path: Path) -> None:
+    load_procedures()
+    if "iv" not in dict(procedure_registry()):
+        pytest.skip("the 'iv' procedure is not registered yet")
+    win = MainWindow(
+        "sim-dnpu", runs_dir=tmp_path / "runs", auto_confirm_close=True, connect="block"
+    )
+    qtbot.addWidget(win)
+    win.show()
+    assert win.session.rig is not None, win.session.statuses
+    assert win.station_panel.state_of("dac") == "connected"
+    win.procedure_panel.select("iv")
+    form = win.procedure_panel.form
+    assert form is not None and form.raw_value("station") == "sim-dnpu"
+    worker = win.start_run()
+    assert worker is not None
+    assert win.session.rig is None  # lent to the run, which opens its own connections
+    assert win.station_panel.state_of("dac") == "in use by the run"
+    qtbot.waitUntil(lambda: win.events_received >= 2, timeout=60_000)
+    rig = worker.procedure.rig  # type: ignore[attr-defined]
+    assert rig is not None and rig.built is not None
+    qtbot.mouseClick(win.procedure_panel.abort_button, Qt.MouseButton.LeftButton)
+    _wait_finished(qtbot, win, timeout_ms=60_000)
+    stop = win.stop_doc
+    assert stop is not None and stop.status == "aborted", stop
+    assert stop.safe_state and all(v == "ok" for v in stop.safe_state.values())
+    station = rig.station
+    assert station.dnpu is not None
+    dac = rig.built.emulators[station.dnpu.dac]
+    for channel in station.dnpu.electrode_channels:
+        reply = dac.feed(f"sour{channel}:volt?\n".encode())
+        assert float(reply) == pytest.approx(0.0, abs=1e-9), channel
+    limit = station.dnpu.absolute_max_v
+    extremes = rig.built.bench.voltage_extremes
+    assert extremes
+    for port, (low, high) in extremes.items():
+        assert -limit <= low <= high <= limit, port
+    qtbot.waitUntil(lambda: win.station_panel.state_of("dac") == "connected", timeout=60_000)
+    assert win.safe_close()
