@@ -127,6 +127,46 @@ def test_trace_matches_pointwise_solution_including_a_jump(dnpu: DnpuModel) -> N
     assert abs(exact[605] - exact[595]) > 1.0  # the step really changes the current
 
 
+def _hge_trace(model: DnpuModel, n: int, seed: int) -> np.ndarray:
+    """A slow input ramp plus HGE-like sines (5-30 mV, 200-920 Hz) on the controls, 10 kHz."""
+    t = np.arange(n) / 10e3
+    base = _random_voltages(model, 1, seed=seed)[0]
+    amps = np.array([0, 0, 30e-3, 10e-3, 10e-3, 5e-3, 5e-3])
+    freqs = np.array([0, 0, 200, 360, 520, 760, 920])
+    v = base + amps * np.sin(2 * np.pi * freqs * t[:, None])
+    v[:, 0] += np.linspace(0.0, 0.3, n)
+    return v
+
+
+@pytest.mark.parametrize("rate_form", ["smooth", "miller_abrahams"])
+def test_compiled_trace_matches_exact_and_reference_across_a_step(rate_form: str) -> None:
+    pytest.importorskip("numba")
+    model = DnpuModel(0, DnpuParams(rate_form=rate_form))  # type: ignore[arg-type]
+    v = _hge_trace(model, 1500, seed=16)
+    v[900:, 1] -= 0.8  # an input step: chord stalls there, Newton must finish the sample
+    exact = model.current_na(v)
+    fast = model.current_trace_na(v, method="kernel")
+    reference = model.current_trace_na(v, method="reference")
+    scale = np.abs(exact).max()
+    assert np.max(np.abs(fast - exact)) <= 1e-4 * scale
+    assert np.max(np.abs(fast - exact)) <= 1e-6 * (scale + 1.0)  # in fact far tighter
+    assert np.max(np.abs(reference - exact)) <= 1e-6 * (scale + 1.0)
+    assert abs(exact[905] - exact[895]) > 1.0  # the step really changes the current
+
+
+def test_compiled_trace_falls_back_beyond_its_exponent_range(dnpu: DnpuModel) -> None:
+    # |V| / kT > 300 (V > 2 V) would overflow the kernel's factored exponentials: the numpy
+    # path, which clips them, must take over with the same answer.
+    pytest.importorskip("numba")
+    v = _hge_trace(dnpu, 40, seed=17)
+    v[20:, 3] = 2.5
+    np.testing.assert_allclose(
+        dnpu.current_trace_na(v, method="kernel"), dnpu.current_na(v), rtol=1e-8, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="method"):
+        dnpu.current_trace_na(v, method="fast")  # type: ignore[arg-type]
+
+
 def test_trace_handles_short_and_single_inputs(dnpu: DnpuModel) -> None:
     v = _random_voltages(dnpu, 5, seed=9)
     np.testing.assert_allclose(dnpu.current_trace_na(v), dnpu.current_na(v), rtol=1e-8, atol=1e-8)

@@ -87,13 +87,17 @@ Gradient: by the implicit-function theorem, ``dI/dV = ∂I/∂V - λᵀ ∂F/∂
 
 Traces
 ------
-:meth:`DnpuModel.current_trace_na` solves every sample to a tight tolerance, but cheaply: Newton on
-the middle sample of each block of ``block`` samples, a first-order prediction
-``p_c + (dp/dV)_c (V - V_c)`` (implicit-function theorem) as the start of the others, then chord
-steps ``p ← p - J_c⁻¹ F(p)`` with the block's inverse Jacobian ``J_c⁻¹``; any sample still not
-converged (e.g. where the voltages jump) falls back to full Newton. No output is interpolated.
-Small batched matrix products dominate: run with one BLAS thread (``OPENBLAS_NUM_THREADS=1``),
-threaded BLAS is several times slower at these sizes.
+:meth:`DnpuModel.current_trace_na` solves every sample to a tight tolerance (no output is
+interpolated), but cheaply, by exploiting that consecutive samples of a smooth series have nearly
+the same solution and Jacobian. The default path is a compiled sample-by-sample loop
+(``labrig/physics/_dnpu_kernel.py``, numba): rates from one exponential per site and per
+electrode (``e^{x_ij} = e^{ε_j} / e^{ε_i}``), a warm start extrapolated from the two previous
+samples, chord steps ``p ← p - J_ref⁻¹ F(p)`` with the inverse Jacobian of an earlier sample,
+refreshed when the contraction slows, and full Newton wherever the chord stalls (a voltage jump).
+The numpy path (``method="reference"``) does the same in batches: Newton on the middle sample of
+each block, a first-order prediction ``p_c + (dp/dV)_c (V - V_c)`` (implicit-function theorem) for
+the others, chord steps with the block's inverse Jacobian. Its small batched matrix products want
+one BLAS thread (``OPENBLAS_NUM_THREADS=1``): threaded BLAS is several times slower at these sizes.
 
 Boolean convention (shared with labrig's Boolean tasks)
 -------------------------------------------------------
@@ -105,6 +109,7 @@ XOR = 0b0110 = 6).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -150,6 +155,9 @@ ELEMENTARY_CHARGE_C = 1.602176634e-19
 COULOMB_EV_NM = 1.439964548
 _NA_PER_HOLE_PER_S = ELEMENTARY_CHARGE_C * 1e9
 _EXP_CLIP = 700.0
+_KERNEL_ROW_MULTIPLE = 16
+
+TraceMethod = Literal["auto", "kernel", "reference"]
 
 
 @dataclass(frozen=True)
@@ -297,6 +305,11 @@ def _poisson_weights(
     return np.asarray(kernel @ basis / m)
 
 
+def _kernel_available() -> bool:
+    """Whether the compiled trace kernel can be used (numba importable)."""
+    return importlib.util.find_spec("numba") is not None
+
+
 class DnpuModel:
     """One DNPU device instance, drawn from ``seed`` (same seed → same device).
 
@@ -401,6 +414,23 @@ class DnpuModel:
         self._gamma_out = self._gamma[out]  # Γ_i7, site order
         self._flat_fwd = i_idx * n + j_idx
         self._flat_bwd = j_idx * n + i_idx
+
+        # Tables of the compiled trace kernel (labrig/physics/_dnpu_kernel.py), one row per
+        # electrode or site, each row padded with zeros to a multiple of 16 sites so that the
+        # kernel's row loops vectorise without a scalar remainder: site energies in kT,
+        # ε = ε0 + V @ (α K / kT)ᵀ; hop prefactors ν_ij (symmetric, zero diagonal); Γ_ki.
+        width = -(-n // _KERNEL_ROW_MULTIPLE) * _KERNEL_ROW_MULTIPLE
+        self._e0_kt_rows = np.zeros(width)
+        self._e0_kt_rows[:n] = e0 / kt
+        self._gate_kt_rows = np.zeros((ACTIVATION_COUNT, width))
+        self._gate_kt_rows[:, :n] = alpha * k7.T / kt
+        pref = np.zeros((n, width))
+        pref[i_idx, j_idx] = self._pair_pref
+        pref[j_idx, i_idx] = self._pair_pref
+        self._pref_rows = pref
+        self._gamma_rows = np.zeros((ELECTRODE_COUNT, width))
+        self._gamma_rows[:, :n] = self._gamma.reshape(n, ELECTRODE_COUNT).T
+        self._gamma_out_na = _NA_PER_HOLE_PER_S * self._gamma_out
 
     # ----------------------------------------------------------------------- internals
     @property
@@ -567,18 +597,33 @@ class DnpuModel:
         chord_iterations: int = 6,
         tolerance: float = 1e-9,
         chunk: int = 512,
+        method: TraceMethod = "auto",
     ) -> FloatArray:
         """Output current (nA) for a time series of voltages ``(n, 7)`` → ``(n,)``.
 
-        The same steady state as :meth:`current_na`, every sample solved, but much faster for
-        smooth series. Per ``block`` consecutive samples, Newton solves the middle one; the
-        others start from the first-order prediction ``p_c + (dp/dV)_c (V - V_c)`` (implicit-
-        function theorem at the middle sample) and converge by chord steps
-        ``p ← p - J_c⁻¹ F(p)`` until the occupation update is below ``tolerance`` (the current is
-        then exact to about ``e Σ Γ_i7 · tolerance``, ~1e-7 nA for the default). Samples still
-        moving after ``chord_iterations`` steps (where the voltages jump) are finished by full
-        Newton: a jump costs time, never accuracy. ``chunk`` samples are processed at a time so
-        the working arrays stay in cache.
+        The same steady state as :meth:`current_na`, every sample solved until the occupation
+        update is below ``tolerance`` (the current is then exact to about
+        ``e max_i Γ_i7 · tolerance``, ~1e-7 nA for the default), but much faster for smooth
+        series. Voltage jumps cost time, never accuracy: samples the fast iteration does not
+        settle are finished by full Newton.
+
+        ``method``:
+
+        * ``"kernel"``: the compiled sample-by-sample solver (:mod:`._dnpu_kernel`, needs
+          numba): warm start by linear extrapolation from the two previous samples, chord
+          steps ``p ← p - J_ref⁻¹ F(p)`` with the inverse Jacobian of an earlier sample (at
+          most ``chord_iterations`` per sample, stopping when the update, or the update times
+          the observed contraction ratio, is below ``tolerance``), a fresh ``J_ref`` when the
+          contraction slows, and Newton where the chord stalls. About 3 ms per 1000 samples.
+          The first call in a fresh environment compiles the kernel (seconds; cached on disk).
+        * ``"reference"``: the batched numpy solver: Newton on the middle sample of each
+          ``block``, a first-order prediction ``p_c + (dp/dV)_c (V - V_c)`` for the others,
+          chord steps with the block's inverse Jacobian, ``chunk`` samples at a time. About
+          40 ms per 1000 samples; kept for comparison and as the fallback.
+        * ``"auto"`` (default): ``"kernel"`` if numba is installed, else ``"reference"``.
+
+        The kernel needs ``|E_i| / kT`` and ``|V_k| / kT`` below 300 (about 2 V); beyond that
+        the trace is solved by the reference path, which clips the exponents.
         """
         v, single = self._as_batch(voltages, "current_trace_na")
         if block < 1 or chunk < block:
@@ -590,13 +635,62 @@ class DnpuModel:
             raise ValueError(
                 f"DnpuModel.current_trace_na: tolerance must be > 0, got {tolerance!r}"
             )
-        out = np.empty(v.shape[0])
-        step = (chunk // block) * block
-        for start in range(0, v.shape[0], step):
-            out[start : start + step] = self._trace_chunk(
-                v[start : start + step], block, chord_iterations, tolerance
+        if chord_iterations < 1:
+            raise ValueError(
+                f"DnpuModel.current_trace_na: chord_iterations must be >= 1, got "
+                f"{chord_iterations!r}"
             )
+        if method not in ("auto", "kernel", "reference"):
+            raise ValueError(
+                f"DnpuModel.current_trace_na: method must be 'auto', 'kernel' or 'reference', "
+                f"got {method!r}"
+            )
+        out: FloatArray | None = None
+        if method == "kernel" or (method == "auto" and _kernel_available()):
+            out = self._trace_kernel(v, chord_iterations, tolerance)
+        if out is None:
+            out = np.empty(v.shape[0])
+            step = (chunk // block) * block
+            for start in range(0, v.shape[0], step):
+                out[start : start + step] = self._trace_chunk(
+                    v[start : start + step], block, chord_iterations, tolerance
+                )
         return out[0] if single else out
+
+    def _trace_kernel(
+        self, v: FloatArray, chord_iterations: int, tolerance: float
+    ) -> FloatArray | None:
+        """The compiled path; None when the exponents are out of its range (see the caller)."""
+        from labrig.physics import _dnpu_kernel as kernel
+
+        p = self.params
+        currents = np.empty(v.shape[0])
+        counters = np.zeros(kernel.COUNTER_COUNT, dtype=np.int64)
+        status, sample = kernel.trace_currents(
+            np.ascontiguousarray(v),
+            self._e0_kt_rows,
+            self._gate_kt_rows,
+            1.0 / p.kt_ev,
+            self._pref_rows,
+            self._gamma_rows,
+            self._gamma_out_na,
+            p.rate_form == "smooth",
+            tolerance,
+            chord_iterations,
+            kernel.REFRESH_RATIO,
+            p.max_newton_iterations,
+            currents,
+            counters,
+        )
+        if status == kernel.STATUS_EXPONENT_RANGE:
+            return None
+        if status != kernel.STATUS_OK:
+            raise DnpuConvergenceError(
+                f"DnpuModel(seed={self.seed}): Newton did not converge in "
+                f"{p.max_newton_iterations} iterations for trace sample {sample} "
+                f"(voltages {v[sample].tolist()})"
+            )
+        return currents
 
     def _dfdv(self, v: FloatArray, occ: FloatArray, rates: _Rates, rows: IntArray) -> FloatArray:
         """``∂F_i/∂V_k`` at fixed occupations, shape (len(rows), N, 7)."""
