@@ -616,13 +616,15 @@ def _execute(
         try:
             stream.publish(start)
             procedure.startup()
-            if resume_state is not None:
-                procedure.resumed = True
-                procedure.restore_state(resume_state)
+            # The snapshot comes before the restore: reading every setting takes instrument
+            # time, and a resumed run must continue from exactly where the checkpoint was.
             try:
                 writer.add_start_json("snapshot_after_startup", _snapshot(procedure.instruments))
             except RecordError as exc:
                 context.log(f"could not store the snapshot after startup: {exc}", "warning")
+            if resume_state is not None:
+                procedure.resumed = True
+                procedure.restore_state(resume_state)
             if not controller.stop_requested:
                 procedure.execute()
         finally:

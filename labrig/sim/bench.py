@@ -168,7 +168,7 @@ class Bench:
         time ``t``: seeded by (bench seed, stream, t in ns). Noise is then a function of bench
         time, not of how many evaluations came before, so a run resumed on a fresh bench whose
         clock is set to where the checkpoint left off draws the very same noise."""
-        ns = int(round(t * 1e9))
+        ns = round(t * 1e9)
         key = [
             self.seed & 0xFFFFFFFF,
             zlib.crc32(stream.encode()),

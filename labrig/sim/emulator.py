@@ -189,6 +189,12 @@ class ScpiEmulator:
     error_detail: ClassVar[bool] = True
     #: Bytes one session may buffer without a terminator before -363 (0 = no limit).
     max_input_bytes: ClassVar[int] = 256 * 1024 * 1024
+    #: Time the real instrument's link needs, charged to the bench clock for every message
+    #: received and every reply sent: ``message_latency_s + bytes / link_bytes_per_s``. On a real
+    #: rig the host waits for these transfers (an arbitrary waveform upload, a long record), so
+    #: device time includes them. 0 = free (the bench's own control endpoint).
+    link_bytes_per_s: ClassVar[float] = 0.0
+    message_latency_s: ClassVar[float] = 0.0
 
     def __init__(self, name: str, bench: Bench | None = None) -> None:
         self.name = name
@@ -349,13 +355,22 @@ class ScpiEmulator:
                     self._pending_faults.append(fault)
                 else:
                     self.on_fault(fault)
+            self._charge_link_time(len(message))
             data = self.handle_message(message) or b""
+            self._charge_link_time(len(data), latency=False)
             # drop acts at once; the others act on the next message that has a reply
             for i, fault in enumerate(self._pending_faults):
                 if fault.kind == "drop" or data:
                     transport_fault = self._pending_faults.pop(i)
                     break
             return Reply(data, transport_fault)
+
+    def _charge_link_time(self, n_bytes: int, latency: bool = True) -> None:
+        if self.link_bytes_per_s <= 0:
+            return
+        dt = n_bytes / self.link_bytes_per_s + (self.message_latency_s if latency else 0.0)
+        if dt > 0:
+            self.bench.clock.advance(dt)
 
     def handle_message(self, message: bytes) -> bytes | None:
         """Run one complete program message (no terminator, no faults); return the reply line

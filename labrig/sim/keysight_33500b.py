@@ -214,6 +214,10 @@ class Keysight33500BEmulator(ScpiEmulator):
     of the sync source channel.
     """
 
+    # 100 Mb/s LAN (SCPI socket): ~8 MB/s of payload, ~0.5 ms per message (estimates)
+    link_bytes_per_s = 8e6
+    message_latency_s = 0.5e-3
+
     def __init__(self, name: str, bench: Bench | None = None) -> None:
         self.channels: dict[int, AwgChannel] = {n: AwgChannel() for n in range(1, CHANNELS + 1)}
         self.playback: dict[int, _Playback] = {n: _Playback() for n in range(1, CHANNELS + 1)}

@@ -237,6 +237,10 @@ class InfiniiVisionEmulator(ScpiEmulator):
     ``noise_divisions`` sets the input noise (rms, in vertical divisions; 0 for exact tests).
     """
 
+    # LAN (SCPI socket): ~10 MB/s of waveform payload, ~0.5 ms per message (estimates)
+    link_bytes_per_s = 10e6
+    message_latency_s = 0.5e-3
+
     def __init__(
         self, name: str, bench: Bench | None = None, *, noise_divisions: float = 0.003
     ) -> None:

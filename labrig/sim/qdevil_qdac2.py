@@ -519,6 +519,10 @@ class _Pending:
 class QDac2Emulator(ScpiEmulator):
     """QDevil QDAC-II emulator (see the module docstring for commands and physics)."""
 
+    # LAN: ~5 MB/s, ~2 ms per message (estimates; older firmware was far slower)
+    link_bytes_per_s = 5e6
+    message_latency_s = 2e-3
+
     error_format: ClassVar[str] = '{code}, "{message}"'
     error_detail: ClassVar[bool] = False  # the real unit prints the bare standard text
 

@@ -176,6 +176,10 @@ class _Capture:
 class SR860Emulator(ScpiEmulator):
     """SR860 lock-in emulator (see the module docstring for commands and physics)."""
 
+    # Ethernet (telnet socket): ~1 MB/s, ~1 ms per message (estimates)
+    link_bytes_per_s = 1e6
+    message_latency_s = 1e-3
+
     error_detail: ClassVar[bool] = False
 
     def __init__(self, name: str, bench: Bench | None = None) -> None:
