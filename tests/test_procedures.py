@@ -104,8 +104,15 @@ def test_cli_train_hge_json_contract_and_limits(capsys: pytest.CaptureFixture[st
     out = last_json(capsys.readouterr().out)
     assert code == 0, out
     for key in (
-        "task", "found", "accuracy", "iterations", "final_loss", "device_time_s",
-        "wall_time_s", "run_dir", "status",
+        "task",
+        "found",
+        "accuracy",
+        "iterations",
+        "final_loss",
+        "device_time_s",
+        "wall_time_s",
+        "run_dir",
+        "status",
     ):
         assert key in out, key
     assert out["task"] == "XOR" and out["status"] == "success"
