@@ -41,7 +41,8 @@ def dnpu_voltages(fs: float = 10e3, duration: float = 0.3) -> np.ndarray:
     v = np.zeros((t.size, 7))
     v[:, 0] = -1.2 + 1.8 * t / duration  # input ramp across the range
     v[:, 1] = 0.6 - 1.8 * t / duration
-    for j, (f, a) in enumerate(zip((200, 360, 520, 760, 920), (0.03, 0.01, 0.01, 0.005, 0.005))):
+    plan = zip((200, 360, 520, 760, 920), (0.03, 0.01, 0.01, 0.005, 0.005), strict=True)
+    for j, (f, a) in enumerate(plan):
         v[:, 2 + j] = -0.3 + a * np.sin(2 * np.pi * f * t)
     return v
 
