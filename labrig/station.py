@@ -188,6 +188,7 @@ class BenchSpec:
     surrogate: str | None = None
     resistance_ohm: float = 1e7
     capacitance_f: float = 1e-11
+    io_time: bool = True  # charge instrument link time to the bench clock
 
 
 @dataclass(frozen=True)
@@ -577,6 +578,7 @@ class _Parser:
                 "surrogate",
                 "resistance_ohm",
                 "capacitance_f",
+                "io_time",
             },
             set(),
         )
@@ -594,6 +596,7 @@ class _Parser:
             surrogate=str(t["surrogate"]) if "surrogate" in t else None,
             resistance_ohm=float(t.get("resistance_ohm", 1e7)),
             capacitance_f=float(t.get("capacitance_f", 1e-11)),
+            io_time=self.typed(t, key, "io_time", bool) if "io_time" in t else True,
         )
 
 

@@ -110,3 +110,17 @@ def test_unreachable_resource_names_instrument_resource_and_station(tmp_path: Pa
     assert "awg" in message
     assert "TCPIP0::127.0.0.1::1::SOCKET" in message
     assert str(path) in message
+
+
+def test_instrument_link_time_is_charged_to_the_bench_clock() -> None:
+    # Uploading a waveform takes the AWG's link time on a real rig: device time counts it.
+    import numpy as np
+
+    from labrig.sim.keysight_33500b import Keysight33500BEmulator
+
+    with open_rig("sim-reservoir") as rig:
+        before = rig.device_time_s()
+        rig.awg.load_waveform(1, np.linspace(-1.0, 1.0, 400_000), 25e6, name="IOTIME")
+        spent = rig.device_time_s() - before
+    payload_s = 400_000 * 4 / Keysight33500BEmulator.link_bytes_per_s
+    assert payload_s <= spent < payload_s + 0.1  # the block, plus a few short commands

@@ -52,6 +52,7 @@ def build_bench(station: Station, pacing: str | None = None) -> BuiltBench:
         seed=spec.seed,
         pacing=(pacing or spec.pacing),  # type: ignore[arg-type]
         watch_voltages=watch,
+        io_time=spec.io_time,
     )
     emulators: dict[str, ScpiEmulator] = {}
     for name, inst in station.instruments.items():

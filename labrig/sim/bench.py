@@ -146,6 +146,7 @@ class Bench:
         seed: int = 0,
         pacing: Pacing = "fast",
         watch_voltages: Iterable[str] = (),
+        io_time: bool = False,
     ) -> None:
         self.clock = SimClock(pacing)
         self.rng = np.random.default_rng(seed)
@@ -158,6 +159,10 @@ class Bench:
         # may cache a computed signal while the generation is unchanged: between two settings
         # changes every reader (a scope, five lock-ins) sees the same signal, noise and all.
         self.generation = 0
+        # Charge each instrument's link time (per-message latency + bytes / link rate) to the
+        # clock. Benches built from a station do; a bare bench (unit tests of one emulator's
+        # command set and physics) keeps time exact.
+        self.io_time = io_time
         self._watched = set(watch_voltages)
         # One lock serialises every command across transports: the bench is single-threaded
         # physics, so concurrent clients see a consistent, deterministic order.

@@ -366,7 +366,7 @@ class ScpiEmulator:
             return Reply(data, transport_fault)
 
     def _charge_link_time(self, n_bytes: int, latency: bool = True) -> None:
-        if self.link_bytes_per_s <= 0:
+        if self.link_bytes_per_s <= 0 or not self.bench.io_time:
             return
         dt = n_bytes / self.link_bytes_per_s + (self.message_latency_s if latency else 0.0)
         if dt > 0:
