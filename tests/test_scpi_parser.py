@@ -97,6 +97,16 @@ def test_header_path_rule(toy: ToyEmulator) -> None:
     assert errors(toy) == []
 
 
+def test_header_path_holds_the_nodes_as_sent_not_skipped_optional_ones() -> None:
+    # SOURce#:SINE[:VOLTage]:SPAN sent as sour1:sine:span leaves the path at SOUR1:SINE:, so
+    # the next relative header is SOUR1:SINE:TRIG:SOUR (not ...:SINE:VOLTage:TRIG:SOUR).
+    from labrig.sim.qdevil_qdac2 import QDac2Emulator
+
+    qdac = QDac2Emulator("q")
+    reply = qdac.feed(b"sour1:sine:span 0.2;trig:sour bus\nsyst:err:all?\nsour1:sine:trig:sour?\n")
+    assert reply == b'0, "No error"\nbus\n'
+
+
 def test_relative_header_falls_back_to_root(toy: ToyEmulator) -> None:
     toy.feed(b"SOUR2:FREQ 11;OUTP2 ON;TEXT 'x'\n")
     assert toy.outputs[1] and toy.text == "x"

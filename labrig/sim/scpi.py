@@ -695,10 +695,11 @@ class _Route:
 
 @dataclass(frozen=True)
 class HeaderPath:
-    """Where relative headers resolve from: the route prefix and the suffixes captured on it."""
+    """Where relative headers resolve from: the header's nodes *as the client sent them*
+    (upper-cased, with their numeric suffixes), minus the last one (IEEE 488.2 7.6.1). Optional
+    nodes the client left out are not part of it."""
 
-    nodes: tuple[_Node, ...] = ()
-    suffixes: tuple[int | None, ...] = ()
+    tokens: tuple[str, ...] = ()
 
 
 ROOT = HeaderPath()
@@ -879,35 +880,38 @@ class CommandTree:
             return route, (), path
         absolute = up.startswith(":")
         tokens = up.lstrip(":").split(":")
-        starts = [ROOT] if absolute or not path.nodes else [path, ROOT]
-        for start in starts:
-            found = self._lookup_from(tokens, is_query, start)
+        # A relative header is the path's nodes followed by its own; failing that (a client
+        # that relies on a looser rule) it is tried from the root.
+        candidates = [tokens] if absolute or not path.tokens else [[*path.tokens, *tokens], tokens]
+        for full in candidates:
+            found = self._lookup_from(full, is_query, ROOT)
             if found is not None:
-                return found
+                route, slots, _ = found
+                return route, slots, HeaderPath(tuple(full[:-1]))
         return None
 
     def _lookup_from(
         self, tokens: list[str], is_query: bool, start: HeaderPath
     ) -> tuple[_Route, tuple[int | None, ...], HeaderPath] | None:
-        k = len(start.nodes)
+        """Match ``tokens`` (a full header from the root) against every route."""
         best: tuple[int, _Route, tuple[int | None, ...]] | None = None
-        for route in self._by_prefix.get(start.nodes, ()):
+        for route in self._by_prefix.get((), ()):
             if (route.query if is_query else route.write) is None:
                 continue
-            matched = _match_route(route.nodes[k:], tokens)
+            matched = _match_route(route.nodes, tokens)
             if matched is None:
                 continue
-            rest_suffixes, present = matched
+            node_suffixes, present = matched
             skipped = present.count(False)
             # Prefer the route that matches with the fewest skipped optional nodes.
             if best is None or skipped < best[0]:
-                best = (skipped, route, (*start.suffixes, *rest_suffixes))
+                best = (skipped, route, tuple(node_suffixes))
         if best is None:
             return None
-        _, route, node_suffixes = best
+        _, route, suffixes = best
         # Only the '#' positions of the pattern are reported to the handler.
-        slots = tuple(s for node, s in zip(route.nodes, node_suffixes, strict=True) if node.suffix)
-        return route, slots, HeaderPath(route.nodes[:-1], node_suffixes[:-1])
+        slots = tuple(s for node, s in zip(route.nodes, suffixes, strict=True) if node.suffix)
+        return route, slots, HeaderPath(tuple(tokens[:-1]))
 
 
 # --------------------------------------------------------------------------- formatting
