@@ -35,6 +35,7 @@ class Rig:
     instruments: dict[str, Any]
     bench_client: Any | None = None
     built: Any | None = None  # the in-process BuiltBench, if any
+    library: Any = "@py"  # the in-process VISA library, if any
     _closed: bool = field(default=False, init=False)
 
     # ------------------------------------------------------------------ roles
@@ -77,6 +78,20 @@ class Rig:
     @property
     def simulated(self) -> bool:
         return self.bench_client is not None
+
+    def reconnect(self, name: str) -> Any:
+        """Close and reopen instrument ``name`` (after a dropped connection), reinstall its
+        channel limits, and return the new driver. The instrument keeps its own settings."""
+        old = self.instruments.get(name)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                old.adapter.close()
+        inst = _connect(self.station, name, self.library)
+        for ch in self.station.channels:
+            if ch.instrument == name:
+                inst.set_limits(ch.channel, ch.limits)
+        self.instruments[name] = inst
+        return inst
 
     # ------------------------------------------------------------------ time
     def wait(self, seconds: float, should_stop: Callable[[], bool] | None = None) -> None:
@@ -183,23 +198,7 @@ def open_rig(station: Station | str, pacing: str | None = None) -> Rig:
     bench_client = None
     try:
         for name, spec in station.instruments.items():
-            cls = _load(MODELS[spec.model].driver)
-            lib = library if spec.in_process else spec.visa_library
-            resource = _in_process_resource(name) if spec.in_process else spec.resource
-            inst = None
-            try:
-                inst = cls(resource, name=name, visa_library=lib)
-                # pyvisa-py opens a socket resource without connecting: ask for the identity so
-                # that an unreachable instrument fails here, by name, not in the middle of a run.
-                _ = inst.identity
-            except Exception as exc:
-                if inst is not None:
-                    with contextlib.suppress(Exception):
-                        inst.adapter.close()
-                raise InstrumentConnectionError(
-                    f"cannot open {name} ({spec.model}) at {spec.resource} "
-                    f"[{spec.visa_library}] from {station.source}: {exc}"
-                ) from exc
+            inst = _connect(station, name, library)
             if MODELS[spec.model].role == "bench":
                 bench_client = inst
                 continue
@@ -219,7 +218,30 @@ def open_rig(station: Station | str, pacing: str | None = None) -> Rig:
                 with contextlib.suppress(Exception):
                     inst.adapter.close()
         raise
-    return Rig(station, instruments, bench_client, built)
+    return Rig(station, instruments, bench_client, built, library)
+
+
+def _connect(station: Station, name: str, library: Any) -> Any:
+    """Open instrument ``name`` of ``station`` and check it answers (its identity)."""
+    spec = station.instruments[name]
+    cls = _load(MODELS[spec.model].driver)
+    lib = library if spec.in_process else spec.visa_library
+    resource = _in_process_resource(name) if spec.in_process else spec.resource
+    inst = None
+    try:
+        inst = cls(resource, name=name, visa_library=lib)
+        # pyvisa-py opens a socket resource without connecting: ask for the identity so that
+        # an unreachable instrument fails here, by name, not in the middle of a run.
+        _ = inst.identity
+    except Exception as exc:
+        if inst is not None:
+            with contextlib.suppress(Exception):
+                inst.adapter.close()
+        raise InstrumentConnectionError(
+            f"cannot open {name} ({spec.model}) at {spec.resource} "
+            f"[{spec.visa_library}] from {station.source}: {exc}"
+        ) from exc
+    return inst
 
 
 def _in_process_resource(name: str) -> str:

@@ -422,3 +422,16 @@ def check_profile_against_emulator(
             f"{len(problems)} contract mismatch(es) in {profile_path}:\n  " + "\n  ".join(problems)
         )
     return checked
+
+
+def leftover_bench_threads(timeout_s: float = 15.0) -> list[object]:
+    """Server threads still alive after a bounded wait (a loaded machine joins slowly)."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [t for t in threading.enumerate() if t.name.startswith("labrig-bench")]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)

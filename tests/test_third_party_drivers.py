@@ -13,7 +13,6 @@ is digitised with PyMeasure's own waveform method); AWG channel 2 (a sine) -> lo
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import pytest
 from pymeasure.instruments.agilent import Agilent33500
 from pymeasure.instruments.keysight import KeysightDSOX1102G
 from pymeasure.instruments.srs import SR860
+from sim_contract import leftover_bench_threads
 
 from labrig.sim.bench import Bench
 from labrig.sim.keysight_33500b import Keysight33500BEmulator
@@ -59,7 +59,7 @@ def served() -> Iterator[Served]:
     }
     with BenchServer(emulators) as server:
         yield Served(bench, server)
-    leftover = [t for t in threading.enumerate() if t.name.startswith("labrig-bench")]
+    leftover = leftover_bench_threads()
     assert not leftover, leftover
 
 

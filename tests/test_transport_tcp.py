@@ -12,7 +12,7 @@ import pytest
 import pyvisa
 from pyvisa.errors import VisaIOError
 from pyvisa.resources import MessageBasedResource
-from sim_contract import ToyEmulator
+from sim_contract import ToyEmulator, leftover_bench_threads
 
 from labrig.sim.bench import Bench, Fault
 from labrig.sim.tcp import BenchServer, serve_forever
@@ -30,7 +30,7 @@ def server(bench: Bench) -> Iterator[BenchServer]:
     toys = [ToyEmulator("toy", bench), ToyEmulator("toy2", bench)]
     with BenchServer(toys) as srv:
         yield srv
-    leftover = [t for t in threading.enumerate() if t.name.startswith("labrig-bench")]
+    leftover = leftover_bench_threads()
     assert not leftover, leftover
 
 
@@ -144,7 +144,7 @@ def test_close_disconnects_clients_and_joins_threads(bench: Bench) -> None:
     srv.close()
     assert sock.recv(100) == b""  # the server closed the connection
     sock.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("labrig-bench")]
+    assert not leftover_bench_threads()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
 

@@ -90,13 +90,16 @@ class IvSweep(RigProcedure):
             fixed[channel] = self.others_v
         voltages = np.linspace(self.start_v, self.stop_v, self.points)
         channel = dnpu.electrode_channels[k]
-        scope = rig.digitizer
-        scope.configure_acquisition(
-            dnpu.digitizer_channel,
-            volts_range=2 * TIA_FULL_SCALE_V,
-            offset_v=0.0,
-            duration_s=self.acquisition_s,
-            trigger="immediate",
+        self.with_retry(
+            lambda: rig.digitizer.configure_acquisition(
+                dnpu.digitizer_channel,
+                volts_range=2 * TIA_FULL_SCALE_V,
+                offset_v=0.0,
+                duration_s=self.acquisition_s,
+                trigger="immediate",
+            ),
+            [dnpu.digitizer],
+            what="digitiser configuration",
         )
         rig.dac.ramp_to({**fixed, channel: float(voltages[self._next_point])})
         for i in range(self._next_point, self.points):
@@ -105,7 +108,11 @@ class IvSweep(RigProcedure):
             v = float(voltages[i])
             rig.dac.ramp_to({channel: v})
             self.wait(self.settle_s)
-            trace = scope.acquire(dnpu.digitizer_channel)
+            trace = self.with_retry(
+                lambda: rig.digitizer.acquire(dnpu.digitizer_channel),
+                [dnpu.digitizer],
+                what=f"acquisition at point {i}",
+            )
             current = np.asarray(trace.volts) * dnpu.tia_gain_na_per_v
             self._next_point = i + 1
             self._currents.append(float(current.mean()))

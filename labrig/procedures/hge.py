@@ -222,6 +222,14 @@ class HgeTraining(RigProcedure):
         return np.concatenate([voltages_v, tail], axis=1)
 
     def _play(self, voltages_v: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """:meth:`_play_once`, repeated after a transport fault (a playback is repeatable)."""
+        dnpu = self.require_rig().station.dnpu
+        assert dnpu is not None
+        return self.with_retry(
+            lambda: self._play_once(voltages_v), [dnpu.dac, dnpu.digitizer], what="playback"
+        )
+
+    def _play_once(self, voltages_v: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Play electrode sequences (electrodes x samples) and record the output current (nA).
 
         Returns the record's times (s from the start of playback) and currents.

@@ -8,11 +8,14 @@ every exit path), reports the bench's clock as device time, and closes the conne
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from labrig.errors import ProcedureError
 from labrig.procedures.base import Procedure, StrParameter
 from labrig.rig import Rig, open_rig
+
+T = TypeVar("T")
 
 
 class RigProcedure(Procedure):
@@ -59,6 +62,20 @@ class RigProcedure(Procedure):
             for problem in self.rig.close():
                 self.log(problem, "error")
             self.rig = None
+
+    def with_retry(self, call: Callable[[], T], instruments: Sequence[str], what: str) -> T:
+        """Run ``call``; on a timeout, a dropped connection or a garbled reply, reconnect
+        ``instruments`` and try again (3 attempts, 0.1 s then 0.2 s back-off), else abort the
+        run with the reason. Only for calls that are safe to repeat (a measurement, a
+        playback): nothing is ever retried after a limit or an instrument-reported error."""
+
+        def reconnect() -> None:
+            rig = self.require_rig()
+            for name in instruments:
+                self.instruments[name] = rig.reconnect(name)
+                self.log(f"reconnected {name}", "warning")
+
+        return self.retry(call, attempts=3, backoff_s=0.1, reconnect=reconnect, what=what)
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` of device time pass (bench clock on a simulated rig)."""

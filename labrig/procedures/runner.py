@@ -87,7 +87,13 @@ __all__ = [
 T = TypeVar("T")
 _logger = logging.getLogger("labrig.runner")
 
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (InstrumentConnectionError, TimeoutError)
+# A garbled reply surfaces as a UnicodeDecodeError from PyVISA: a transport fault, retried.
+# (LimitError, a ValueError, is deliberately not among these.)
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    InstrumentConnectionError,
+    TimeoutError,
+    UnicodeDecodeError,
+)
 if VisaIOError is not None:
     RETRYABLE_ERRORS = (*RETRYABLE_ERRORS, VisaIOError)
 

@@ -1,0 +1,331 @@
+"""Benchmark HGE training of Boolean functions on simulated DNPUs (Boon et al. 2025).
+
+For every device seed it first asks the noise-free device model which two-input functions the
+device *can* realise (random control sets, the same separation gap as the procedure), then
+trains each function with the ``hge`` procedure on a bench built for that device and reports
+success among the realisable ones, and the iterations and device time to a found gate.
+``--modes`` compares the gradient read-outs (digital, sequential, lockin) on the default device.
+
+Functions are named by their truth string over the input cases (0,0), (0,1), (1,0), (1,1):
+XOR is ``0110``. The constant functions ``0000`` and ``1111`` are not trained (a correlation
+loss has nothing to learn from them); they are counted as realised when the brute force finds
+a control set whose four outputs lie within the gap of each other.
+
+Usage::
+
+    .venv/bin/python scripts/bench_hge_gates.py --quick                 # gates on 2 seeds
+    .venv/bin/python scripts/bench_hge_gates.py --seeds 20 --functions all
+    .venv/bin/python scripts/bench_hge_gates.py --seeds 0 --modes --modes-max-iterations 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labrig.algorithms.tasks import boolean_task
+from labrig.physics.dnpu import DnpuModel, boolean_outputs, function_table
+from labrig.procedures.hge import HgeTraining
+from labrig.procedures.runner import run_procedure
+from labrig.station import builtin_station_path
+
+GATES = ("AND", "OR", "NAND", "NOR", "XOR", "XNOR")
+MODES = ("digital", "sequential", "lockin")
+TARGET_MEDIAN_ITERATIONS = 50
+TARGET_ALL_FUNCTIONS_FRACTION = 0.9
+
+
+def truth_of(code: int) -> str:
+    """Truth string of :func:`labrig.physics.dnpu.function_table` column ``code``.
+
+    There bit ``c`` of the code is the output for case ``c`` (LSB first), while
+    :func:`labrig.algorithms.tasks.truth_string` reads an int code MSB first: go through the
+    truth string, never the int.
+    """
+    return "".join(str((code >> c) & 1) for c in range(4))
+
+
+NON_CONSTANT = tuple(truth_of(t) for t in range(1, 15))
+
+
+def gate_truth(name: str) -> str:
+    return "".join(str(int(v)) for v in boolean_task(name).targets)
+
+
+def station_for_seed(device_seed: int, folder: Path) -> str:
+    """A station file for the built-in bench with device ``device_seed`` (the default: 0)."""
+    if device_seed == 0:
+        return "sim-dnpu"
+    default = builtin_station_path("sim-dnpu")
+    text = default.read_text(encoding="utf-8")
+    if text.count("device_seed = 0") != 1:
+        raise RuntimeError(f"{default} no longer has one 'device_seed = 0' line")
+    path = folder / f"sim-dnpu-device{device_seed}.toml"
+    path.write_text(text.replace("device_seed = 0", f"device_seed = {device_seed}"), "utf-8")
+    return str(path)
+
+
+def realisable(device_seed: int, samples: int, min_gap_na: float, seed: int = 0) -> set[str]:
+    """Truth strings the noise-free device realises at some of ``samples`` random control sets.
+
+    Controls are drawn in the ranges the procedure trains in (activation range less the
+    perturbation amplitude), so a realisable function is one the trainer could reach.
+    """
+    model = DnpuModel(seed=device_seed)
+    probe = HgeTraining(task="AND")
+    amps = probe._frequency_plan(5).amplitudes_v
+    ranges = np.array(model.activation_ranges_v)[2:]
+    lo = ranges[:, 0] + np.array(amps)
+    hi = ranges[:, 1] - np.array(amps)
+    rng = np.random.default_rng(seed)
+    found: set[str] = set()
+    for start in range(0, samples, 2000):
+        n = min(2000, samples - start)
+        controls = lo + (hi - lo) * rng.random((n, lo.size))
+        table = function_table(boolean_outputs(model, controls), min_gap_na)
+        found |= {truth_of(int(t)) for t in np.nonzero(table.any(axis=0))[0]}
+    return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    device_seed: int
+    truth: str
+    mode: str
+    found: bool
+    iterations: int
+    device_time_s: float
+    wall_time_s: float
+    status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def train(
+    station: str,
+    device_seed: int,
+    truth: str,
+    mode: str,
+    max_iterations: int,
+    initializations: int,
+    runs_dir: Path,
+) -> Outcome:
+    proc = HgeTraining(
+        station=station,
+        task=truth,
+        mode=mode,
+        max_iterations=max_iterations,
+        initializations=initializations,
+    )
+    t0 = time.perf_counter()
+    result = run_procedure(proc, runs_dir=runs_dir, echo=False, handle_signals=False)
+    s = result.summary
+    return Outcome(
+        device_seed,
+        truth,
+        mode,
+        bool(s.get("found", False)),
+        int(s.get("iterations", 0)),
+        float(result.device_time_s),
+        time.perf_counter() - t0,
+        str(result.status),
+    )
+
+
+def name_of(truth: str) -> str:
+    return boolean_task(truth).name
+
+
+def median_or_nan(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def print_outcome(o: Outcome) -> None:
+    print(
+        f"  seed {o.device_seed:>2} {name_of(o.truth):<12} {o.truth} {o.mode:<10} "
+        f"{'found' if o.found else 'NOT found':<9} {o.iterations:>4} it  "
+        f"device {o.device_time_s:7.1f} s  wall {o.wall_time_s:6.1f} s  [{o.status}]",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the six gates on devices 0 and 1")
+    parser.add_argument("--seeds", type=int, default=None, help="device seeds 0..N-1 (20)")
+    parser.add_argument("--seed-list", default=None, help="explicit device seeds, e.g. 0,3,7")
+    parser.add_argument("--functions", choices=["gates", "all"], default=None)
+    parser.add_argument("--mode", choices=MODES, default="digital")
+    parser.add_argument("--max-iterations", type=int, default=100)
+    parser.add_argument("--initializations", type=int, default=3)
+    parser.add_argument("--brute-force", type=int, default=None, help="random control sets (20000)")
+    parser.add_argument("--modes", action="store_true", help="compare modes on device 0")
+    parser.add_argument("--modes-only", action="store_true", help="only the mode comparison")
+    parser.add_argument(
+        "--modes-max-iterations", type=int, default=30, help="per start, in the mode comparison"
+    )
+    parser.add_argument("--json", default=None, help="write every outcome to this file")
+    args = parser.parse_args()
+    if args.seed_list:
+        seeds = [int(s) for s in args.seed_list.split(",")]
+    else:
+        seeds = list(range(args.seeds if args.seeds is not None else (2 if args.quick else 20)))
+    functions = args.functions or ("gates" if args.quick else "all")
+    samples = args.brute_force or (5000 if args.quick else 20000)
+    min_gap = float(HgeTraining(task="AND").min_gap_na)
+    wanted = [gate_truth(g) for g in GATES] if functions == "gates" else list(NON_CONSTANT)
+
+    started = time.perf_counter()
+    outcomes: list[Outcome] = []
+    reach: dict[int, set[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        runs_dir = folder / "runs"
+        if not args.modes_only:
+            print(
+                f"{functions} on device seeds {seeds}, mode {args.mode}, "
+                f"{args.max_iterations} iterations x {args.initializations} starts; "
+                f"brute force {samples} control sets, gap {min_gap:g} nA",
+                flush=True,
+            )
+            for dev in seeds:
+                reach[dev] = realisable(dev, samples, min_gap)
+                station = station_for_seed(dev, folder)
+                print(
+                    f" device {dev}: realisable by brute force: "
+                    f"{sorted(name_of(t) for t in reach[dev] if t in NON_CONSTANT)} "
+                    f"(+ constant: {'0000' in reach[dev]})",
+                    flush=True,
+                )
+                for truth in wanted:
+                    o = train(
+                        station,
+                        dev,
+                        truth,
+                        args.mode,
+                        args.max_iterations,
+                        args.initializations,
+                        runs_dir,
+                    )
+                    outcomes.append(o)
+                    print_outcome(o)
+            report(outcomes, reach, wanted, seeds)
+        mode_outcomes: list[Outcome] = []
+        if args.modes or args.modes_only:
+            print(
+                f"\nMode comparison on device 0: six gates, "
+                f"{args.modes_max_iterations} iterations x {args.initializations} starts",
+                flush=True,
+            )
+            for mode in MODES:
+                for gate in GATES:
+                    o = train(
+                        "sim-dnpu",
+                        0,
+                        gate_truth(gate),
+                        mode,
+                        args.modes_max_iterations,
+                        args.initializations,
+                        runs_dir,
+                    )
+                    mode_outcomes.append(o)
+                    print_outcome(o)
+            report_modes(mode_outcomes)
+    print(f"\nwall time {time.perf_counter() - started:.0f} s")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(
+                {
+                    "outcomes": [o.as_dict() for o in outcomes],
+                    "modes": [o.as_dict() for o in mode_outcomes],
+                    "realisable": {str(k): sorted(v) for k, v in reach.items()},
+                },
+                fh,
+                indent=2,
+            )
+    return 0
+
+
+def report(
+    outcomes: list[Outcome], reach: dict[int, set[str]], wanted: list[str], seeds: list[int]
+) -> None:
+    print("\nPer function (success among devices that realise it by brute force):")
+    print(
+        f"  {'function':<17} {'realisable':>10} {'found':>6} {'rate':>6} {'med it':>7} "
+        f"{'med device s':>13}  found where not realisable"
+    )
+    for truth in wanted:
+        rows = [o for o in outcomes if o.truth == truth]
+        able = [o for o in rows if truth in reach[o.device_seed]]
+        hits = [o for o in able if o.found]
+        extra = [o.device_seed for o in rows if o.found and truth not in reach[o.device_seed]]
+        rate = len(hits) / len(able) if able else float("nan")
+        print(
+            f"  {name_of(truth):<12} {truth} {len(able):>7} {len(hits):>6} {rate:>6.0%} "
+            f"{median_or_nan([o.iterations for o in hits]):>7.0f} "
+            f"{median_or_nan([o.device_time_s for o in hits]):>13.1f}  {extra or ''}"
+        )
+    found_all = [o for o in outcomes if o.found]
+    med_it = median_or_nan([o.iterations for o in found_all])
+    print(
+        f"  all found: median {med_it:.0f} iterations "
+        f"(target <= {TARGET_MEDIAN_ITERATIONS}), median device time "
+        f"{median_or_nan([o.device_time_s for o in found_all]):.1f} s"
+    )
+    print("\nPer device:")
+    complete = 0
+    for dev in seeds:
+        rows = [o for o in outcomes if o.device_seed == dev]
+        able = [o for o in rows if o.truth in reach[dev]]
+        hits = [o for o in able if o.found]
+        gates_ok = sum(o.found for o in rows if o.truth in {gate_truth(g) for g in GATES})
+        all_ok = len(hits) == len(able)
+        complete += all_ok
+        print(
+            f"  device {dev:>2}: {len(hits)}/{len(able)} realisable trained "
+            f"({len(able)}/{len(wanted)} realisable), six gates {gates_ok}/6"
+            + ("" if all_ok else f"  missed {[name_of(o.truth) for o in able if not o.found]}")
+        )
+    frac = complete / len(seeds) if seeds else float("nan")
+    print(
+        f"  devices where every realisable function was trained: {complete}/{len(seeds)} "
+        f"({frac:.0%}; target >= {TARGET_ALL_FUNCTIONS_FRACTION:.0%})"
+    )
+    if 0 in reach:
+        gates0 = sum(
+            o.found
+            for o in outcomes
+            if o.device_seed == 0 and o.truth in {gate_truth(g) for g in GATES}
+        )
+        print(f"  six gates on the default device (seed 0): {gates0}/6 (target 6/6)")
+
+
+def report_modes(outcomes: list[Outcome]) -> None:
+    print("\nModes on device 0:")
+    print(
+        f"  {'mode':<11} {'found':>6} {'med it':>7} {'med device s':>13} {'med wall s':>11} "
+        f"{'device s / it':>14}"
+    )
+    for mode in MODES:
+        rows = [o for o in outcomes if o.mode == mode]
+        hits = [o for o in rows if o.found]
+        per_it = sum(o.device_time_s for o in rows) / max(1, sum(o.iterations for o in rows))
+        print(
+            f"  {mode:<11} {len(hits):>4}/{len(rows)} "
+            f"{median_or_nan([o.iterations for o in hits]):>7.0f} "
+            f"{median_or_nan([o.device_time_s for o in hits]):>13.1f} "
+            f"{median_or_nan([o.wall_time_s for o in hits]):>11.1f} {per_it:>14.2f}"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""A fault injected into a real run ends in recovery or a clean abort, never a hang.
+
+An I-V sweep runs on the in-process DNPU bench; one fault is scheduled on the digitiser through
+the bench's own endpoint. Transport faults (a dropped connection, a reply that never comes, a
+garbled reply) are retried after reconnecting and the sweep completes with every point; an
+error the instrument reports is not retried: the run stops, says why, and leaves the outputs
+safe.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from labrig.procedures.characterise import IvSweep
+from labrig.procedures.runner import run_procedure
+from labrig.runs.record import RunRecord
+
+
+class FaultyIv(IvSweep):
+    """The I-V sweep with one fault scheduled on the scope once the rig is open."""
+
+    fault: tuple[str, float] = ("drop", 0.0)
+
+    def execute(self) -> None:
+        kind, value = self.fault
+        rig = self.require_rig()
+        assert rig.bench_client is not None and rig.built is not None
+        # twenty commands into the sweep: past the scope's configuration, among the acquisitions
+        sent = rig.built.bench.faults.command_counts.get("scope", 0)
+        rig.bench_client.add_fault(kind, "scope", at_command=sent + 20, value=value)
+        super().execute()
+
+
+def run_with(fault: tuple[str, float], tmp_path: Path) -> tuple[object, float]:
+    proc = FaultyIv(electrode=3, start_v=-0.5, stop_v=0.5, points=8)
+    proc.fault = fault
+    t0 = time.monotonic()
+    result = run_procedure(proc, runs_dir=tmp_path, echo=False, handle_signals=False)
+    return result, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("kind", ["drop", "silence", "garble"])
+def test_transport_faults_are_retried_and_the_sweep_completes(kind: str, tmp_path: Path) -> None:
+    result, wall = run_with((kind, 0.0), tmp_path)
+    assert result.status == "success", result.reason  # type: ignore[attr-defined]
+    assert result.n_events == 8  # type: ignore[attr-defined]
+    assert wall < 60
+    logs = " ".join(doc.message for doc in RunRecord.open(result.run_dir).logs)  # type: ignore[attr-defined]
+    assert "retry" in logs.lower() or "reconnected" in logs.lower(), logs
+    assert result.summary["final_voltages_v"]["dac:4"] == 0.0  # type: ignore[attr-defined]
+
+
+def test_an_instrument_reported_error_aborts_cleanly_with_the_reason(tmp_path: Path) -> None:
+    result, wall = run_with(("error", -310.0), tmp_path)
+    assert result.status == "failed"  # type: ignore[attr-defined]
+    assert "-310" in result.reason  # type: ignore[attr-defined]
+    assert result.n_events < 8  # type: ignore[attr-defined]
+    assert wall < 60
+    # every DAC channel was brought back to its safe voltage all the same
+    finals = result.summary["final_voltages_v"]  # type: ignore[attr-defined]
+    assert all(v == 0.0 for v in finals.values()), finals
