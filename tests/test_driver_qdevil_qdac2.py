@@ -328,6 +328,32 @@ def test_play_traces_upsamples_defines_binds_marks_and_arms():
     assert duration == pytest.approx(12e-6)
 
 
+def test_play_traces_again_only_rearms_the_uploaded_traces():
+    # The same traces a second time are still in the instrument: no upload, only re-arm (the
+    # limits are still checked against the present DC level: the two level queries).
+    trace = np.array([0.0, 1e-6, 2e-6])
+    first = [
+        ("sour3:volt?", "0"),
+        ("sour3:volt:last?", "0"),
+        ("sour3:awg:abor", None),
+        ("trac:rem:all", None),
+        ('trac:def "lr3",3', None),
+        (b'trac:data "lr3",' + ieee_block(trace.astype("<f4").tobytes()) + b"\n", None),
+        ('sour3:awg:def "lr3"', None),
+        ("sour3:awg:scal 1", None),
+        ("sour3:awg:offs 0", None),
+        ("sour3:awg:slew 10", None),
+        ("sour3:awg:coun 1", None),
+        ("sour3:awg:trig:sour bus", None),
+        ("sour3:awg:init", None),
+        OK,
+    ]
+    again = [("sour3:volt?", "0.1"), ("sour3:volt:last?", "0.1"), ("sour3:awg:init", None), OK]
+    with qdac(first + again, {3: ELECTRODE}) as dac:
+        dac.play_traces({3: trace}, 1e6, "bus", marker_output=None)
+        dac.play_traces({3: trace}, 1e6, "bus", marker_output=None)
+
+
 def test_play_traces_without_marker_external_trigger():
     trace = np.array([0.1, 0.1])
     dialogue = [

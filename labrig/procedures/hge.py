@@ -173,6 +173,9 @@ class HgeTraining(RigProcedure):
         )
         self._last_controls: FloatArray | None = None
         self._last_trace: tuple[FloatArray, FloatArray] | None = None
+        self._dc_now = np.zeros(len(self._inputs) + len(self._controls))
+        self._last_kind = ""  # what the DAC's traces hold: "", "sines", "dc" or "seq<j>"
+        self._relative_cache: dict[str, FloatArray] = {}
         self._last_lockin: FloatArray | None = None
 
     # ----------------------------------------------------------------------------- planning
@@ -198,8 +201,32 @@ class HgeTraining(RigProcedure):
         return np.arctan(ratio), 1.0 / np.sqrt(1.0 + ratio**2)
 
     # ----------------------------------------------------------------------------- measuring
+    def _voltages(self, kind: str, controls_v: FloatArray) -> FloatArray:
+        """Electrode sequences (absolute volts) of one kind of playback: ``"sines"`` (all
+        controls perturbed), ``"dc"`` (no perturbation) or ``"seq<j>"`` (control j alone)."""
+        if kind == "sines":
+            return np.asarray(self._schedule(controls_v).voltages_v)
+        dc = self._schedule(controls_v, with_sines=False)
+        voltages = np.array(dc.voltages_v)
+        if kind.startswith("seq"):
+            j = int(kind[3:])
+            f, amp = self._plan.frequencies_hz[j], self._plan.amplitudes_v[j]
+            phase_t = np.nan_to_num(dc.reference_time_s, nan=0.0)
+            on_plateau = ~np.isnan(dc.reference_time_s)
+            voltages[self._controls[j]] += np.where(
+                on_plateau, amp * np.sin(2 * np.pi * f * phase_t), 0.0
+            )
+        return voltages
+
+    def _dc_levels(self, controls_v: FloatArray) -> FloatArray:
+        """The electrodes' DC levels while a schedule plays: controls at their voltages,
+        inputs at 0 V. The DAC's traces add to these."""
+        dc = np.zeros(len(self._inputs) + len(self._controls))
+        dc[list(self._controls)] = controls_v
+        return dc
+
     def _schedule(self, controls_v: FloatArray, with_sines: bool = True) -> CaseSchedule:
-        """All cases as one schedule, ramping in from the electrodes' DC level (0 V)."""
+        """All cases as one schedule, starting from the electrodes' DC levels."""
         return build_case_waveforms(
             self._case_inputs_v,
             controls_v,
@@ -210,7 +237,7 @@ class HgeTraining(RigProcedure):
             with_sines=with_sines,
             input_electrodes=self._inputs,
             control_electrodes=self._controls,
-            start_v=np.zeros(len(self._inputs) + len(self._controls)),
+            start_v=self._dc_levels(controls_v),
         )
 
     def _return_ramp(self, voltages_v: FloatArray) -> FloatArray:
@@ -221,30 +248,63 @@ class HgeTraining(RigProcedure):
         tail = voltages_v[:, -1:] * weights[None, :]
         return np.concatenate([voltages_v, tail], axis=1)
 
-    def _play(self, voltages_v: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """:meth:`_play_once`, repeated after a transport fault (a playback is repeatable)."""
+    def _play(self, kind: str, controls_v: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Play one ``kind`` of schedule (see :meth:`_voltages`) at ``controls_v`` and record
+        it; repeated after a transport fault (a playback is repeatable)."""
         dnpu = self.require_rig().station.dnpu
         assert dnpu is not None
-        return self.with_retry(
-            lambda: self._play_once(voltages_v), [dnpu.dac, dnpu.digitizer], what="playback"
+        dc_v = self._dc_levels(controls_v)
+        times, current = self.with_retry(
+            lambda: self._play_once(kind, dc_v), [dnpu.dac, dnpu.digitizer], what="playback"
+        )
+        self._last_kind = kind
+        return times, current
+
+    def _relative(self, kind: str) -> FloatArray:
+        """The traces of one kind of playback relative to the DC levels: the sequences with
+        every control at 0 V (inputs and sines only). Built once per kind, so they are
+        bit-identical every iteration."""
+        cached = self._relative_cache.get(kind)
+        if cached is None:
+            zeros = np.zeros(len(self._controls))
+            cached = self._return_ramp(self._voltages(kind, zeros))
+            cached.setflags(write=False)
+            self._relative_cache[kind] = cached
+        return cached
+
+    def _load_traces(self, kind: str, dc_v: FloatArray) -> float:
+        """Set the DC levels ``dc_v`` and load the ``kind`` traces on top, armed on the bus
+        trigger; returns the playback time.
+
+        The QDAC-II adds a channel's trace to its DC level: with the controls as DC levels,
+        the traces hold only the input cases and the perturbation sines, which do not change
+        from one iteration to the next, so the driver uploads them once and then only re-arms
+        them (an upload of seven 1 MS/s traces is most of an iteration's instrument time)."""
+        rig = self.require_rig()
+        dnpu = rig.station.dnpu
+        assert dnpu is not None
+        levels = {dnpu.electrode_channels[e]: float(v) for e, v in enumerate(dc_v)}
+        rig.dac.ramp_to(levels)
+        self._dc_now = np.array(dc_v, dtype=float)
+        relative = self._relative(kind)
+        traces = {
+            dnpu.electrode_channels[e]: np.ascontiguousarray(relative[e])
+            for e in range(relative.shape[0])
+        }
+        return float(
+            rig.dac.play_traces(
+                traces, self.sample_rate_hz, trigger="bus", marker_output=dnpu.marker_output
+            )
         )
 
-    def _play_once(self, voltages_v: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Play electrode sequences (electrodes x samples) and record the output current (nA).
-
-        Returns the record's times (s from the start of playback) and currents.
+    def _play_once(self, kind: str, dc_v: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Play the ``kind`` traces on top of the DC levels ``dc_v`` and record the output
+        current (nA). Returns the record's times (s from the start of playback) and currents.
         """
         rig = self.require_rig()
         dnpu = rig.station.dnpu
         assert dnpu is not None
-        voltages_v = self._return_ramp(voltages_v)
-        traces = {
-            dnpu.electrode_channels[e]: np.ascontiguousarray(voltages_v[e])
-            for e in range(voltages_v.shape[0])
-        }
-        duration = rig.dac.play_traces(
-            traces, self.sample_rate_hz, trigger="bus", marker_output=dnpu.marker_output
-        )
+        duration = self._load_traces(kind, dc_v)
         scope = rig.digitizer
         # Configured for every playback (a few short commands): the scope's state then never
         # depends on what ran before, so a resumed run repeats the uninterrupted one exactly.
@@ -298,7 +358,7 @@ class HgeTraining(RigProcedure):
 
     def _measure_parallel(self, controls_v: FloatArray) -> Measurement:
         schedule = self._schedule(controls_v)
-        times, current = self._play(schedule.voltages_v)
+        times, current = self._play("sines", controls_v)
         trace = self._on_grid(schedule, times, current)
         lag, gain = self._tia_correction(self._plan.frequencies_hz)
         grads = case_gradients(
@@ -314,14 +374,10 @@ class HgeTraining(RigProcedure):
         means = np.zeros(n_cases)
         clipped = False
         lag, gain = self._tia_correction(self._plan.frequencies_hz)
-        for j, electrode in enumerate(self._controls):
+        for j in range(n_controls):
             f, amp = self._plan.frequencies_hz[j], self._plan.amplitudes_v[j]
             single = FrequencyPlan((f,), (amp,), self._plan.window_s, self._plan.sample_rate_hz)
-            voltages = np.array(dc.voltages_v)
-            phase_t = np.nan_to_num(dc.reference_time_s, nan=0.0)
-            on_plateau = ~np.isnan(dc.reference_time_s)
-            voltages[electrode] += np.where(on_plateau, amp * np.sin(2 * np.pi * f * phase_t), 0.0)
-            times, current = self._play(voltages)
+            times, current = self._play(f"seq{j}", controls_v)
             clipped |= self._clipped(current)
             trace = self._on_grid(dc, times, current)
             for c, w in enumerate(dc.case_windows):
@@ -397,6 +453,7 @@ class HgeTraining(RigProcedure):
         rig.dac.stop_generators()
         # Back to the DC level the traces of other modes (and the final measurement) start from.
         rig.dac.ramp_to({dnpu.electrode_channels[k]: 0.0 for k in (*self._inputs, *self._controls)})
+        self._dc_now = np.zeros(len(self._inputs) + len(self._controls))
         self._last_lockin = r_all[-1]
         return Measurement(means, jac, clipped)
 
@@ -461,7 +518,7 @@ class HgeTraining(RigProcedure):
     def _dc_outputs(self, controls_v: FloatArray) -> FloatArray:
         """Each case's mean output (nA) at ``controls_v`` with no perturbation."""
         schedule = self._schedule(controls_v, with_sines=False)
-        times, current = self._play(schedule.voltages_v)
+        times, current = self._play("dc", controls_v)
         trace = self._on_grid(schedule, times, current)
         return np.array([trace[w].mean() for w in schedule.case_windows])
 
@@ -509,10 +566,23 @@ class HgeTraining(RigProcedure):
 
     # ----------------------------------------------------------------------------- resume
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"trainer": self._trainer.state_dict(), **self.rig_state()}
+        return {
+            "trainer": self._trainer.state_dict(),
+            "dc_levels_v": np.array(self._dc_now),
+            "last_kind": self._last_kind,
+            **self.rig_state(),
+        }
 
     def restore_state(self, state: dict[str, Any]) -> None:
+        """Continue where the checkpoint was taken, with the rig as it was then: the DC levels
+        set and the last playback's traces loaded (so the next playback is a re-arm, as it
+        would have been), and only then the bench clock at the checkpoint's time."""
         self._trainer.load_state_dict(state["trainer"])
+        dc = np.asarray(state["dc_levels_v"], dtype=float)
+        kind = str(state["last_kind"])
+        if kind and self.mode != "lockin":
+            self._load_traces(kind, dc)
+            self._last_kind = kind
         self.restore_rig_state(state)
 
     def seeds(self) -> dict[str, int]:
