@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -157,9 +157,41 @@ class ErrorCheckingMixin:
         self._last_command = f"{command}<block>"
         super().write_binary_values(command, values, *args, **kwargs)  # type: ignore[misc]
 
+    #: For instruments with a SCPI error queue: the query that pops entries, and at most how
+    #: many times to ask (the queue's depth plus its overflow entry). ``syst:err:all?``-style
+    #: queries that return every entry at once use a depth of 1.
+    error_query: ClassVar[str] = ""
+    error_queue_depth: ClassVar[int] = 32
+    #: How error messages name the instrument's channels, e.g. "the QDAC-II has channels 1..24".
+    channels_description: ClassVar[str] = ""
+    channels: dict[int, Any]
+
     def read_error_entries(self) -> list[tuple[int, str]]:
-        """Drain the instrument's error report; return ``[(code, message), ...]``."""
-        raise NotImplementedError
+        """Drain the instrument's error report; return ``[(code, message), ...]``.
+
+        The default drains a SCPI error queue with :attr:`error_query`; instruments that report
+        errors otherwise (status registers) override it."""
+        if not self.error_query:
+            raise NotImplementedError(f"{type(self).__name__} has no error_query")
+        entries: list[tuple[int, str]] = []
+        for _ in range(self.error_queue_depth):
+            found = parse_scpi_errors(self.ask(self.error_query))  # type: ignore[attr-defined]
+            if not found:
+                break
+            entries.extend(found)
+        return entries
+
+    @property
+    def identity(self) -> str:
+        """Get the ``*IDN?`` reply (str)."""
+        return str(self.ask("*IDN?")).strip()  # type: ignore[attr-defined]
+
+    def _channel(self, channel: int) -> Any:
+        """The channel object for ``channel``; ``ValueError`` naming the valid ones otherwise."""
+        try:
+            return self.channels[channel]
+        except (KeyError, TypeError):
+            raise ValueError(f"channel {channel!r}: {self.channels_description}") from None
 
     def check_errors(self, context: str | None = None) -> None:
         """Read the instrument's errors; raise ``InstrumentReportedError`` if there were any.

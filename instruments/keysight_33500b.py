@@ -31,7 +31,6 @@ from instruments.common import (
     format_number,
     jsonable,
     parse_bool,
-    parse_scpi_errors,
     strict_float_range,
     strict_int_range,
     strip_quotes,
@@ -390,32 +389,18 @@ class Keysight33500B(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
+    error_query = "SYST:ERR?"
+    error_queue_depth = 21  # 20 queued plus the overflow entry
+    channels_description = "the 33500B has channels 1 and 2"
+
     def __init__(self, adapter: Any, name: str = "Keysight 33500B", **kwargs: Any) -> None:
         # 10 s: a 1 M-point float32 upload is 4 MB.
         super().__init__(adapter, name, **visa_kwargs(kwargs, timeout_ms=10_000))
 
     # ------------------------------------------------------------------ errors, identity
-    def read_error_entries(self) -> list[tuple[int, str]]:
-        """Drain ``SYST:ERR?`` (at most 21 entries: 20 queued plus overflow)."""
-        entries: list[tuple[int, str]] = []
-        for _ in range(21):
-            found = parse_scpi_errors(self.ask("SYST:ERR?"))
-            if not found:
-                break
-            entries.extend(found)
-        return entries
-
-    @property
-    def identity(self) -> str:
-        """Get the ``*IDN?`` reply (str)."""
-        return str(self.ask("*IDN?")).strip()
-
     def channel(self, channel: int) -> Keysight33500BChannel:
         """The channel object for output ``channel`` (1 or 2); raise ``ValueError`` otherwise."""
-        try:
-            return self.channels[channel]  # type: ignore[no-any-return]
-        except (KeyError, TypeError):
-            raise ValueError(f"channel {channel!r}: the 33500B has channels 1 and 2") from None
+        return self._channel(channel)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ role methods
     def load_waveform(

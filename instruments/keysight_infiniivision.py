@@ -33,7 +33,6 @@ from instruments.common import (
     format_number,
     jsonable,
     parse_bool,
-    parse_scpi_errors,
     poll_until,
     query_binary_block,
     strict_float_range,
@@ -414,31 +413,16 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
+    error_query = ":SYST:ERR?"
+    channels_description = "the scope has channels 1..4"
+
     def __init__(self, adapter: Any, name: str = "Keysight InfiniiVision", **kwargs: Any) -> None:
         super().__init__(adapter, name, **visa_kwargs(kwargs, timeout_ms=10_000))
 
     # --------------------------------------------------------------- errors, identity
-    def read_error_entries(self) -> list[tuple[int, str]]:
-        """Drain ``:SYST:ERR?`` (bounded)."""
-        entries: list[tuple[int, str]] = []
-        for _ in range(32):
-            found = parse_scpi_errors(self.ask(":SYST:ERR?"))
-            if not found:
-                break
-            entries.extend(found)
-        return entries
-
-    @property
-    def identity(self) -> str:
-        """Get the ``*IDN?`` reply (str)."""
-        return str(self.ask("*IDN?")).strip()
-
     def channel(self, channel: int) -> InfiniiVisionChannel:
         """The channel object for input ``channel`` (1..4); raise ``ValueError`` otherwise."""
-        try:
-            return self.channels[channel]  # type: ignore[no-any-return]
-        except (KeyError, TypeError):
-            raise ValueError(f"channel {channel!r}: the scope has channels 1..4") from None
+        return self._channel(channel)  # type: ignore[no-any-return]
 
     # --------------------------------------------------------------- run control
     def run(self) -> None:

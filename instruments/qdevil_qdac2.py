@@ -41,7 +41,6 @@ from instruments.common import (
     format_number,
     jsonable,
     parse_bool,
-    parse_scpi_errors,
     poll_until,
     strict_int_range,
     strip_quotes,
@@ -269,6 +268,10 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
 
     channels = Instrument.MultiChannelCreator(QDac2Channel, tuple(range(1, CHANNEL_COUNT + 1)))
 
+    error_query = "syst:err:all?"
+    error_queue_depth = 1  # syst:err:all? returns (and clears) every entry at once
+    channels_description = "the QDAC-II has channels 1..24"
+
     def __init__(self, adapter: Any, name: str = "QDAC-II", **kwargs: Any) -> None:
         super().__init__(adapter, name, **visa_kwargs(kwargs, timeout_ms=5_000))
         self._limits: dict[int, ChannelLimits] = {}
@@ -280,15 +283,6 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
     def channel_count(self) -> int:
         """Get the number of output channels (24)."""
         return CHANNEL_COUNT
-
-    @property
-    def identity(self) -> str:
-        """Get the ``*IDN?`` reply (str)."""
-        return str(self.ask("*IDN?")).strip()
-
-    def read_error_entries(self) -> list[tuple[int, str]]:
-        """Read and clear the whole error queue (``syst:err:all?``)."""
-        return parse_scpi_errors(self.ask("syst:err:all?"))
 
     def check_errors(self, context: str | None = None) -> None:
         """Read ``syst:err:all?``; raise ``InstrumentReportedError`` if it held an error."""
@@ -303,10 +297,7 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
 
     def channel(self, channel: int) -> QDac2Channel:
         """The channel object for output ``channel`` (1..24); raise ``ValueError`` otherwise."""
-        try:
-            return self.channels[channel]  # type: ignore[no-any-return]
-        except (KeyError, TypeError):
-            raise ValueError(f"channel {channel!r}: the QDAC-II has channels 1..24") from None
+        return self._channel(channel)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ limits
     def set_limits(self, channel: int, limits: object) -> None:

@@ -351,11 +351,6 @@ class SR860(ErrorCheckingMixin, Instrument):
         super().__init__(adapter, name, includeSCPI=False, **visa_kwargs(kwargs, timeout_ms=5_000))
 
     # ------------------------------------------------------------------ common commands
-    @property
-    def identity(self) -> str:
-        """Get the ``*IDN?`` reply (str)."""
-        return str(self.ask("*IDN?")).strip()
-
     def reset(self) -> None:
         """Reset to defaults (``*RST``)."""
         self.write("*RST")
