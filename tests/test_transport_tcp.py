@@ -98,8 +98,12 @@ def test_binary_block_round_trip(rm: pyvisa.ResourceManager, server: BenchServer
 
 def test_two_clients_one_instrument(rm: pyvisa.ResourceManager, server: BenchServer) -> None:
     a, b = open_toy(rm, server), open_toy(rm, server)
+    # Writes on two connections are not ordered with respect to each other: a query on the
+    # writing connection (*OPC?) proves the write was processed before the other client asks.
     a.write("SOUR1:FREQ 111")
+    assert a.query("*OPC?").strip() == "1"
     b.write("SOUR2:FREQ 222")
+    assert b.query("*OPC?").strip() == "1"
     assert float(b.query("SOUR1:FREQ?")) == 111.0  # one instrument, shared state
     assert float(a.query("SOUR2:FREQ?")) == 222.0
     failures: list[str] = []
