@@ -19,7 +19,13 @@ from PyQt6.QtWidgets import QMessageBox
 
 from labrig.gui import app
 from labrig.gui.main_window import MainWindow, load_procedures
-from labrig.gui.panels.plots import PlotBoard, RunData, plan_panels
+from labrig.gui.panels.plots import (
+    FIT_SHRINK_AFTER,
+    AxisFollower,
+    PlotBoard,
+    RunData,
+    plan_panels,
+)
 from labrig.gui.panels.run_browser import RunBrowser
 from labrig.gui.worker import DocumentBridge
 from labrig.procedures.base import (
@@ -540,3 +546,47 @@ def test_abort_iv_on_the_simulated_rig_returns_outputs_to_zero(qtbot: Any, tmp_p
         assert -limit <= low <= high <= limit, port
     qtbot.waitUntil(lambda: win.station_panel.state_of("dac") == "connected", timeout=60_000)
     assert win.safe_close()
+
+
+# ------------------------------------------------------------------------ view following
+
+
+def test_axis_follower_moves_the_view_only_when_the_data_leave_it() -> None:
+    follower = AxisFollower()
+    view = follower.update((0.0, 10.0), None)
+    assert view is not None and view[0] < 0.0 and view[1] > 10.0  # padded fit
+    assert follower.update((1.0, 9.0), view) is None  # inside: the view stays
+    wider = follower.update((-5.0, 10.0), view)
+    assert wider is not None and wider[0] < -5.0 and wider[1] >= view[1]  # widened, kept
+    # Much smaller data narrows the view, but only after FIT_SHRINK_AFTER redraws in a row.
+    for _ in range(FIT_SHRINK_AFTER - 1):
+        assert follower.update((0.0, 0.1), wider) is None
+    narrow = follower.update((0.0, 0.1), wider)
+    assert narrow is not None and narrow[0] < 0.0 < 0.1 < narrow[1] < 1.0
+    flat = AxisFollower().update((3.0, 3.0), None)
+    assert flat is not None and flat[0] < 3.0 < flat[1]
+
+
+def test_panel_view_follows_new_data_until_the_operator_moves_it(qtbot: Any) -> None:
+    board = PlotBoard()
+    qtbot.addWidget(board)
+    board.resize(1200, 800)
+    board.show()
+    for seq in range(20):
+        board.add_event(EventDoc("u", seq, 0.0, {"iteration": float(seq), "loss": 1.0 + seq}, {}))
+        board.refresh()
+    panel = board.panel("loss")
+    assert panel is not None
+    (x_low, x_high), (y_low, y_high) = panel.view_box.viewRange()
+    assert x_low <= 0.0 and x_high >= 19.0 and y_low <= 1.0 and y_high >= 20.0
+    assert panel.fits < 20  # not re-fitted on every event
+    panel.view_box.setRange(xRange=(2.0, 5.0), padding=0.0)
+    panel.plot.sigRangeChangedManually.emit(None)  # as a mouse drag or wheel does
+    board.add_event(EventDoc("u", 20, 0.0, {"iteration": 20.0, "loss": 100.0}, {}))
+    board.refresh()
+    assert panel.view_box.viewRange()[0] == pytest.approx([2.0, 5.0])  # the operator's view
+    panel.plot.autoBtnClicked()  # "A": follow the data again
+    board.add_event(EventDoc("u", 21, 0.0, {"iteration": 21.0, "loss": 101.0}, {}))
+    board.refresh()
+    (x_low, x_high), (_, y_high) = panel.view_box.viewRange()
+    assert x_low <= 0.0 and x_high >= 21.0 and y_high >= 101.0

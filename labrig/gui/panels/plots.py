@@ -14,6 +14,9 @@ states as an image, readout error), and a generic fallback in which every other 
 curve and every other array a trace, a per-element history or an image. ``refresh()`` redraws only
 panels whose inputs changed; the main window calls it from a ~30 Hz frame timer, so a burst of
 events costs one redraw. Large traces are drawn with peak downsampling and clipping to the view.
+Each panel moves its view only when the data leave it (:class:`AxisFollower`), not on every
+frame as pyqtgraph's auto-range would: a new range regenerates the axes' ticks and text, which
+was most of a frame's cost (``scripts/bench_gui.py``).
 """
 
 from __future__ import annotations
@@ -307,21 +310,120 @@ def _pen(index: int, width: float = 1.5) -> Any:
     return pg.mkPen(PEN_COLORS[index % len(PEN_COLORS)], width=width)
 
 
+Span = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Extent:
+    """What a panel drew, in view coordinates (log10 on a log axis); None: nothing on that axis."""
+
+    x: Span | None
+    y: Span | None
+
+
+def finite_span(*arrays: np.ndarray) -> Span | None:
+    """(min, max) of the finite values of ``arrays``; None if there are none."""
+    lows, highs = [], []
+    for array in arrays:
+        values = np.asarray(array, dtype=float)
+        if values.size == 0:
+            continue
+        low, high = float(np.min(values)), float(np.max(values))
+        if not (math.isfinite(low) and math.isfinite(high)):  # a NaN or inf somewhere
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                continue
+            low, high = float(values.min()), float(values.max())
+        lows.append(low)
+        highs.append(high)
+    return (min(lows), max(highs)) if lows else None
+
+
+# The view follows the data (Panel.follow) with hysteresis, so that data that changes every frame
+# rarely moves the view (a new range makes pyqtgraph regenerate both axes' ticks and text):
+# a fit pads the data by FIT_PADDING of its span on each side (a growing history, x = iteration,
+# gets FIT_HEADROOM more on the right: a run of n iterations re-fits its x axis about
+# log(n)/log(1 + FIT_HEADROOM) times); data that leaves the view widens it, keeping what it
+# showed; the view narrows again only once the data has filled less than FIT_SHRINK of it for
+# FIT_SHRINK_AFTER redraws in a row (a gradient's size varies 5x from one iteration to the next).
+FIT_PADDING = 0.1
+FIT_HEADROOM = 0.25
+FIT_SHRINK = 0.3
+FIT_SHRINK_AFTER = 15
+
+
+class AxisFollower:
+    """Where one axis of a view should be, redraw after redraw (see FIT_* above)."""
+
+    def __init__(self, headroom: float = 0.0) -> None:
+        self.headroom = headroom
+        self.small_for = 0
+
+    def target(self, data: Span) -> Span:
+        """The range that fits ``data`` afresh."""
+        low, high = data
+        span = high - low
+        if span > 0.0:
+            return (low - FIT_PADDING * span, high + (FIT_PADDING + self.headroom) * span)
+        half = 0.05 * abs(low) if low else 0.5  # a flat line: a window of 10 % of its value
+        return (low - half, high + half)
+
+    def update(self, data: Span, view: Span | None) -> Span | None:
+        """The new range for ``data`` given the current ``view`` (None: fit afresh), or None
+        if the view can stay as it is."""
+        target = self.target(data)
+        if view is None:
+            self.small_for = 0
+            return target
+        low, high = data
+        view_low, view_high = view
+        small = target[1] - target[0] < FIT_SHRINK * (view_high - view_low)
+        if view_low <= low and high <= view_high:
+            self.small_for = self.small_for + 1 if small else 0
+            if self.small_for < FIT_SHRINK_AFTER:
+                return None
+            self.small_for = 0
+            return target
+        self.small_for = 0
+        union = (min(view_low, target[0]), max(view_high, target[1]))
+        if target[1] - target[0] < FIT_SHRINK * (union[1] - union[0]):
+            return target  # far from what was shown: start afresh
+        return union
+
+
 class Panel(QWidget):
-    """One plot with a title; subclasses draw their inputs from a :class:`RunData`."""
+    """One plot with a title; subclasses draw their inputs from a :class:`RunData`.
+
+    The view follows the data (see :meth:`follow`) until the operator pans or zooms; pyqtgraph's
+    "A" (auto-range) button hands it back to the data.
+    """
+
+    # Extra room on the right of the x axis: histories grow to the right every iteration.
+    x_headroom = 0.0
 
     def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.plan = plan
         self.seen = -1
+        self.fits = 0
+        self.following = True
+        self._fitted = False
+        self.x_follower = AxisFollower(headroom=self.x_headroom)
+        self.y_follower = AxisFollower()
         self._labels: dict[str, str] = {}
         self.plot_widget = pg.PlotWidget()
         self.plot = self.plot_widget.getPlotItem()
+        self.view_box = self.plot.getViewBox()
         self.plot.setTitle(plan.title, size="9pt")
         # No grid: pyqtgraph draws grid lines with alpha across the whole view on every
         # repaint, which doubled the cost of a frame (scripts/bench_gui.py).
         self.plot.setDownsampling(auto=True, mode="peak")
         self.plot.setClipToView(True)
+        # pyqtgraph's auto-range re-fits the view before every paint that follows a setData, and
+        # a new range regenerates both axes (ticks, text): that was most of a frame's cost. The
+        # panel fits the view itself, and only when the data leaves it (follow()).
+        self.view_box.disableAutoRange()
+        self.plot.sigRangeChangedManually.connect(self._moved_by_operator)
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
         self.layout_.setSpacing(0)
@@ -341,16 +443,48 @@ class Panel(QWidget):
         """Redraw if an input changed since the last redraw (or ``force``); True if it did."""
         if not force and not data.changed_since(self.inputs(), self.seen):
             return False
-        self.draw(data)
+        extent = self.draw(data)
         self.seen = data.version
+        if extent is not None:
+            self.follow(extent)
         return True
 
-    def draw(self, data: RunData) -> None:
+    def draw(self, data: RunData) -> Extent | None:
+        """Update the items from ``data``; returns the extent of what is drawn."""
         raise NotImplementedError
+
+    def follow(self, extent: Extent, refit: bool = False) -> None:
+        """Move the view to the data if the data left it (or ``refit``), unless the operator has
+        taken the view over."""
+        if any(self.view_box.autoRangeEnabled()):
+            # The operator pressed "A" (or pyqtgraph re-enabled auto-range after a change of
+            # log mode): follow the data again, with the cheaper fitting.
+            self.view_box.disableAutoRange()
+            self.following = True
+            refit = True
+        if not self.following:
+            return
+        refit = refit or not self._fitted
+        (x_low, x_high), (y_low, y_high) = self.view_box.viewRange()
+        x_new = y_new = None
+        if extent.x is not None:
+            x_new = self.x_follower.update(extent.x, None if refit else (x_low, x_high))
+        if extent.y is not None:
+            y_new = self.y_follower.update(extent.y, None if refit else (y_low, y_high))
+        self._fitted = True
+        if x_new is None and y_new is None:
+            return
+        self.fits += 1
+        self.view_box.setRange(xRange=x_new, yRange=y_new, padding=0.0, update=True)
+
+    def _moved_by_operator(self, _mask: object) -> None:
+        self.following = False
 
 
 class ScalarsPanel(Panel):
     """Scalars against the iteration; optional log scale for y."""
+
+    x_headroom = FIT_HEADROOM
 
     def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
         super().__init__(plan, parent)
@@ -360,6 +494,7 @@ class ScalarsPanel(Panel):
         for i, name in enumerate(plan.names):
             curve = self.plot.plot(pen=_pen(i), name=name, connect="finite")
             self.curves[name] = curve
+        self.log_y = False
         self.log_box: QCheckBox | None = None
         if plan.log_option:
             # Floats over the plot's top-left corner, so every panel keeps the same size.
@@ -371,14 +506,24 @@ class ScalarsPanel(Panel):
         return (*self.plan.names, "__x__")
 
     def set_log_scale(self, on: bool) -> None:
+        self.log_y = on
         self.plot.setLogMode(x=False, y=on)
 
-    def draw(self, data: RunData) -> None:
+    def draw(self, data: RunData) -> Extent:
         x_name, x = data.x_axis()
         self.set_axis_label("bottom", x_name)
+        drawn = []
         for name, curve in self.curves.items():
             if name in data.scalars:
-                curve.setData(x, data.scalar(name))
+                y = data.scalar(name)
+                curve.setData(x, y)
+                drawn.append(y)
+        y_span = finite_span(*drawn)
+        if self.log_y:
+            # The view of a log axis is in decades; non-positive values are not drawn.
+            positive = [y[y > 0] for y in drawn]
+            y_span = finite_span(*(np.log10(p) for p in positive))
+        return Extent(finite_span(x), y_span)
 
 
 class XYPanel(Panel):
@@ -388,17 +533,25 @@ class XYPanel(Panel):
         super().__init__(plan, parent)
         self.plot.setLabel("bottom", plan.names[0])
         self.plot.setLabel("left", plan.names[1])
+        # A sweep's x is not sorted (up and back down): clipping to the view and peak
+        # downsampling both assume sorted x, and a sweep has few points anyway.
+        self.plot.setClipToView(False)
+        self.plot.setDownsampling(auto=False)
         self.curve = self.plot.plot(
             pen=_pen(0), symbol="o", symbolSize=4, symbolBrush=PEN_COLORS[0], connect="finite"
         )
 
-    def draw(self, data: RunData) -> None:
+    def draw(self, data: RunData) -> Extent:
         x_name, y_name = self.plan.names
-        self.curve.setData(data.scalar(x_name), data.scalar(y_name))
+        x, y = data.scalar(x_name), data.scalar(y_name)
+        self.curve.setData(x, y)
+        return Extent(finite_span(x), finite_span(y))
 
 
 class HistoryPanel(Panel):
     """Each element of a small array against the iteration (control voltages)."""
+
+    x_headroom = FIT_HEADROOM
 
     def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
         super().__init__(plan, parent)
@@ -410,10 +563,10 @@ class HistoryPanel(Panel):
     def inputs(self) -> tuple[str, ...]:
         return (*self.plan.names, "__x__")
 
-    def draw(self, data: RunData) -> None:
+    def draw(self, data: RunData) -> Extent | None:
         name = self.plan.names[0]
         if name not in data.history:
-            return
+            return None
         x, rows = data.history_xy(name)
         self.set_axis_label("bottom", data.x_axis()[0])
         flat = rows.reshape(rows.shape[0], -1)
@@ -425,6 +578,7 @@ class HistoryPanel(Panel):
                 curve.setData(x, flat[:, i])
             else:
                 curve.setData([], [])
+        return Extent(finite_span(x), finite_span(flat))
 
 
 class BarsPanel(Panel):
@@ -436,12 +590,14 @@ class BarsPanel(Panel):
         self.plot.addItem(self.bars)
         self.plot.setLabel("bottom", "index")
         self.values = np.empty(0)
+        self.ticks_for = -1
 
-    def draw(self, data: RunData) -> None:
+    def draw(self, data: RunData) -> Extent:
         values = np.asarray(data.latest[self.plan.names[0]], dtype=float).ravel()
         self.values = values
         self.bars.setOpts(x=np.arange(values.size), height=values, width=0.6)
-        _integer_ticks(self.plot, values.size)
+        self.ticks_for = _integer_ticks(self.plot, values.size, self.ticks_for)
+        return _bars_extent(values)
 
 
 class CasesPanel(Panel):
@@ -462,11 +618,12 @@ class CasesPanel(Panel):
         self.threshold.hide()
         self.plot.setLabel("bottom", "input case (green: target high, red: low)")
         self.values = np.empty(0)
+        self.ticks_for = -1
 
-    def draw(self, data: RunData) -> None:
+    def draw(self, data: RunData) -> Extent | None:
         outputs_name, targets_name, threshold_name = self.plan.names
         if outputs_name not in data.latest:
-            return
+            return None
         outputs = np.asarray(data.latest[outputs_name], dtype=float).ravel()
         self.values = outputs
         x = np.arange(outputs.size)
@@ -477,14 +634,19 @@ class CasesPanel(Panel):
         else:
             brushes = [PEN_COLORS[0]] * outputs.size
         self.bars.setOpts(x=x, height=outputs, width=0.6, brushes=brushes)
-        _integer_ticks(self.plot, outputs.size)
+        self.ticks_for = _integer_ticks(self.plot, outputs.size, self.ticks_for)
         self.points.setData(x, outputs)
+        extent = _bars_extent(outputs)
         threshold = data.scalars.get(threshold_name)
         if threshold is not None and np.isfinite(threshold.view()[-1]):
-            self.threshold.setPos(float(threshold.view()[-1]))
+            level = float(threshold.view()[-1])
+            self.threshold.setPos(level)
             self.threshold.show()
+            if extent.y is not None:  # the threshold stays in view
+                extent = Extent(extent.x, (min(extent.y[0], level), max(extent.y[1], level)))
         else:
             self.threshold.hide()
+        return extent
 
 
 class TracePanel(Panel):
@@ -500,14 +662,16 @@ class TracePanel(Panel):
         else:
             self.plot.setLabel("bottom", x_name or "sample")
 
-    def draw(self, data: RunData) -> None:
+    def draw(self, data: RunData) -> Extent:
         y = np.asarray(data.latest[self.plan.names[0]], dtype=float).ravel()
         x_name = self.plan.names[1] if len(self.plan.names) > 1 else ""
         x = data.latest.get(x_name) if x_name else None
         if x is None or np.asarray(x).size != y.size:
             self.curve.setData(y)
-        else:
-            self.curve.setData(np.asarray(x, dtype=float).ravel(), y)
+            return Extent((0.0, float(max(y.size - 1, 0))), finite_span(y))
+        x = np.asarray(x, dtype=float).ravel()
+        self.curve.setData(x, y)
+        return Extent(finite_span(x), finite_span(y))
 
 
 class ImagePanel(Panel):
@@ -525,7 +689,7 @@ class ImagePanel(Panel):
         self.set_axis_label("bottom", bottom)
         self.set_axis_label("left", left)
 
-    def draw(self, data: RunData) -> None:
+    def draw(self, data: RunData) -> Extent:
         array = np.asarray(data.latest[self.plan.names[0]], dtype=float)
         if array.ndim == 1:
             array = array[None, :]
@@ -542,15 +706,31 @@ class ImagePanel(Panel):
         if title != self._title:
             self._title = title
             self.plot.setTitle(title, size="9pt")
+        rows, columns = array.shape
+        return Extent((0.0, float(columns)), (0.0, float(rows)))
 
 
-def _integer_ticks(plot: Any, n: int) -> None:
-    """Label bars 0 … n-1 (no fractional ticks); for many bars let the axis choose."""
+def _integer_ticks(plot: Any, n: int, ticks_for: int) -> int:
+    """Label bars 0 … n-1 (no fractional ticks); for many bars let the axis choose. Returns n.
+
+    ``ticks_for``: the n of the ticks already set; the same n sets nothing, since new ticks
+    throw away the axis's cached picture.
+    """
+    if n == ticks_for:
+        return n
     axis = plot.getAxis("bottom")
     if n <= 24:
         axis.setTicks([[(i, str(i)) for i in range(n)]])
     else:
         axis.setTicks(None)
+    return n
+
+
+def _bars_extent(heights: np.ndarray) -> Extent:
+    """Bars 0.6 wide at 0 … n-1, from 0 up (or down) to ``heights``."""
+    span = finite_span(heights)
+    y = None if span is None else (min(span[0], 0.0), max(span[1], 0.0))
+    return Extent((-0.5, heights.size - 0.5), y)
 
 
 PANEL_KINDS: dict[str, type[Panel]] = {
