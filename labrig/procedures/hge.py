@@ -175,7 +175,7 @@ class HgeTraining(RigProcedure):
         self._last_trace: tuple[FloatArray, FloatArray] | None = None
         self._dc_now = np.zeros(len(self._inputs) + len(self._controls))
         self._last_kind = ""  # what the DAC's traces hold: "", "sines", "dc" or "seq<j>"
-        self._relative_cache: dict[str, FloatArray] = {}
+        self._relative_cache: dict[tuple[object, ...], FloatArray] = {}
         self._last_lockin: FloatArray | None = None
 
     # ----------------------------------------------------------------------------- planning
@@ -264,12 +264,24 @@ class HgeTraining(RigProcedure):
         """The traces of one kind of playback relative to the DC levels: the sequences with
         every control at 0 V (inputs and sines only). Built once per kind, so they are
         bit-identical every iteration."""
-        cached = self._relative_cache.get(kind)
+        # Keyed by everything the traces depend on, so changing the plan or the cases (as the
+        # benchmarks do between configurations) can never replay stale traces.
+        key = (
+            kind,
+            self._plan,
+            self._case_inputs_v.tobytes(),
+            self._inputs,
+            self._controls,
+            self.plateau_s,
+            self.ramp_s,
+            self.sample_rate_hz,
+        )
+        cached = self._relative_cache.get(key)
         if cached is None:
             zeros = np.zeros(len(self._controls))
             cached = self._return_ramp(self._voltages(kind, zeros))
             cached.setflags(write=False)
-            self._relative_cache[kind] = cached
+            self._relative_cache[key] = cached
         return cached
 
     def _load_traces(self, kind: str, dc_v: FloatArray) -> float:
