@@ -155,9 +155,10 @@ def cmd_train_dfa(args: argparse.Namespace) -> int:
         "layers": args.layers,
         "nodes": args.nodes,
         "g": args.g,
-        "epochs": args.epochs,
         "seed": args.seed,
     }
+    if args.epochs is not None:
+        values["epochs"] = args.epochs
     if args.train_samples is not None:
         values["train_samples"] = args.train_samples
     result = _run(DfaTraining(**values), args)
@@ -321,7 +322,7 @@ def register(sub: Any) -> None:
     dfa.add_argument("--layers", type=int, default=2)
     dfa.add_argument("--nodes", type=int, default=100)
     dfa.add_argument("--g", default="cos", help="cos sin tanh_prime triangle abs one")
-    dfa.add_argument("--epochs", type=int, default=10)
+    dfa.add_argument("--epochs", type=int, default=None, help="default: the procedure's (15)")
     dfa.add_argument("--seed", type=int, default=0)
     dfa.add_argument("--train-samples", type=int, default=None, help="limit the training set")
     dfa.set_defaults(handler=cmd_train_dfa)

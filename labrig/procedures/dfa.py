@@ -45,7 +45,8 @@ time is reported separately (``projection_device_time_s``).
 
 Tasks (``task``): ``digits`` (scikit-learn 8x8, 1347 train / 450 test), ``mnist1d`` (40-step
 sequences, 4000 / 1000), ``mnist:PATH`` and ``fmnist:PATH`` (IDX folder or ``.npz``), and
-``narma10``. Inputs are standardised with the training set's mean and deviation. NARMA10 is
+``narma10``. Inputs are centred on the training set's mean of each input and scaled by one
+deviation over all inputs (they share a unit). NARMA10 is
 treated *as a static regression on a window*: each sample is the last ``narma_window`` inputs
 ``u(n-w+1..n)`` (the test windows reach back into the training inputs), the target is ``y(n+1)``
 (standardised for training), the loss is the squared error and the score the test NMSE. The
@@ -195,9 +196,14 @@ def load_task(
         raise ProcedureError(
             f"unknown task {spec!r}; choose digits, mnist1d, mnist:PATH, fmnist:PATH or narma10"
         )
+    # Centre every input, then scale all by one deviation (of every training value): pixels
+    # (and MNIST-1D's samples) share one unit, so their relative scale is information.
+    # Per-input deviations would blow a pixel that is lit in a handful of training images up to
+    # tens of deviations: those outliers drive the first layer out of its window and the
+    # network fits them (digits, aug-DFA, 15 epochs, host twin, five seeds: 95.6 % per input,
+    # 97.5 % one scale).
     mu = task.x_train.mean(axis=0)
-    sd = task.x_train.std(axis=0)
-    sd = np.where(sd > 1e-12, sd, 1.0)  # constant pixels (digit borders) stay 0
+    sd = float(task.x_train.std()) or 1.0
     return PreparedTask(
         task.name,
         (task.x_train - mu) / sd,
@@ -229,8 +235,8 @@ class ReservoirLayer:
     so the instrument I/O is paid once per chunk, not per sample).
 
     ``wait(seconds)`` lets device time pass (``RigProcedure.wait``); the AWG output is switched
-    on at the first call and left on (it idles at the dark guard level between waveforms); the
-    runner's safe state switches it off.
+    on by :meth:`switch_on` (or the first call) and left on (it idles at the dark guard level
+    between waveforms); the runner's safe state switches it off.
     """
 
     def __init__(
@@ -283,16 +289,27 @@ class ReservoirLayer:
         self.last_states = out
         return out
 
+    def switch_on(self) -> None:
+        """Arm the AWG for bus-triggered single bursts and switch its output on (once)."""
+        if not self._output_on:
+            awg = self.rig.awg
+            awg.configure_burst(self.res.awg_channel, 1, "bus")
+            awg.set_output(self.res.awg_channel, True)
+            self._output_on = True
+
+    def forget_setup(self) -> None:
+        """Configure the scope afresh at the next pass. Called at every epoch boundary, so the
+        instrument traffic of an epoch (and with it the bench clock) does not depend on what
+        the previous epoch played: a resumed run repeats the uninterrupted one exactly."""
+        self._scope_setup = None
+
     def _play(self, drive: FloatArray) -> FloatArray:
         res = self.res
         awg, scope = self.rig.awg, self.rig.digitizer
         wave, layout = rio.encode(drive, self.spec, self.fs_awg)
         duration = wave.size / self.fs_awg
         awg.load_waveform(res.awg_channel, wave, self.fs_awg, name=AWG_WAVEFORM_NAME)
-        if not self._output_on:
-            awg.configure_burst(res.awg_channel, 1, "bus")
-            awg.set_output(res.awg_channel, True)
-            self._output_on = True
+        self.switch_on()
         points = _record_points(duration, self.fs_scope)
         if self._scope_setup != (duration, points):
             # Reconfigure only when the waveform length changes (a new batch size): a chunk
@@ -381,7 +398,7 @@ class DfaTraining(RigProcedure):
         "Nodes per layer", default=100, minimum=1, maximum=10_000, help="<= station node_count"
     )
     g = ChoiceParameter("Aug-DFA g", choices=tuple(dfa_alg.G_LIBRARY), default="cos")
-    epochs = IntegerParameter("Epochs", default=10, minimum=1, maximum=10_000)
+    epochs = IntegerParameter("Epochs", default=15, minimum=1, maximum=10_000)
     seed = IntegerParameter("Seed", default=0, minimum=0, maximum=2**31 - 1)
     train_samples = IntegerParameter(
         "Training samples", default=0, minimum=0, help="0: the whole training set"
@@ -390,6 +407,12 @@ class DfaTraining(RigProcedure):
     batch_size = IntegerParameter("Mini-batch", default=32, minimum=1, maximum=100_000)
     optimizer = ChoiceParameter("Optimiser", choices=("adam", "sgd"), default="adam")
     learning_rate = FloatParameter("Learning rate", default=0.01, minimum=0.0, maximum=100.0)
+    lr_schedule = ChoiceParameter(
+        "Learning-rate schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="cosine: lr * (1 + cos(pi * epoch / epochs)) / 2 per epoch; constant: lr throughout",
+    )
     readout = ChoiceParameter(
         "Readout training",
         choices=("gradient", "ridge"),
@@ -469,6 +492,14 @@ class DfaTraining(RigProcedure):
             v_max=v_max,
         )
         cal = (0.0, p.eta_v * math.sin(p.kappa_rad_per_v * p.v_pi) ** 2)
+        # The learner sees node states centred on the middle of the calibrated range and scaled
+        # to +/-1. Raw states are all positive (light intensities, ~0.5 eta on average), so a
+        # DFA update delta h^T moves every weight of a row the same way and the next layer's
+        # drive drifts as a whole out of the AWG window (a quarter of layer-2 drives clipped
+        # with raw states, under 1 % centred). Centring is a fixed change of units, the same
+        # for every pass: f_phys stays one fixed function.
+        self._state_mid = 0.5 * (cal[0] + cal[1])
+        self._state_half = 0.5 * (cal[1] - cal[0])
         rig.dac.ramp_to({res.bias_channel: res.bias_v})
         self._layer = ReservoirLayer(
             rig,
@@ -479,6 +510,9 @@ class DfaTraining(RigProcedure):
             cal,
             self.wait,
         )
+        # Output on before any checkpoint is restored, so a resumed run's clock restarts from
+        # the same instrument state as the uninterrupted run's (see ReservoirLayer.forget_setup).
+        self._layer.switch_on()
         self._init_learning()
 
     def host_model(self) -> DelayReservoir:
@@ -531,8 +565,9 @@ class DfaTraining(RigProcedure):
         return np.clip(v, lo, hi)
 
     def physical_layer(self, l: int, a: FloatArray) -> FloatArray:
-        """``h = f_phys(a)``: one pass through the rig (the same for every layer ``l``)."""
-        return self._layer(self._drive(a))
+        """``h = f_phys(a)``: one pass through the rig (the same for every layer ``l``), node
+        states centred and scaled to the calibrated range, ``h = (x - x_mid) / x_half``."""
+        return (self._layer(self._drive(a)) - self._state_mid) / self._state_half
 
     def _twin_drive(self, a: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Drives padded to the loop's node count and the in-window mask (d clip / d V)."""
@@ -546,7 +581,7 @@ class DfaTraining(RigProcedure):
         """``dh_i/da_i`` of the twin (plain DFA's ``f'``)."""
         full, inside = self._twin_drive(a)
         diag = self._model.layer_derivative_diag(full, periods=self._spec.settle_periods)
-        return self.volts_per_unit * inside * diag[:, : self.nodes]
+        return self.volts_per_unit / self._state_half * inside * diag[:, : self.nodes]
 
     def _twin_vjp(self, l: int, a: FloatArray, grad_h: FloatArray) -> FloatArray:
         """``grad_a`` from ``grad_h`` by the twin's exact VJP (backprop through the twin)."""
@@ -554,7 +589,7 @@ class DfaTraining(RigProcedure):
         g_full = np.zeros_like(full)
         g_full[:, : self.nodes] = grad_h
         g = self._model.layer_vjp(full, g_full, periods=self._spec.settle_periods)
-        return self.volts_per_unit * inside * g[:, : self.nodes]
+        return self.volts_per_unit / self._state_half * inside * g[:, : self.nodes]
 
     def _physical_projection(self, e: FloatArray) -> list[FloatArray]:
         """``e B^(l)^T`` for every layer from one waveform: each layer's masked error plus one
@@ -624,6 +659,8 @@ class DfaTraining(RigProcedure):
                 self._projection_device_s,
             )
             stats0 = (self._layer.stats.drives, self._layer.stats.clipped)
+            self._opt.learning_rate = self.epoch_learning_rate(self._epoch)
+            self._layer.forget_setup()
             trained = self._train_epoch()
             if trained is None:
                 return  # stopped mid-epoch: the checkpoint is at the last epoch boundary
@@ -639,6 +676,16 @@ class DfaTraining(RigProcedure):
                 train_score = self._score(fwd.y, self._task.y_train[: self._n_train])
             self._epoch += 1
             self._finish_epoch(loss, train_score, wall0, dev0, proj0, stats0)
+
+    def epoch_learning_rate(self, epoch: int) -> float:
+        """The learning rate of 0-based ``epoch``: a function of the epoch alone, so a resumed
+        run continues the same schedule."""
+        if self.lr_schedule == "constant":
+            return self.learning_rate
+        # Cosine annealing (Loshchilov & Hutter 2017), one value per epoch: the last epochs take
+        # small steps, so the final weights settle instead of rattling at the noise floor
+        # of the updates (fixed B and the rig's noise make aug-DFA's steps noisy).
+        return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
 
     def _train_epoch(self) -> tuple[float, float] | None:
         task = self._task
@@ -814,6 +861,7 @@ class DfaTraining(RigProcedure):
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {
+            **self.rig_state(),
             "epoch": self._epoch,
             "network": self._net.state_dict(),
             "optimizer": self._opt.state_dict(),
@@ -827,6 +875,9 @@ class DfaTraining(RigProcedure):
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
+        # The bench's noise is keyed on its clock: restoring it makes the resumed run see the
+        # noise the uninterrupted run saw, so both end bit for bit alike.
+        self.restore_rig_state(state)
         self._epoch = int(state["epoch"])
         self._net.load_state_dict(dict(state["network"]))
         self._opt.load_state_dict(dict(state["optimizer"]))
