@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from labrig import __version__
-from labrig.errors import LimitError, StationError
+from labrig.errors import LimitError, ProcedureError, StationError
+from labrig.runs.record import RecordError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -154,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (StationError, LimitError, ValueError) as exc:
+    except (StationError, LimitError, ValueError, ProcedureError, RecordError) as exc:
+        # Bad input or a request that cannot be carried out: say why, without a traceback.
         print(f"labrig: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

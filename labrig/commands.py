@@ -331,9 +331,12 @@ def register(sub: Any) -> None:
     runs.add_argument("--out", default=None, help="runs directory")
     runs.add_argument("--json", action="store_true")
     runs_sub = runs.add_subparsers(dest="runs_command")
-    runs_sub.add_parser("list", help="list runs (default)")
+    listing = runs_sub.add_parser("list", help="list runs (default)")
     show = runs_sub.add_parser("show", help="one run's parameters and result")
     show.add_argument("run", help="run folder")
+    for p in (listing, show):  # accepted before or after the sub-command
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        p.add_argument("--out", default=argparse.SUPPRESS, help="runs directory")
     runs.set_defaults(handler=cmd_runs, runs_command="list")
 
     report = sub.add_parser("report", help="PNG plots of a run, written into its folder")
