@@ -303,6 +303,25 @@ def test_procedures_run_over_tcp(served: Served) -> None:
         result = _run_json("measure", "transfer", "--station", station, "--points", "11")
         assert result["status"] == "success"
         assert float(result["pd_max_v"]) > float(result["pd_min_v"])  # type: ignore[arg-type]
+        # a 2-layer deep reservoir trained by aug-DFA, every layer through pyvisa-py and TCP
+        dfa = _run_json(
+            "train",
+            "dfa",
+            "--station",
+            station,
+            "--layers",
+            "2",
+            "--nodes",
+            "20",
+            "--epochs",
+            "1",
+            "--train-samples",
+            "64",
+        )
+        assert dfa["status"] == "success"
+        assert dfa["method"] == "aug-dfa" and int(dfa["epochs"]) == 1  # type: ignore[call-overload]
+        assert 0.0 <= float(dfa["test_accuracy"]) <= 1.0  # type: ignore[arg-type]
+        assert float(dfa["device_time_s"]) > 0  # type: ignore[arg-type]
         return
     iv = _run_json("measure", "iv", "--station", station, "--points", "11")
     assert iv["status"] == "success"
