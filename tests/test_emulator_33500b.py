@@ -340,3 +340,35 @@ def test_pymeasure_agilent33500_driver_against_the_emulator() -> None:
         assert awg.playback[1].burst_starts == [pytest.approx(bench.clock.now - 30e-6)]
     finally:
         gen.adapter.close()
+
+
+def test_held_grid_states_where_the_output_is_constant() -> None:
+    bench = Bench()
+    awg = Keysight33500BEmulator("awg", bench)
+    data = np.random.default_rng(0).uniform(-1.0, 1.0, 64)
+    send(awg, "SOUR1:DATA:ARB W," + ",".join(f"{v:.6f}" for v in data))
+    play(awg, "W", 1e6, 2.0, 0.1)
+    send(awg, "SOUR1:PHAS 37")
+    rng = np.random.default_rng(1)
+
+    def check(t0: float, t1: float) -> None:
+        grid = awg.held_grid("ch1", t0, t1)
+        assert grid is not None
+        edge, rate = grid
+        t = rng.uniform(t0, t1, 4000)
+        mid = edge + (np.floor((t - edge) * rate) + 0.5) / rate
+        np.testing.assert_array_equal(awg.output("ch1", t), awg.output("ch1", mid))
+
+    check(0.0, 2e-4)  # continuous, with a phase offset
+    send(awg, "SOUR1:BURS:MODE TRIG;:SOUR1:BURS:NCYC 2;:TRIG1:SOUR BUS;:SOUR1:BURS:STAT ON")
+    send(awg, "SOUR1:BURS:PHAS 90")
+    check(0.0, 1e-3)  # never triggered: idle
+    bench.clock.advance(1e-3)
+    t_trg = bench.clock.now
+    send(awg, "*TRG")
+    check(t_trg - 3e-4, t_trg + 3e-4)  # one burst in the span
+    bench.clock.advance(5e-5)
+    send(awg, "*TRG")  # a second burst while the first plays: two grids
+    assert awg.held_grid("ch1", t_trg - 1e-5, t_trg + 3e-4) is None
+    send(awg, "SOUR1:FUNC SIN")
+    assert awg.held_grid("ch1", 0.0, 1e-3) is None

@@ -164,3 +164,68 @@ def test_respond_is_fast_enough_for_the_bench() -> None:
         res.respond(drive, FS, rng=rng)
         best = min(best, time.perf_counter() - t0)
     assert best < 0.050
+
+
+@pytest.mark.parametrize(
+    ("params", "fs"),
+    [
+        (ReservoirParams(node_duration_s=40e-9, internal_rate_hz=250e6), 25e6),  # m = 10
+        (ReservoirParams(), FS),  # 1 GSa/s internal, m = 4
+        (ReservoirParams(node_duration_s=37.3e-9, desync_nodes=3, bias_v=2.5), FS),  # fractional
+    ],
+)
+def test_compiled_loop_matches_the_numpy_reference(params: ReservoirParams, fs: float) -> None:
+    pytest.importorskip("numba")
+    res = DelayReservoir(params)
+    # Drives well beyond +-V_pi exercise the kernel's own sin^2 over many half-periods.
+    drive = np.random.default_rng(4).uniform(-12.0, 12.0, size=150_000)
+    for seed in (None, 7):
+        out = {}
+        for method in ("kernel", "reference"):
+            rng = None if seed is None else np.random.default_rng(seed)
+            out[method], _ = res.respond_internal(drive, fs, rng=rng, method=method)
+        # Same physics, same noise numbers: equal to rounding.
+        np.testing.assert_allclose(out["kernel"], out["reference"], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="method"):
+        res.respond(drive, fs, method="fast")  # type: ignore[arg-type]
+
+
+def test_bench_reads_the_awg_once_per_held_sample_and_matches_the_dense_grid() -> None:
+    from labrig.sim.bench import Bench
+    from labrig.sim.devices import ReservoirPart
+    from labrig.sim.keysight_33500b import Keysight33500BEmulator
+
+    bench = Bench(seed=1)
+    awg = Keysight33500BEmulator("awg", bench)
+    params = ReservoirParams(node_duration_s=40e-9, internal_rate_hz=250e6, noise_v_rms=0.0)
+    part = ReservoirPart(bench, DelayReservoir(params))
+    bench.connect("reservoir.rf", "awg.ch1")
+    wave = np.random.default_rng(2).uniform(-1.0, 1.0, 4000)  # 160 us at 25 MSa/s
+    awg.feed(("SOUR1:DATA:ARB W," + ",".join(f"{v:.6f}" for v in wave) + "\n").encode())
+    awg.feed(b"SOUR1:FUNC:ARB W;:SOUR1:FUNC ARB;:SOUR1:FUNC:ARB:SRAT 25e6\n")
+    awg.feed(b"SOUR1:VOLT 3;:OUTP1 ON;:SOUR1:BURS:MODE TRIG;:SOUR1:BURS:NCYC 1\n")
+    awg.feed(b"TRIG1:SOUR BUS;:SOUR1:BURS:STAT ON\n")
+    bench.clock.advance(1e-3)
+    t_trg = bench.clock.now
+    awg.feed(b"*TRG\n")
+    assert awg.held_grid("ch1", t_trg - 1e-4, t_trg + 2e-4) == (pytest.approx(t_trg), 25e6)
+    calls: list[int] = []
+    awg_output = awg.output
+
+    def counted(port: str, t: np.ndarray) -> np.ndarray:
+        calls.append(t.size)
+        return awg_output(port, t)
+
+    awg.output = counted  # type: ignore[method-assign]
+    # A scope record at 100 MSa/s from the trigger: the dense path's 250 MSa/s grid, which
+    # starts a whole number of nodes earlier, then has a step edge on every AWG edge too.
+    t = t_trg + np.arange(16_000) / 100e6
+    held = part.output("pd", t)
+    # The loop's memory (about 3000 nodes) plus the record (4000 nodes): one read per sample.
+    assert calls == [pytest.approx(7000, abs=100)]
+    part._cache = None
+    part._held_grid = lambda t0, t1: None  # type: ignore[method-assign]
+    dense = part.output("pd", t)
+    assert calls[1] == pytest.approx(10 * calls[0], abs=100)  # every 4 ns step
+    np.testing.assert_allclose(held, dense, rtol=0, atol=1e-9)
+    assert float(np.ptp(held)) > 0.3  # a live signal, not a dark loop

@@ -25,7 +25,9 @@ in the loop like the signal does. The drive is held between its samples (zero-or
 loop is simulated at ``internal_rate_hz`` or the drive's rate, whichever is higher (an integer
 multiple of it); over each internal step the drive and the fed-back signal are held and the
 low-pass is integrated exactly, ``v(t_{j+1}) = a v(t_j) + (1 - a) w_j``, ``a = exp(-dt/tau_pd)``.
-Output sample ``j`` is ``v(t_j)``. Cost: one vectorised step per block of one loop delay.
+Output sample ``j`` is ``v(t_j)``. The step recursion runs in a compiled loop (numba) when numba is
+installed, else as one vectorised numpy step per block of one loop delay; both draw the same noise
+numbers from ``rng`` (in different chunks of one stream) and agree to rounding.
 
 Node level (the digital twin, :meth:`DelayReservoir.layer_nodes`): one value per node slot,
 the state at the end of the slot when the drive and the fed-back signal are constant over it::
@@ -47,14 +49,108 @@ backpropagation-through-the-twin baselines and the tests; the in-loop aug-DFA ne
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy.signal import lfilter
 
 FloatArray = npt.NDArray[np.float64]
+RespondMethod = Literal["auto", "kernel", "reference"]
+
+_LOOP_KERNEL: Any = None
+
+# sin^2 by Cody-Waite reduction and a polynomial, for the compiled loop: x = n pi/2 + r with
+# |r| <= pi/4 (pi/2 split in a 33-bit head and its tail, as in fdlibm, so r is exact to ~1e-20
+# for any argument the modulator sees), sin(r) by its Taylor series to r^15 (the first omitted
+# term, r^17/17!, is under 5e-17 on |r| <= pi/4), and sin^2(x) = sin^2(r) for even n,
+# cos^2(r) = 1 - sin^2(r) for odd n. Within a few 1e-16 of numpy's sin(x)**2, and, unlike a
+# libm call, vectorised by the compiler.
+_TWO_OVER_PI = 2.0 / math.pi
+_PIO2_HEAD = 1.57079632673412561417e00
+_PIO2_TAIL = 6.07710050650619224932e-11
+_SIN_TAYLOR = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in range(1, 8))
+
+
+def _loop_kernel() -> Any:
+    """The compiled step recursion of :meth:`DelayReservoir.respond` (built on first use), or
+    None without numba."""
+    global _LOOP_KERNEL
+    if _LOOP_KERNEL is None and importlib.util.find_spec("numba") is not None:
+        from numba import njit
+
+        c3, c5, c7, c9, c11, c13, c15 = _SIN_TAYLOR
+        two_over_pi, head, tail = _TWO_OVER_PI, _PIO2_HEAD, _PIO2_TAIL
+
+        @njit(cache=True, error_model="numpy")  # type: ignore[misc]
+        def loop(  # pragma: no cover - compiled
+            drive: FloatArray,
+            m: int,
+            noise: FloatArray,
+            noise_std: float,
+            e: FloatArray,
+            j0: int,
+            j1: int,
+            d0: int,
+            w: float,
+            a: float,
+            kappa: float,
+            eta: float,
+            g_fb: float,
+            bias: float,
+        ) -> None:
+            # The recursion of DelayReservoir._respond, in blocks of d0 internal steps (a block
+            # only reads e from earlier blocks): first the MZM drive and ideal PD output of the
+            # whole block, vectorised,
+            #   w_j = eta sin^2(kappa (drive[j // m] + bias + g_fb e_delayed[j])) + n_j,
+            # then the exact low-pass step by step, e[j] = a e[j-1] + (1 - a) w_j.
+            # Steps j0 .. j1 - 1 (resumable: the state is e itself); n_j = noise_std *
+            # noise[j - j0] when noise is given.
+            pad = d0 + 2
+            has_noise = noise.size > 0
+            base = np.empty(d0)
+            ideal = np.empty(d0)
+            last = e[pad + j0 - 1]
+            for start in range(j0, j1, d0):
+                size = min(d0, j1 - start)
+                # Drive phase kappa (drive + bias), held over m internal steps per AWG sample.
+                j = start
+                while j < start + size:
+                    q = j // m
+                    run = min((q + 1) * m, start + size) - j
+                    phase = kappa * (drive[q] + bias)
+                    for i in range(j - start, j - start + run):
+                        base[i] = phase
+                    j += run
+                k0 = pad + start - d0 - 1
+                for i in range(size):
+                    delayed = (1.0 - w) * e[k0 + i] + w * e[k0 + i - 1]
+                    x = base[i] + kappa * g_fb * delayed
+                    n = np.floor(x * two_over_pi + 0.5)
+                    r = (x - n * head) - n * tail
+                    r2 = r * r
+                    p = c13 + r2 * c15
+                    p = c11 + r2 * p
+                    p = c9 + r2 * p
+                    p = c7 + r2 * p
+                    p = c5 + r2 * p
+                    p = c3 + r2 * p
+                    sr = r + r * r2 * p
+                    s2 = sr * sr
+                    odd = n - 2.0 * np.floor(0.5 * n)
+                    ideal[i] = eta * (s2 + odd * (1.0 - 2.0 * s2))
+                if has_noise:
+                    for i in range(size):
+                        ideal[i] += noise_std * noise[start - j0 + i]
+                for i in range(size):
+                    last = a * last + (1.0 - a) * ideal[i]
+                    e[pad + start + i] = last
+
+        _LOOP_KERNEL = loop
+    return _LOOP_KERNEL
 
 
 @dataclass(frozen=True)
@@ -159,6 +255,9 @@ class DelayReservoir:
 
     def __init__(self, params: ReservoirParams | None = None) -> None:
         self.params = params if params is not None else ReservoirParams()
+        # The loop's trajectory for respond_internal(reuse_buffer=True): tens of MB for a long
+        # waveform, kept so each call does not fault in fresh pages.
+        self._work = np.zeros(0)
 
     # ---------------------------------------------------------------- waveform level
 
@@ -168,13 +267,16 @@ class DelayReservoir:
         fs: float,
         bias_v: float | None = None,
         rng: np.random.Generator | None = None,
+        method: RespondMethod = "auto",
     ) -> FloatArray:
         """PD voltage at the drive's sample times ``j / fs`` for an AWG drive sampled at ``fs``.
 
         ``bias_v`` is the MZM's DC bias (``params.bias_v`` if None). With ``rng`` None the loop
         is noise-free. The loop starts dark (no light in the fibre before the first sample).
+        ``method``: ``"kernel"`` (compiled loop, needs numba), ``"reference"`` (numpy blocks) or
+        ``"auto"`` (the kernel when numba is installed); same physics, same noise.
         """
-        v, m = self._respond(drive_v, fs, bias_v, rng)
+        v, m = self._respond(drive_v, fs, bias_v, rng, method)
         return v[::m].copy()
 
     def respond_internal(
@@ -183,13 +285,18 @@ class DelayReservoir:
         fs: float,
         bias_v: float | None = None,
         rng: np.random.Generator | None = None,
+        method: RespondMethod = "auto",
+        reuse_buffer: bool = False,
     ) -> tuple[FloatArray, float]:
         """Like :meth:`respond` but at the internal simulation rate: ``(v_pd, fs_internal)``.
 
         Sample ``j`` of the result is at time ``j / fs_internal``; the internal rate is an integer
-        multiple of ``fs``. Use this when a scope samples faster than the AWG.
+        multiple of ``fs``. Use this when a scope samples faster than the AWG: pass the AWG's
+        own held samples and rate, and the drive is held over each sample's internal steps.
+        With ``reuse_buffer`` the result is a view of a buffer that the next such call
+        overwrites (no allocation per call); copy it to keep it longer.
         """
-        v, m = self._respond(drive_v, fs, bias_v, rng)
+        v, m = self._respond(drive_v, fs, bias_v, rng, method, reuse_buffer)
         return v, m * float(fs)
 
     def _respond(
@@ -198,9 +305,15 @@ class DelayReservoir:
         fs: float,
         bias_v: float | None,
         rng: np.random.Generator | None,
+        method: RespondMethod = "auto",
+        reuse_buffer: bool = False,
     ) -> tuple[FloatArray, int]:
         p = self.params
-        drive = np.asarray(drive_v, dtype=float)
+        if method not in ("auto", "kernel", "reference"):
+            raise ValueError(
+                f"respond: method must be 'auto', 'kernel' or 'reference', got {method!r}"
+            )
+        drive = np.ascontiguousarray(drive_v, dtype=float)
         if drive.ndim != 1 or drive.size == 0:
             raise ValueError(
                 f"respond: drive_v must be a non-empty 1-D array, got shape {drive.shape}"
@@ -220,12 +333,10 @@ class DelayReservoir:
                 f"respond: loop delay {p.delay_s:g} s is under 2 samples at {fs_i:g} Sa/s; "
                 "raise fs or internal_rate_hz"
             )
-        u_drive = np.repeat(drive, m) if m > 1 else drive
-        n_tot = u_drive.size
+        n_tot = drive.size * m
         a = math.exp(-2.0 * math.pi * p.pd_bandwidth_hz / fs_i)
-        b_coef = np.array([1.0 - a])
-        a_coef = np.array([1.0, -a])
         noise_std = _lowpass_noise_input_std(p.noise_v_rms, a) if rng is not None else 0.0
+        noisy = noise_std > 0.0 and rng is not None
         kappa, eta, g_fb = p.kappa_rad_per_v, p.eta_v, p.feedback_gain
         # e[j] is v at the END of internal sample j, i.e. v(t_{j+1}): the drive and the
         # fed-back signal are held over [t_j, t_{j+1}), and the low-pass is integrated exactly:
@@ -233,7 +344,33 @@ class DelayReservoir:
         # so v(t_j) = e[j-1] and the fed-back v(t_j - tau) = e[j - 1 - d], d = tau fs_i
         # (interpolated linearly when d is fractional). History before t = 0 is dark: pad zeros.
         pad = d0 + 2
-        e = np.zeros(pad + n_tot)
+        if reuse_buffer:
+            if self._work.size < pad + n_tot:
+                self._work = np.empty(pad + n_tot)
+            e = self._work[: pad + n_tot]
+            e[:pad] = 0.0  # only the dark history is read before it is written
+        else:
+            e = np.zeros(pad + n_tot)
+        kernel = _loop_kernel() if method != "reference" else None
+        if method == "kernel" and kernel is None:
+            raise ValueError("respond: method='kernel' needs numba, which is not installed")
+        if kernel is not None:
+            # The noise comes in chunks of a buffer that stays in cache: the very numbers of one
+            # rng.normal(0, noise_std, n_tot) draw (the generator's stream does not depend on
+            # how it is cut), without an array of n_tot of them.
+            chunk = 1 << 16
+            buf = np.empty(min(chunk, n_tot) if noisy else 0)
+            for j0 in range(0, n_tot, chunk):
+                j1 = min(j0 + chunk, n_tot)
+                if noisy and rng is not None:
+                    rng.standard_normal(out=buf[: j1 - j0])
+                kernel(
+                    drive, m, buf[: j1 - j0], noise_std, e, j0, j1, d0, w, a, kappa, eta, g_fb, bias
+                )
+            return e[pad - 1 : pad - 1 + n_tot], m
+        u_drive = np.repeat(drive, m) if m > 1 else drive
+        b_coef = np.array([1.0 - a])
+        a_coef = np.array([1.0, -a])
         last = 0.0
         # e[j] depends on e at j - d - 1 (at most j - d0 - 1): a block of d0 samples depends only
         # on earlier blocks, so each block is one vectorised step plus a C-level IIR.
@@ -244,7 +381,7 @@ class DelayReservoir:
             if w > 0.0:
                 delayed = (1.0 - w) * delayed + w * e[j0 - d0 - 2 : j1 - d0 - 2]
             ideal = eta * np.sin(kappa * (u_drive[start:stop] + bias + g_fb * delayed)) ** 2
-            if noise_std > 0.0 and rng is not None:
+            if noisy and rng is not None:
                 ideal = ideal + rng.normal(0.0, noise_std, size=ideal.shape)
             out, _ = lfilter(b_coef, a_coef, ideal, zi=np.array([a * last]))
             e[j0:j1] = out

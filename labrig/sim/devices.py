@@ -18,10 +18,17 @@ capacitance into a virtual-ground transimpedance amplifier, for tests with analy
 Stateful read-outs (the TIA's low-pass, the reservoir's delay loop) are evaluated on a uniform grid
 that starts some time constants before the first requested instant, so the filter has settled on
 the signal's real history rather than on a zero initial state.
+
+The reservoir's drive is an AWG playing an arb with zero-order hold. When its source says so
+(``held_grid(port, t0, t1) -> (t_edge, rate)``, an optional extension of the part protocol that
+the 33500B emulator offers), the part reads the drive once per held sample and the model holds it
+over its internal steps, whose edges then fall on the AWG's sample edges; any other source is
+evaluated on the uniform internal grid. Either way the result is kept for the bench generation.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +47,41 @@ def _uniform_grid(t: FloatArray, rate_hz: float, history_s: float) -> tuple[Floa
     start = float(t.min()) - history_s
     n = int(np.ceil((float(t.max()) - start) / dt)) + 2
     return np.asarray(start + dt * np.arange(n), dtype=float), dt
+
+
+_INTERP_KERNEL: Any = None
+
+
+def _interp_uniform(t: FloatArray, first: float, rate: float, values: FloatArray) -> FloatArray:
+    """Linear interpolation of ``values`` (sample ``j`` at ``first + j / rate``) at ``t``: what
+    ``np.interp`` gives on that grid, found by index arithmetic instead of a search (compiled
+    when numba is installed)."""
+    global _INTERP_KERNEL
+    if _INTERP_KERNEL is None and importlib.util.find_spec("numba") is not None:
+        from numba import njit
+
+        @njit(cache=True, error_model="numpy")  # type: ignore[misc]
+        def interp(  # pragma: no cover - compiled
+            t: FloatArray, first: float, rate: float, values: FloatArray, out: FloatArray
+        ) -> None:
+            top = values.size - 1
+            for i in range(t.size):
+                pos = (t[i] - first) * rate
+                if pos <= 0.0:
+                    out[i] = values[0]
+                elif pos >= top:
+                    out[i] = values[top]
+                else:
+                    j = int(pos)
+                    f = pos - j
+                    out[i] = values[j] + f * (values[j + 1] - values[j])
+
+        _INTERP_KERNEL = interp
+    if _INTERP_KERNEL is None or values.size < 2:
+        return np.interp(t, first + np.arange(values.size) / rate, values)
+    out = np.empty(t.size)
+    _INTERP_KERNEL(np.ascontiguousarray(t), first, rate, np.ascontiguousarray(values), out)
+    return out
 
 
 def _is_uniform(t: FloatArray) -> bool:
@@ -144,7 +186,34 @@ class ReservoirPart:
         self.name = name
         self.bench = bench
         self.model = model
+        # (bench generation, first grid time, grid rate, PD voltage on the grid): see output().
+        self._cache: tuple[int, float, float, FloatArray] | None = None
         bench.add(self)
+
+    def _history_s(self) -> float:
+        # The loop remembers its past through the feedback. Its small-signal gain is at most
+        # eta * alpha (the steepest slope of eta sin^2 times the feedback strength): start enough
+        # delay periods early that whatever came before has decayed below 1e-3.
+        params: Any = self.model.params
+        delay_s = (params.node_count + params.desync_nodes) * params.node_duration_s
+        loop_gain = min(params.eta_v * params.alpha, 0.99)
+        periods = math.ceil(math.log(1e-3) / math.log(loop_gain)) if loop_gain > 0 else 1
+        return float(delay_s * min(max(periods, 2), 40))
+
+    def _held_grid(self, t0: float, t1: float) -> tuple[float, float] | None:
+        """The drive's zero-order-hold grid ``(t_edge, rate)`` over ``[t0, t1]``, if its source
+        (an AWG playing an arb) can state one; None for any other source."""
+        source = self.bench.wiring.get(f"{self.name}.rf")
+        if source is None:
+            return None
+        part_name, _, port = source.partition(".")
+        held_grid = getattr(self.bench.parts.get(part_name), "held_grid", None)
+        if held_grid is None:
+            return None
+        grid = held_grid(port, t0, t1)
+        if grid is None or not (grid[1] > 0 and math.isfinite(grid[0])):
+            return None
+        return float(grid[0]), float(grid[1])
 
     def output(self, port: str, t: FloatArray) -> FloatArray:
         t = np.asarray(t, dtype=float)
@@ -152,21 +221,44 @@ class ReservoirPart:
             raise KeyError(f"{self.name} has no output port {port!r} (ports: pd)")
         if t.size == 0:
             return np.zeros(0)
-        params: Any = self.model.params
-        rate = float(params.internal_rate_hz)
-        # The loop remembers its past through the feedback. Its small-signal gain is at most
-        # eta * alpha (the steepest slope of eta sin^2 times the feedback strength): start enough
-        # delay periods early that whatever came before has decayed below 1e-3.
-        delay_s = (params.node_count + params.desync_nodes) * params.node_duration_s
-        loop_gain = min(params.eta_v * params.alpha, 0.99)
-        periods = math.ceil(math.log(1e-3) / math.log(loop_gain)) if loop_gain > 0 else 1
-        grid, dt = _uniform_grid(t, rate, delay_s * min(max(periods, 2), 40))
-        drive = self.bench.signal(f"{self.name}.rf", grid)
+        t_lo, t_hi = float(t.min()), float(t.max())
+        # Every reader in one bench generation (no setting changed) sees one signal, noise and
+        # all, and the loop is simulated once for them.
+        cached = self._cache
+        if (
+            cached is not None
+            and cached[0] == self.bench.generation
+            and cached[1] <= t_lo
+            and t_hi <= cached[1] + (cached[3].size - 1) / cached[2]
+        ):
+            return _interp_uniform(t, cached[1], cached[2], cached[3])
+        self._cache = None
+        t_start = t_lo - self._history_s()
         bias = float(np.mean(self.bench.signal(f"{self.name}.bias", t[:1])))
-        pd = self.model.respond(
-            drive, 1.0 / dt, bias, self.bench.rng_for(self.name, float(grid[0]))
-        )
-        return np.interp(t, grid, np.asarray(pd))
+        held = self._held_grid(t_start, t_hi)
+        if held is not None:
+            # The AWG holds each sample for 1/rate: read the drive once per held sample (at its
+            # midpoint) and let the model hold it over its internal steps. Exactly the drive the
+            # loop sees, with the steps' edges on the AWG's sample edges, at 1/m of the cost of
+            # evaluating the AWG at every internal step.
+            t_edge, rate = held
+            k0 = math.floor((t_start - t_edge) * rate)
+            k1 = math.floor((t_hi - t_edge) * rate) + 2
+            first = t_edge + k0 / rate
+            mids = np.asarray(t_edge + (np.arange(k0, k1) + 0.5) / rate, dtype=np.float64)
+            drive = self.bench.signal(f"{self.name}.rf", mids)
+            rng = self.bench.rng_for(self.name, first)
+            # The result lives in the model's reused buffer: it is this part's cache until the
+            # next evaluation, which drops the cache before it overwrites the buffer.
+            pd, fs_i = self.model.respond_internal(drive, rate, bias, rng, reuse_buffer=True)
+        else:
+            grid, dt = _uniform_grid(t, float(self.model.params.internal_rate_hz), t_lo - t_start)
+            first, fs_i = float(grid[0]), 1.0 / dt
+            drive = self.bench.signal(f"{self.name}.rf", grid)
+            pd = self.model.respond(drive, fs_i, bias, self.bench.rng_for(self.name, first))
+        pd = np.asarray(pd, dtype=float)
+        self._cache = (self.bench.generation, first, float(fs_i), pd)
+        return _interp_uniform(t, first, float(fs_i), pd)
 
     def on_trigger(self, port: str, t: float) -> None:
         """The reservoir has no trigger inputs."""

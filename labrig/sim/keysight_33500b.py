@@ -376,6 +376,59 @@ class Keysight33500BEmulator(ScpiEmulator):
         cycles = np.where(inside, (t - np.where(inside, start, 0.0)) / period, 0.0) + start_phase
         return ch.offset_v + half * self._shape(n, cycles)
 
+    def _burst_starts_between(self, n: int, t0: float, t1: float) -> list[float] | None:
+        """Start times of channel ``n``'s bursts that begin in ``[t0, t1]``, plus the last one
+        before ``t0``; None when the bursts are not discrete events or internal repeats."""
+        ch = self.channels[n]
+        pb = self.playback[n]
+        if ch.burst_mode != "TRIG":
+            return None
+        if ch.trigger_source in ("IMM", "TIM"):
+            every = ch.burst_period_s if ch.trigger_source == "IMM" else ch.trigger_timer_s
+            k0 = max(math.floor((t0 - pb.origin_s) / every), 0)
+            k1 = math.floor((t1 - pb.origin_s) / every)
+            if k1 - k0 > 4:
+                return None  # many short bursts: not one grid (and not worth it)
+            return [pb.origin_s + k * every for k in range(k0, k1 + 1)]
+        starts = pb.burst_starts
+        before = [s for s in starts if s < t0]
+        return before[-1:] + [s for s in starts if t0 <= s <= t1]
+
+    def held_grid(self, port: str, t0: float, t1: float) -> tuple[float, float] | None:
+        """Bench Part extension: ``(t_edge, rate)`` when output ``port`` is constant on every
+        interval ``[t_edge + k / rate, t_edge + (k + 1) / rate)`` over ``[t0, t1]`` (an arb
+        played with zero-order hold, burst or continuous, with at most one burst's sample grid
+        in the span); None otherwise. A reader then needs the output only once per interval
+        (e.g. at the interval midpoints) to know it exactly."""
+        if port not in ("ch1", "ch2"):
+            return None
+        n = int(port[2])
+        ch = self.channels[n]
+        rate = float(ch.arb_sample_rate)
+        if not ch.output_on or ch.function == "DC":
+            return (t0, rate)  # constant over the whole span: any grid will do
+        if ch.function != "ARB":
+            return None
+        size = self._arb(n).size
+        if not ch.burst_on:
+            # Sample k starts where (t - origin) rate + phase * size crosses an integer.
+            lead = (ch.phase_deg / 360.0) * size
+            return (self.playback[n].origin_s - (lead - math.floor(lead)) / rate, rate)
+        if abs(ch.burst_cycles * size - round(ch.burst_cycles * size)) > 1e-9:
+            return None  # a burst ending inside a sample: not on the grid
+        starts = self._burst_starts_between(n, t0, t1)
+        if starts is None:
+            return None
+        if not starts:
+            return (t0, rate)  # never triggered: idle (constant) over the whole span
+        duration = ch.burst_cycles * self._period(n)
+        if sum(1 for s in starts if s + duration > t0) > 1:
+            return None  # two bursts' sample grids in the span
+        # One burst plays in the span (or none, and the output idles at a constant level, which
+        # any grid represents): its grid. Before its start the output idles, also constant.
+        lead = (ch.burst_phase_deg / 360.0) * size
+        return (starts[-1] - (lead - math.floor(lead)) / rate, rate)
+
     def sync_voltage(self, t: FloatArray) -> FloatArray:
         """The Sync connector: 3.3 V marker of the sync source channel (see module docstring)."""
         t = np.asarray(t, dtype=float)

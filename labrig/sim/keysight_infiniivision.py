@@ -347,15 +347,24 @@ class InfiniiVisionEmulator(ScpiEmulator):
             if ch.coupling == "AC":
                 v = v - float(np.mean(v))
             sigma = self.noise_divisions * ch.scale_v * noise_factor
+            # x = ((v + noise) - offset) / step, rounded, worked in one scratch array (the
+            # record can hold 4 M points): normal(0, sigma) is sigma * standard_normal.
             if sigma > 0:
                 rng = self.bench.rng_for(f"{self.name}.ch{n}", float(times[0]))
-                v = v + rng.normal(0.0, sigma, size=v.shape)
+                x = rng.standard_normal(size=v.shape)
+                x *= sigma
+                x += v
+            else:
+                x = np.array(v, dtype=float)
             step = V_DIVISIONS * ch.scale_v / (2 * ADC_HALF_SPAN)
-            code = np.rint((v - ch.offset_v) / step)
+            x -= ch.offset_v
+            x /= step
+            np.rint(x, out=x)
+            code = x.astype(np.int64)
             # the screen is the ADC's range: beyond it a point is clipped, not saturated
-            code = np.where(code > ADC_HALF_SPAN, _ADC_HIGH, code)
-            code = np.where(code < -ADC_HALF_SPAN, _ADC_LOW, code)
-            codes[n] = code.astype(np.int64)
+            np.putmask(code, x > ADC_HALF_SPAN, _ADC_HIGH)
+            np.putmask(code, x < -ADC_HALF_SPAN, _ADC_LOW)
+            codes[n] = code
             scales[n] = ch.scale_v
             offsets[n] = ch.offset_v
         self.record = Record(
@@ -541,8 +550,11 @@ class InfiniiVisionEmulator(ScpiEmulator):
             if not s.waveform_unsigned:
                 return _definite_block((code - BYTE_YREF).astype(np.int8).tobytes())
             return _definite_block(code.astype(np.uint8).tobytes())
-        code = WORD_YREF + fine * WORD_PER_ADC
-        code = np.where(low, CLIP_LOW_WORD, np.where(high, CLIP_HIGH_WORD, code))
+        code = fine  # a fresh array from np.clip: worked in place (records run to 4 M points)
+        code *= WORD_PER_ADC
+        code += WORD_YREF
+        np.putmask(code, high, CLIP_HIGH_WORD)
+        np.putmask(code, low, CLIP_LOW_WORD)
         endian = ">" if s.waveform_byte_order == "MSBF" else "<"
         if not s.waveform_unsigned:
             return _definite_block((code - WORD_YREF).astype(endian + "i2").tobytes())
