@@ -36,9 +36,19 @@ PAPER_TABLE_1 = {
     "FMNIST": {"simulation": 86.52, "hardware": 85.91},
 }
 MNIST1D_REFERENCES = {"logistic regression": 32.0, "MLP": 68.0, "GRU": 91.0}
-# MNIST-1D settings found on the host twin (seed 0, 20 epochs): a gentler drive keeps the
-# pre-activations on the monotonic flank of sin^2 and a smaller step limits over-fitting.
-MNIST1D_SETTINGS: dict[str, Any] = {"learning_rate": 3e-3, "volts_per_unit": 0.5}
+# MNIST-1D is presented in time (sequence_mode auto -> temporal: one step per loop period, the
+# readout on the last layer's states pooled over 8 windows of periods). Found on the host twin
+# (seed 0): the ridge readout on the pooled states is what generalises (gradient-trained
+# readouts reach ~64 % in 15 epochs); a small step keeps aug-DFA from pulling the layers away
+# from the ridge readout's optimum (3e-3 loses 5 points in 8 epochs, 3e-4 holds).
+MNIST1D_SETTINGS: dict[str, Any] = {
+    "learning_rate": 3e-4,
+    "readout": "ridge",
+    "ridge_lambda": 1.0,
+}
+# The static presentation (the whole sequence held as one input vector): a gentler drive keeps
+# the pre-activations on the monotonic flank of sin^2 and a smaller step limits over-fitting.
+MNIST1D_STATIC_SETTINGS: dict[str, Any] = {"learning_rate": 3e-3, "volts_per_unit": 0.5}
 SECTIONS = ("methods", "mlp", "depth", "g", "noise", "narma", "timing", "table")
 
 
@@ -222,14 +232,34 @@ def main() -> int:
             extra: dict[str, Any] = dict(MNIST1D_SETTINGS) if task == "mnist1d" else {}
             n = plan.mnist1d_samples if task == "mnist1d" else (200 if args.smoke else 0)
             for method in ("aug-dfa", "bp-twin", "dfa", "readout"):
+                mode: dict[str, Any] = {}
+                label = f"{task} {method}"
+                if task == "mnist1d" and method in ("dfa", "bp-twin"):
+                    # The twin baselines have no temporal form: run them on the static
+                    # presentation (the whole sequence held as one input vector).
+                    mode = {"sequence_mode": "static", **MNIST1D_STATIC_SETTINGS}
+                    label = f"{task}-static {method}"
                 results.append(
                     run(
-                        f"{task} {method}",
+                        label,
                         task=task,
                         method=method,
                         epochs=plan.epochs,
                         train_samples=n,
-                        **extra,
+                        **{**extra, **mode},
+                        **common,
+                    )
+                )
+            if task == "mnist1d":
+                results.append(
+                    run(
+                        "mnist1d-static aug-dfa",
+                        task=task,
+                        method="aug-dfa",
+                        sequence_mode="static",
+                        epochs=plan.epochs,
+                        train_samples=n,
+                        **MNIST1D_STATIC_SETTINGS,
                         **common,
                     )
                 )
@@ -262,7 +292,10 @@ def main() -> int:
         results.append(run("digits physical projection", physical_projection=True, **ablation))
 
     if "narma" in sections:
-        print("== NARMA10 (static 20-step window, MSE; test NMSE, lower is better)", flush=True)
+        print(
+            "== NARMA10 (20-step window presented in time, MSE; test NMSE, lower is better)",
+            flush=True,
+        )
         for method, readout in (
             ("aug-dfa", "gradient"),
             ("aug-dfa", "ridge"),

@@ -233,3 +233,31 @@ def test_g_library_and_errors() -> None:
         forward(net, np.zeros((2, 5)), identity)
     with pytest.raises(ValueError, match="returned shape"):
         forward(net, np.zeros((2, 4)), lambda l, a: a[:, :1])
+
+
+def test_sequence_network_pools_over_time_and_projects_the_error_to_every_period() -> None:
+    from labrig.algorithms import dfa as dfa_alg
+
+    rng = np.random.default_rng(0)
+    net = dfa_alg.DeepNetwork.create([1, 6, 3], seed=1, time_windows=4)
+    assert net.readout.shape == (3, 6 * 4 + 1)
+    net.readout = rng.normal(size=net.readout.shape)
+    x = rng.normal(size=(5, 10, 1))
+    fwd = dfa_alg.forward(net, x, lambda _l, a: np.tanh(a))
+    assert fwd.a[0].shape == (5, 10, 6)
+    # Windows of 3, 3, 2, 2 periods (array_split), each averaged.
+    np.testing.assert_allclose(fwd.readout_input[:, 6:12], fwd.h[1][:, 3:6].mean(axis=1))
+    labels = np.array([0, 1, 2, 0, 1])
+    _, grads = dfa_alg.dfa_gradients(net, fwd, labels, "cos")
+    _, e = dfa_alg.loss_and_error(fwd.y, labels)
+    # The same error reaches every period: the update is the mean of the per-period updates.
+    per_period = [
+        ((e @ net.feedback[0].T) * np.cos(fwd.a[0][:, t])).T
+        @ np.concatenate([x[:, t], np.ones((5, 1))], axis=1)
+        / 5
+        for t in range(10)
+    ]
+    np.testing.assert_allclose(grads["W0"], np.mean(per_period, axis=0))
+    again = dfa_alg.DeepNetwork.from_state_dict(net.state_dict())
+    assert again.time_windows == 4
+    np.testing.assert_array_equal(again.readout, net.readout)

@@ -199,3 +199,40 @@ def test_stopped_run_resumes_from_its_epoch_checkpoint(tmp_path: Path) -> None:
         assert list(np.asarray(resumed_events[key])) == list(np.asarray(straight_events[key])), key
     assert resumed.summary["test_accuracy"] == straight.summary["test_accuracy"]
     assert resumed.summary["loss"] == straight.summary["loss"]
+
+
+def test_temporal_layer_reads_every_period_like_the_twin() -> None:
+    """mnist1d is presented in time: one step per loop period, all 40 periods read."""
+    proc = _started(task="mnist1d", layers=1, nodes=30, train_samples=8, test_samples=8)
+    try:
+        assert proc._temporal and proc._spec.settle_periods == 40
+        assert proc._task.x_train.shape[1:] == (40, 1)
+        a = proc._net.weights[0][:, :-1] @ proc._task.x_train[:3, :, :].transpose(0, 2, 1)
+        a = a.transpose(0, 2, 1)  # (3, 40, 30)
+        h = proc.physical_layer(0, a)
+        assert h.shape == (3, 40, 30)
+        full, _ = proc._twin_drive(a.reshape(-1, 30))
+        x = proc.host_model().layer_nodes(full.reshape(3, 40, -1))[..., :30]
+        twin = (x - proc._state_mid) / proc._state_half
+        assert np.corrcoef(h.ravel(), twin.ravel())[0, 1] > 0.98
+    finally:
+        _close(proc)
+
+
+@pytest.mark.slow
+def test_temporal_mode_beats_static_on_mnist1d() -> None:
+    """Readout-only, 400 training samples: the loop's memory over the sequence is what helps."""
+    common = dict(task="mnist1d", method="readout", layers=1, train_samples=400, test_samples=300)
+    common["ridge_lambda"] = 1.0
+    acc = {
+        mode: run_procedure(DfaTraining(sequence_mode=mode, **common), echo=False).summary[
+            "test_accuracy"
+        ]
+        for mode in ("static", "temporal")
+    }
+    assert acc["temporal"] > acc["static"] + 0.15, acc
+
+
+def test_temporal_mode_refuses_twin_methods() -> None:
+    with pytest.raises(ProcedureError, match="temporal"):
+        DfaTraining(task="mnist1d", method="bp-twin").startup()

@@ -85,7 +85,17 @@ def surrogate(g: str | Surrogate) -> Surrogate:
 
 
 def _with_bias(h: FloatArray) -> FloatArray:
-    return np.concatenate([h, np.ones((h.shape[0], 1))], axis=1)
+    return np.concatenate([h, np.ones((*h.shape[:-1], 1))], axis=-1)
+
+
+def time_pool(h: FloatArray, windows: int) -> FloatArray:
+    """Readout features of a sequence layer: ``h`` ``(batch, T, n)`` averaged over ``windows``
+    consecutive, nearly equal stretches of the ``T`` periods, ``(batch, windows * n)``
+    (``windows = T``: every period's states). A 2-D ``h`` is returned as it is."""
+    if h.ndim == 2:
+        return h
+    parts = np.array_split(np.arange(h.shape[1]), windows)
+    return np.concatenate([h[:, p].mean(axis=1) for p in parts], axis=1)
 
 
 @dataclass
@@ -101,6 +111,9 @@ class DeepNetwork:
     feedback: list[FloatArray]
     seed: int = 0
     meta: dict[str, float] = field(default_factory=dict)
+    time_windows: int = 1
+    """Sequence networks: the readout sees :func:`time_pool` of the last layer over this many
+    windows of periods, so it is ``(n_out, time_windows * n_L + 1)``."""
 
     @classmethod
     def create(
@@ -110,12 +123,14 @@ class DeepNetwork:
         *,
         weight_scale: float = 1.0,
         feedback_scale: float = 1.0,
+        time_windows: int = 1,
     ) -> DeepNetwork:
         """Random network for layer sizes ``[n_in, n_1, ..., n_L, n_out]``.
 
         ``W^(l) ~ N(0, weight_scale^2 / n_in)`` (bias 0), readout 0, ``B^(l) ~ N(0,
         feedback_scale^2 / n_out)``; all from ``seed``. Scale ``weight_scale`` so that ``a``
-        spans the physical layer's useful input range.
+        spans the physical layer's useful input range. ``time_windows`` > 1 (or 1 for a
+        sequence read at one pooled window) sizes the readout for pooled sequence features.
         """
         if len(sizes) < 3 or any(int(n) < 1 for n in sizes):
             raise ValueError(
@@ -131,8 +146,10 @@ class DeepNetwork:
             w[:, :-1] = rng.normal(0.0, weight_scale / np.sqrt(n_in), size=(n_h, n_in))
             weights.append(w)
             feedback.append(rng.normal(0.0, feedback_scale / np.sqrt(n_out), size=(n_h, n_out)))
-        readout = np.zeros((n_out, sizes[-2] + 1))
-        return cls(weights, readout, feedback, seed=int(seed))
+        if time_windows < 1:
+            raise ValueError(f"DeepNetwork.create: time_windows must be >= 1, got {time_windows}")
+        readout = np.zeros((n_out, sizes[-2] * time_windows + 1))
+        return cls(weights, readout, feedback, seed=int(seed), time_windows=int(time_windows))
 
     @property
     def sizes(self) -> list[int]:
@@ -144,7 +161,11 @@ class DeepNetwork:
 
     def state_dict(self) -> dict[str, object]:
         """Plain arrays for a checkpoint (round-trips through :meth:`load_state_dict`)."""
-        state: dict[str, object] = {"seed": self.seed, "n_layers": len(self.weights)}
+        state: dict[str, object] = {
+            "seed": self.seed,
+            "n_layers": len(self.weights),
+            "time_windows": self.time_windows,
+        }
         for l, (w, b) in enumerate(zip(self.weights, self.feedback, strict=True)):
             state[f"W{l}"] = w.copy()
             state[f"B{l}"] = b.copy()
@@ -162,6 +183,7 @@ class DeepNetwork:
             np.asarray(state["W_out"], dtype=float).copy(),
             feedback,
             seed=int(np.asarray(state["seed"])),
+            time_windows=int(np.asarray(state.get("time_windows", 1))),
         )
         net._check()
         return net
@@ -175,6 +197,7 @@ class DeepNetwork:
             other.feedback,
             other.seed,
         )
+        self.time_windows = other.time_windows
 
     def _check(self) -> None:
         n_out = self.readout.shape[0]
@@ -185,7 +208,7 @@ class DeepNetwork:
                     f"DeepNetwork: layer {l} shapes W {w.shape}, B {b.shape} do not chain"
                 )
             prev = w.shape[0]
-        if self.readout.shape[1] != prev + 1:
+        if self.readout.shape[1] != prev * self.time_windows + 1:
             raise ValueError(
                 f"DeepNetwork: readout {self.readout.shape} does not match last layer {prev}"
             )
@@ -194,19 +217,32 @@ class DeepNetwork:
 @dataclass
 class Forward:
     """What a forward pass keeps: ``a[l]`` pre-activations, ``h[l]`` activations (``h[0] = x``),
-    ``y`` the readout output."""
+    ``y`` the readout output, ``features`` what the readout saw (``h[-1]``, or its
+    :func:`time_pool` for a sequence)."""
 
     a: list[FloatArray]
     h: list[FloatArray]
     y: FloatArray
+    features: FloatArray | None = None
+
+    @property
+    def readout_input(self) -> FloatArray:
+        """The readout's input: ``features`` if set, else ``h[-1]``."""
+        return self.h[-1] if self.features is None else self.features
 
 
 def forward(net: DeepNetwork, x: npt.ArrayLike, physical_layer: PhysicalLayer) -> Forward:
-    """Run ``x`` ``(batch, n_in)`` through the network; ``physical_layer(l, a)`` may be hardware."""
+    """Run ``x`` through the network; ``physical_layer(l, a)`` may be hardware.
+
+    ``x`` is ``(batch, n_in)``, or a sequence ``(batch, T, n_in)``: then every layer runs over
+    all ``T`` periods (``a_t^(l) = [h_t^(l-1), 1] W^(l)^T``, the physical layer carrying state
+    from period to period) and the readout sees :func:`time_pool` of the last layer.
+    """
     h = np.asarray(x, dtype=float)
-    if h.ndim != 2 or h.shape[1] != net.weights[0].shape[1] - 1:
+    if h.ndim not in (2, 3) or h.shape[-1] != net.weights[0].shape[1] - 1:
         raise ValueError(
-            f"forward: x must be (batch, {net.weights[0].shape[1] - 1}), got shape {h.shape}"
+            f"forward: x must be (batch, {net.weights[0].shape[1] - 1}) or (batch, T, "
+            f"{net.weights[0].shape[1] - 1}), got shape {h.shape}"
         )
     hs, as_ = [h], []
     for l, w in enumerate(net.weights):
@@ -218,8 +254,9 @@ def forward(net: DeepNetwork, x: npt.ArrayLike, physical_layer: PhysicalLayer) -
             )
         as_.append(a)
         hs.append(h)
-    y = _with_bias(h) @ net.readout.T
-    return Forward(as_, hs, y)
+    feats = time_pool(h, net.time_windows)
+    y = _with_bias(feats) @ net.readout.T
+    return Forward(as_, hs, y, feats)
 
 
 def one_hot(labels: npt.ArrayLike, n_classes: int) -> FloatArray:
@@ -280,13 +317,26 @@ def dfa_gradients(
     for l, b in enumerate(net.feedback):
         # delta^(l) = (e B^(l)^T) * g(a^(l)); dW^(l) = delta^T [h^(l-1), 1] / batch
         proj = e @ b.T if projection is None else np.asarray(projection(l, e), dtype=float)
-        if proj.shape != fwd.a[l].shape:
+        a = fwd.a[l]
+        if a.ndim == 3:
+            # Sequences: the one error of a sample reaches every period's pre-activation,
+            # delta_t = (e B^T) * g(a_t), and the update is averaged over periods (Nakajima et
+            # al. 2022 project the error to every time step for time series the same way).
+            if proj.shape != a.shape[::2]:
+                raise ValueError(
+                    f"dfa: projection for layer {l} has shape {proj.shape}, expected {a.shape[::2]}"
+                )
+            delta3 = proj[:, None, :] * gfun(a)
+            hb = _with_bias(fwd.h[l])
+            grads[f"W{l}"] = np.einsum("btj,btk->jk", delta3, hb) / (batch * a.shape[1])
+            continue
+        if proj.shape != a.shape:
             raise ValueError(
-                f"dfa: projection for layer {l} has shape {proj.shape}, expected {fwd.a[l].shape}"
+                f"dfa: projection for layer {l} has shape {proj.shape}, expected {a.shape}"
             )
-        delta = proj * gfun(fwd.a[l])
+        delta = proj * gfun(a)
         grads[f"W{l}"] = delta.T @ _with_bias(fwd.h[l]) / batch
-    grads["W_out"] = e.T @ _with_bias(fwd.h[-1]) / batch
+    grads["W_out"] = e.T @ _with_bias(fwd.readout_input) / batch
     return value, grads
 
 
@@ -306,6 +356,8 @@ def bp_gradients(
     """
     if (fprime is None) == (vjp is None):
         raise ValueError("bp_gradients: give exactly one of fprime or vjp")
+    if fwd.a[0].ndim != 2:
+        raise ValueError("bp_gradients: sequence networks are trained by (aug-)DFA only")
     value, e = loss_and_error(fwd.y, target, loss)
     batch = e.shape[0]
     grads: dict[str, FloatArray] = {"W_out": e.T @ _with_bias(fwd.h[-1]) / batch}

@@ -155,6 +155,8 @@ class FrameLayout:
     sync_start_slot: int
     cal_start_slot: int
     first_read_slot: int
+    read_periods: int = 1
+    sequence: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -165,7 +167,8 @@ class FrameLayout:
 class Decoded:
     """Result of :func:`decode_detailed`.
 
-    ``states`` (batch, N); ``start_s`` the waveform's start in trace time (the first trace sample
+    ``states`` (batch, N), or (batch, T, N) for a sequence layout (every held period read);
+    ``start_s`` the waveform's start in trace time (the first trace sample
     is at 0); ``r_dark``/``r_bright`` the raw calibration readings (V); ``gain``/``offset`` the
     applied map ``states = offset + gain * reading``; ``sync_quality`` the normalised correlation
     at the sync peak (1 for a perfect match).
@@ -195,10 +198,17 @@ def _slot_levels(J: FloatArray, spec: FrameSpec) -> tuple[FloatArray, FrameLayou
     levels[cal_start : cal_start + spec.cal_nodes] = spec.bright_drive_v
     drive = spec.drive_offset_v + spec.volts_per_unit * J
     s0 = spec.preamble_slots
-    for b in range(batch):
-        held0 = s0 + b * spec.sample_slots + g
-        levels[held0 : held0 + spec.settle_periods * N] = np.tile(drive[b], spec.settle_periods)
-    first_read = s0 + g + (spec.settle_periods - 1) * N
+    held = spec.settle_periods * N
+    # A static J (batch, N) is held for settle_periods periods; a sequence J (batch, T, N) with
+    # T = settle_periods drives one period per step, with no dark between the steps of a sample.
+    per_sample = (
+        drive.reshape(batch, held) if J.ndim == 3 else np.tile(drive, (1, spec.settle_periods))
+    )
+    starts = s0 + np.arange(batch) * spec.sample_slots + g
+    idx = starts[:, None] + np.arange(held)[None, :]
+    levels[idx] = per_sample
+    sequence = J.ndim == 3
+    first_read = s0 + g + (0 if sequence else (spec.settle_periods - 1) * N)
     layout = FrameLayout(
         spec=spec,
         batch=batch,
@@ -207,6 +217,8 @@ def _slot_levels(J: FloatArray, spec: FrameSpec) -> tuple[FloatArray, FrameLayou
         sync_start_slot=sync_start,
         cal_start_slot=cal_start,
         first_read_slot=first_read,
+        read_periods=spec.settle_periods if sequence else 1,
+        sequence=sequence,
     )
     return levels, layout, total
 
@@ -214,14 +226,25 @@ def _slot_levels(J: FloatArray, spec: FrameSpec) -> tuple[FloatArray, FrameLayou
 def encode(J: npt.ArrayLike, spec: FrameSpec, fs_awg: float) -> tuple[FloatArray, FrameLayout]:
     """AWG waveform (volts, one value per AWG point at ``fs_awg``) carrying the node drives ``J``.
 
-    ``J`` is ``(batch, N)`` in the learner's units; the drive is
+    ``J`` is ``(batch, N)`` in the learner's units, each sample held for ``settle_periods``
+    periods and its last period read; or a sequence ``(batch, T, N)`` with ``T ==
+    settle_periods``: sample ``b`` drives ``J[b, t]`` in its ``t``-th period, the loop's feedback
+    carries the state from one step to the next (no dark between steps, only the guard
+    periods between samples), and :func:`decode` reads all ``T`` periods. The drive is
     ``spec.drive_offset_v + spec.volts_per_unit * J``. Raises ValueError if any drive leaves the
     AWG window or a node slot is shorter than one AWG point.
     """
     arr = np.asarray(J, dtype=float)
-    if arr.ndim != 2 or arr.shape[1] != spec.node_count or arr.shape[0] < 1:
+    seq_ok = arr.ndim == 3 and arr.shape[1] == spec.settle_periods
+    if (
+        arr.ndim not in (2, 3)
+        or (arr.ndim == 3 and not seq_ok)
+        or arr.shape[-1] != spec.node_count
+        or arr.shape[0] < 1
+    ):
         raise ValueError(
-            f"encode: J must be (batch >= 1, node_count={spec.node_count}), got shape {arr.shape}"
+            f"encode: J must be (batch >= 1, node_count={spec.node_count}) or a sequence "
+            f"(batch >= 1, settle_periods={spec.settle_periods}, node_count), got {arr.shape}"
         )
     if not np.all(np.isfinite(arr)):
         raise ValueError("encode: J contains NaN or inf")
@@ -253,6 +276,8 @@ def encode(J: npt.ArrayLike, spec: FrameSpec, fs_awg: float) -> tuple[FloatArray
         sync_start_slot=layout.sync_start_slot,
         cal_start_slot=layout.cal_start_slot,
         first_read_slot=layout.first_read_slot,
+        read_periods=layout.read_periods,
+        sequence=layout.sequence,
     )
     return levels[slot], layout
 
@@ -344,12 +369,14 @@ def decode_detailed(
     dark_slots = cal_slots - spec.cal_nodes
     r_bright = float(_window_means(cums, fs_scope, start_s, cal_slots, spec, n).mean())
     r_dark = float(_window_means(cums, fs_scope, start_s, dark_slots, spec, n).mean())
+    P = layout.read_periods
     read = (
         layout.first_read_slot
         + np.arange(layout.batch)[:, None] * spec.sample_slots
-        + np.arange(N)[None, :]
+        + np.arange(P * N)[None, :]
     ).astype(float)
-    raw = _window_means(cums, fs_scope, start_s, read.ravel(), spec, n).reshape(layout.batch, N)
+    shape = (layout.batch, P, N) if layout.sequence else (layout.batch, N)
+    raw = _window_means(cums, fs_scope, start_s, read.ravel(), spec, n).reshape(shape)
     if cal_states is None:
         gain, offset = 1.0, 0.0
     else:
@@ -379,7 +406,8 @@ def decode(
     layout: FrameLayout,
     cal_states: tuple[float, float] | None = None,
 ) -> FloatArray:
-    """Node states ``(batch, N)`` recovered from a scope trace of the waveform :func:`encode` made.
+    """Node states ``(batch, N)`` (``(batch, T, N)`` for a sequence) recovered from a scope trace
+    of the waveform :func:`encode` made.
 
     ``trace_v`` is the digitised PD voltage at ``fs_scope``, starting anywhere before the sync
     (trigger offset and AWG/scope rate mismatch are found by cross-correlation). With
