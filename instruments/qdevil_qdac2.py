@@ -583,12 +583,16 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
             self.trigger()
 
     # ------------------------------------------------------------------ traces
-    def _upsample(self, trace: npt.ArrayLike, sample_rate_hz: float, channel: int) -> FloatArray:
+    def _checked_trace(self, trace: npt.ArrayLike, channel: int) -> FloatArray:
         data = np.asarray(trace, dtype=float)
         if data.ndim != 1 or data.size == 0:
             raise ValueError(f"trace for channel {channel}: a non-empty 1-D array")
         if not np.all(np.isfinite(data)):
             raise ValueError(f"trace for channel {channel}: samples must be finite")
+        return data
+
+    @staticmethod
+    def _upsample(data: FloatArray, sample_rate_hz: float) -> FloatArray:
         # Linear interpolation onto the 1 us grid: a trace given at a lower rate describes a
         # smooth signal, and interpolating keeps its real slope (sample-and-hold would turn a
         # gentle ramp into steps far steeper than any slew limit). The last sample is held for
@@ -629,23 +633,26 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         source = _generator_trigger(trigger)
         if marker_output is not None and marker_output not in TRIGGER_OUTPUTS:
             raise ValueError(f"marker output {marker_output!r}: one of {list(TRIGGER_OUTPUTS)}")
-        played: dict[int, FloatArray] = {}
+        # Checks and the upload key work on the traces as given: linear interpolation onto
+        # the 1 us grid keeps every value inside the samples' range and the steepest slope
+        # (a step dv per given sample is dv * rate per second either way). Upsampling waits
+        # until an upload is really needed.
+        given: dict[int, FloatArray] = {}
         for ch, trace in traces.items():
             channel = int(ch)
             self.channel(channel)
-            played[channel] = self._upsample(trace, sample_rate_hz, channel)
-        lengths = {data.size for data in played.values()}
+            given[channel] = self._checked_trace(trace, channel)
+        lengths = {data.size * round(repeat) for data in given.values()}
         if len(lengths) != 1:
             raise ValueError(f"play_traces: traces differ in length {sorted(lengths)}")
-        for channel, data in played.items():
+        for channel, data in given.items():
             limits = self._limits.get(channel)
             if limits is not None and data.size > 1:
-                # One point lasts 1 us: a step dv between neighbours is a slope dv / 1 us.
-                steepest = float(np.max(np.abs(np.diff(data)))) * SAMPLE_RATE_HZ
+                steepest = float(np.max(np.abs(np.diff(data)))) * sample_rate_hz
                 # Tolerate float rounding of the differences (1e-9 relative), nothing more.
                 if steepest > limits.max_slew_v_per_s * (1 + 1e-9):
                     limits.check_slew(steepest, f"(QDAC-II channel {channel}) trace step per 1 us")
-        for channel, data in played.items():
+        for channel, data in given.items():
             self._check_added_levels(channel, float(data.min()), float(data.max()), "trace")
 
         points = next(iter(lengths))
@@ -654,22 +661,24 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         # above against today's DC levels all the same.) Uploading 1 MS/s traces is what costs
         # time on a real link.
         upload_key = (
+            sample_rate_hz,
             tuple(
                 (channel, hashlib.sha1(data.tobytes()).hexdigest())
-                for channel, data in played.items()
+                for channel, data in given.items()
             ),
             source,
             marker_output,
-            tuple(self._limit_slew(channel) for channel in played),
+            tuple(self._limit_slew(channel) for channel in given),
         )
         if upload_key == self._uploaded:
-            for channel in played:
+            for channel in given:
                 self.write(f"sour{channel}:awg:init")
-            self.check_errors(context=f"play_traces({sorted(played)}) re-armed")
+            self.check_errors(context=f"play_traces({sorted(given)}) re-armed")
             if trigger == "immediate":
                 self.trigger()
             return points / SAMPLE_RATE_HZ
         self._uploaded = None
+        played = {channel: self._upsample(data, sample_rate_hz) for channel, data in given.items()}
         for channel in played:
             self.write(f"sour{channel}:awg:abor")
         self.write("trac:rem:all")
