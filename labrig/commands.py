@@ -159,6 +159,9 @@ def cmd_train_dfa(args: argparse.Namespace) -> int:
     }
     if args.epochs is not None:
         values["epochs"] = args.epochs
+    for option in ("learning_rate", "ridge_lambda", "sequence_mode", "readout"):
+        if getattr(args, option) is not None:
+            values[option] = getattr(args, option)
     if args.train_samples is not None:
         values["train_samples"] = args.train_samples
     result = _run(DfaTraining(**values), args)
@@ -325,6 +328,15 @@ def register(sub: Any) -> None:
     dfa.add_argument("--epochs", type=int, default=None, help="default: the procedure's (15)")
     dfa.add_argument("--seed", type=int, default=0)
     dfa.add_argument("--train-samples", type=int, default=None, help="limit the training set")
+    dfa.add_argument("--learning-rate", type=float, default=None, help="default: the task's")
+    dfa.add_argument("--ridge-lambda", type=float, default=None, help="default: the task's")
+    dfa.add_argument(
+        "--sequence-mode",
+        choices=["auto", "static", "temporal"],
+        default=None,
+        help="temporal: one step per loop period (default for sequence tasks)",
+    )
+    dfa.add_argument("--readout", choices=["auto", "gradient", "ridge"], default=None)
     dfa.set_defaults(handler=cmd_train_dfa)
 
     runs = sub.add_parser("runs", help="past runs")
