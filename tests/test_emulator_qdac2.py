@@ -270,3 +270,29 @@ def test_square_triangle_and_triggered_dc_level(dac: QDac2Emulator, bench: Bench
     ask(dac, "*TRG")
     assert ask(dac, "sour3:volt?") == "0.3"
     assert errors(dac) == '0, "No error"'
+
+
+def test_a_rearmed_trace_plays_exactly_as_the_first_time(dac: QDac2Emulator, bench: Bench) -> None:
+    # The second start of an unchanged trace reuses its filtered samples: same output, shifted
+    # to the new start time; a new upload under the same name plays the new data.
+    data = np.linspace(-0.2, 0.3, 200).astype("<f4")
+    dac.feed(
+        b'trac:def "t",200\ntrac:data "t",' + format_block(data.tobytes()) + b"\n"
+        b'sour2:awg:def "t";:sour2:awg:trig:sour bus;:sour2:awg:init\n*trg\n'
+    )
+    t0 = bench.clock.now
+    first = dac.output("ch2", t0 + np.arange(200) * 1e-6 + 0.5e-6)
+    bench.clock.advance(0.01)
+    dac.feed(b"sour2:awg:init\n*trg\n")
+    t1 = bench.clock.now
+    again = dac.output("ch2", t1 + np.arange(200) * 1e-6 + 0.5e-6)
+    assert np.array_equal(first, again)
+    assert errors(dac) == '0, "No error"'
+    dac.feed(
+        b'trac:rem:all\ntrac:def "t",200\ntrac:data "t",'
+        + format_block((-data).tobytes())
+        + b'\nsour2:awg:def "t";:sour2:awg:init\n*trg\n'
+    )
+    t2 = bench.clock.now
+    flipped = dac.output("ch2", t2 + np.arange(200) * 1e-6 + 0.5e-6)
+    assert np.allclose(flipped, -first, atol=1e-6)
