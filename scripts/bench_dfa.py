@@ -213,7 +213,11 @@ def main() -> int:
     unknown = sections - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
-    os.environ.setdefault("LABRIG_RUNS_DIR", tempfile.mkdtemp(prefix="bench-dfa-"))
+    # Runs go to a temporary folder removed at the end, unless the caller chose a runs dir.
+    scratch = None
+    if "LABRIG_RUNS_DIR" not in os.environ:
+        scratch = tempfile.TemporaryDirectory(prefix="bench-dfa-")
+        os.environ["LABRIG_RUNS_DIR"] = scratch.name
     plan = plan_for(args)
     common = {"test_samples": plan.test_samples}
     ablation = {"epochs": plan.ablation_epochs, "train_samples": plan.ablation_samples, **common}
@@ -321,6 +325,8 @@ def main() -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=1, default=str)
+    if scratch is not None:
+        scratch.cleanup()
     return 0
 
 

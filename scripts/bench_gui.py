@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -307,7 +308,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = QApplication.instance() or QApplication(["bench_gui"])
     assert isinstance(app, QApplication)
-    runs_dir = Path(tempfile.mkdtemp(prefix="labrig-bench-gui-"))
+    # The toy's records hold 1e5-point traces every event (hundreds of MB per run): keep them
+    # only while measuring, and never leave them behind.
+    with tempfile.TemporaryDirectory(prefix="labrig-bench-gui-") as tmp:
+        return _run(app, args, Path(tmp))
+
+
+def _clear(runs_dir: Path) -> None:
+    """Delete the records of the runs just measured."""
+    for run in runs_dir.iterdir():
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _run(app: QApplication, args: argparse.Namespace, runs_dir: Path) -> int:
     if args.screenshot:
         screenshot(app, args.screenshot, runs_dir, after_s=3.0)
         return 0
@@ -345,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             alone, gui_runs = [], []
             for _ in range(args.repeats):
                 alone.append(rate_alone(values, runs_dir))
+                _clear(runs_dir)
                 gui_runs.append(rate_with_gui(app, values, runs_dir, window_options))
+                _clear(runs_dir)
             base = statistics.median(run["rate"] for run in alone)
             cpu_share = statistics.median(run["cpu_share"] for run in alone)
             with_gui = {key: statistics.median(run[key] for run in gui_runs) for key in gui_runs[0]}
