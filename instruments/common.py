@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from pymeasure.instruments import Instrument
 from pyvisa.resources import MessageBasedResource
 
 from instruments.errors import InstrumentConnectionError, InstrumentReportedError
@@ -372,3 +373,53 @@ def visa_kwargs(kwargs: dict[str, Any], timeout_ms: int) -> dict[str, Any]:
     merged = {**VISA_DEFAULTS, "timeout": timeout_ms}
     merged.update(kwargs)
     return merged
+
+
+# ------------------------------------------------------------------ property declarations
+def bool_control(
+    get_command: str, set_command: str, docs: str, on: str = "1", off: str = "0"
+) -> Any:
+    """A boolean setting: written as ``on``/``off``, read back as any of the usual forms;
+    errors checked after setting."""
+    return Instrument.control(
+        get_command,
+        set_command,
+        docs,
+        validator=bool_validator,
+        set_process=lambda v: on if v else off,
+        get_process=parse_bool,
+        cast=str,
+        check_set_errors=True,
+    )
+
+
+def choice_control(
+    get_command: str,
+    set_command: str,
+    docs: str,
+    values: Any,
+    *,
+    mapped: bool = False,
+) -> Any:
+    """A setting with a fixed set of values: plain strings, or (``mapped``) names mapped to the
+    indices the instrument uses; errors checked after setting."""
+    if mapped:
+        return Instrument.control(
+            get_command,
+            set_command,
+            docs,
+            validator=choice_validator,
+            values=values,
+            map_values=True,
+            check_set_errors=True,
+        )
+    return Instrument.control(
+        get_command,
+        set_command,
+        docs,
+        validator=choice_validator,
+        values=values,
+        get_process=str.strip,
+        cast=str,
+        check_set_errors=True,
+    )

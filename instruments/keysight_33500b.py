@@ -27,6 +27,7 @@ from pymeasure.instruments import Channel, Instrument, SCPIMixin
 from instruments.common import (
     ErrorCheckingMixin,
     bool_validator,
+    choice_control,
     choice_validator,
     format_number,
     jsonable,
@@ -90,16 +91,12 @@ def _ncycles_reply(reply: Any) -> float | int:
 class Keysight33500BChannel(Channel):
     """One output channel (``SOURce{n}``, ``OUTPut{n}``, ``TRIGger{n}``) of a 33500B."""
 
-    function = Instrument.control(
+    function = choice_control(
         "SOUR{ch}:FUNC?",
         "SOUR{ch}:FUNC %s",
         """Control the output function: 'SIN', 'SQU', 'TRI', 'RAMP', 'PULS', 'PRBS', 'NOIS',
         'ARB' or 'DC' (str).""",
-        validator=choice_validator,
-        values=("SIN", "SQU", "TRI", "RAMP", "PULS", "PRBS", "NOIS", "ARB", "DC"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("SIN", "SQU", "TRI", "RAMP", "PULS", "PRBS", "NOIS", "ARB", "DC"),
     )
 
     frequency = Instrument.control(
@@ -355,16 +352,12 @@ class Keysight33500B(ErrorCheckingMixin, SCPIMixin, Instrument):
     channels = Instrument.MultiChannelCreator(Keysight33500BChannel, (1, 2))
     channel_count = 2
 
-    byte_order = Instrument.control(
+    byte_order = choice_control(
         "FORM:BORD?",
         "FORM:BORD %s",
         """Control the byte order of binary blocks: 'NORM' (big-endian) or 'SWAP'
         (little-endian, what this driver uploads).""",
-        validator=choice_validator,
-        values=("NORM", "SWAP"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("NORM", "SWAP"),
     )
 
     sync_enabled = Instrument.control(

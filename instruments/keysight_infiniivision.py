@@ -29,6 +29,7 @@ from pymeasure.instruments import Channel, Instrument, SCPIMixin
 from instruments.common import (
     ErrorCheckingMixin,
     bool_validator,
+    choice_control,
     choice_validator,
     format_number,
     jsonable,
@@ -249,15 +250,11 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
-    timebase_mode = Instrument.control(
+    timebase_mode = choice_control(
         ":TIM:MODE?",
         ":TIM:MODE %s",
         """Control the timebase mode: 'MAIN', 'WIND' (zoom), 'XY' or 'ROLL'.""",
-        validator=choice_validator,
-        values=("MAIN", "WIND", "XY", "ROLL"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("MAIN", "WIND", "XY", "ROLL"),
     )
 
     # --------------------------------------------------------------- trigger
@@ -295,27 +292,19 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
-    trigger_sweep = Instrument.control(
+    trigger_sweep = choice_control(
         ":TRIG:SWE?",
         ":TRIG:SWE %s",
         """Control the sweep: 'AUTO' (free-runs without trigger) or 'NORM' (waits).""",
-        validator=choice_validator,
-        values=("AUTO", "NORM"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("AUTO", "NORM"),
     )
 
     # --------------------------------------------------------------- acquisition
-    acquisition_type = Instrument.control(
+    acquisition_type = choice_control(
         ":ACQ:TYPE?",
         ":ACQ:TYPE %s",
         """Control the acquisition type: 'NORM', 'AVER', 'HRES' or 'PEAK'.""",
-        validator=choice_validator,
-        values=("NORM", "AVER", "HRES", "PEAK"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("NORM", "AVER", "HRES", "PEAK"),
     )
 
     acquisition_count = Instrument.control(
@@ -368,15 +357,11 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
-    waveform_byte_order = Instrument.control(
+    waveform_byte_order = choice_control(
         ":WAV:BYT?",
         ":WAV:BYT %s",
         """Control the byte order of WORD data: 'LSBF' or 'MSBF'.""",
-        validator=choice_validator,
-        values=("LSBF", "MSBF"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("LSBF", "MSBF"),
     )
 
     waveform_unsigned = Instrument.control(

@@ -30,6 +30,7 @@ from pymeasure.instruments.validators import strict_discrete_set
 from instruments.common import (
     ErrorCheckingMixin,
     bool_validator,
+    choice_control,
     choice_validator,
     format_number,
     jsonable,
@@ -122,14 +123,12 @@ class SR860(ErrorCheckingMixin, Instrument):
     capture_block_terminated = False
 
     # ------------------------------------------------------------------ reference
-    reference_source = Instrument.control(
+    reference_source = choice_control(
         "RSRC?",
         "RSRC %d",
         """Control the reference source: 'INT', 'EXT', 'DUAL' or 'CHOP' (str).""",
-        validator=choice_validator,
-        values={"INT": 0, "EXT": 1, "DUAL": 2, "CHOP": 3},
-        map_values=True,
-        check_set_errors=True,
+        {"INT": 0, "EXT": 1, "DUAL": 2, "CHOP": 3},
+        mapped=True,
     )
 
     frequency = Instrument.control(
@@ -238,15 +237,13 @@ class SR860(ErrorCheckingMixin, Instrument):
         check_set_errors=True,
     )
 
-    current_gain = Instrument.control(
+    current_gain = choice_control(
         "ICUR?",
         "ICUR %d",
         """Control the current-input gain: '1MEG' (1 MOhm, 1 uA) or '100MEG' (100 MOhm,
         10 nA) (str).""",
-        validator=choice_validator,
-        values={"1MEG": 0, "100MEG": 1},
-        map_values=True,
-        check_set_errors=True,
+        {"1MEG": 0, "100MEG": 1},
+        mapped=True,
     )
 
     input_range = Instrument.control(
