@@ -400,9 +400,11 @@ def choice_control(
     values: Any,
     *,
     mapped: bool = False,
+    reply: Any = str.strip,
 ) -> Any:
     """A setting with a fixed set of values: plain strings, or (``mapped``) names mapped to the
-    indices the instrument uses; errors checked after setting."""
+    indices the instrument uses; errors checked after setting. ``reply`` turns the query's
+    answer into one of ``values`` (default: strip it)."""
     if mapped:
         return Instrument.control(
             get_command,
@@ -419,7 +421,12 @@ def choice_control(
         docs,
         validator=choice_validator,
         values=values,
-        get_process=str.strip,
+        get_process=reply,
         cast=str,
         check_set_errors=True,
     )
+
+
+def lower_reply(reply: str) -> str:
+    """A keyword reply in lower case (how the QDAC-II is written to)."""
+    return reply.strip().lower()

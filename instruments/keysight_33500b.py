@@ -26,12 +26,10 @@ from pymeasure.instruments import Channel, Instrument, SCPIMixin
 
 from instruments.common import (
     ErrorCheckingMixin,
-    bool_validator,
+    bool_control,
     choice_control,
-    choice_validator,
     format_number,
     jsonable,
-    parse_bool,
     strict_float_range,
     strict_int_range,
     strip_quotes,
@@ -121,15 +119,11 @@ class Keysight33500BChannel(Channel):
         check_set_errors=True,
     )
 
-    amplitude_unit = Instrument.control(
+    amplitude_unit = choice_control(
         "SOUR{ch}:VOLT:UNIT?",
         "SOUR{ch}:VOLT:UNIT %s",
         """Control the unit of :attr:`amplitude`: 'VPP', 'VRMS' or 'DBM' (str).""",
-        validator=choice_validator,
-        values=("VPP", "VRMS", "DBM"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("VPP", "VRMS", "DBM"),
     )
 
     offset = Instrument.control(
@@ -143,15 +137,10 @@ class Keysight33500BChannel(Channel):
         check_set_errors=True,
     )
 
-    output_enabled = Instrument.control(
+    output_enabled = bool_control(
         "OUTP{ch}?",
         "OUTP{ch} %s",
         """Control the output relay (bool).""",
-        validator=bool_validator,
-        set_process=lambda v: "1" if v else "0",
-        get_process=parse_bool,
-        cast=str,
-        check_set_errors=True,
     )
 
     load = Instrument.control(
@@ -197,15 +186,11 @@ class Keysight33500BChannel(Channel):
         check_set_errors=True,
     )
 
-    arb_filter = Instrument.control(
+    arb_filter = choice_control(
         "SOUR{ch}:FUNC:ARB:FILT?",
         "SOUR{ch}:FUNC:ARB:FILT %s",
         """Control the arbitrary-waveform interpolation filter: 'NORM', 'STEP' or 'OFF'.""",
-        validator=choice_validator,
-        values=("NORM", "STEP", "OFF"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("NORM", "STEP", "OFF"),
     )
 
     arb_points = Instrument.measurement(
@@ -214,26 +199,17 @@ class Keysight33500BChannel(Channel):
         get_process=lambda v: int(v),
     )
 
-    burst_enabled = Instrument.control(
+    burst_enabled = bool_control(
         "SOUR{ch}:BURS:STAT?",
         "SOUR{ch}:BURS:STAT %s",
         """Control burst mode (bool). Enable it after the other burst settings.""",
-        validator=bool_validator,
-        set_process=lambda v: "1" if v else "0",
-        get_process=parse_bool,
-        cast=str,
-        check_set_errors=True,
     )
 
-    burst_mode = Instrument.control(
+    burst_mode = choice_control(
         "SOUR{ch}:BURS:MODE?",
         "SOUR{ch}:BURS:MODE %s",
         """Control the burst mode: 'TRIG' (N cycles per trigger) or 'GAT' (gated).""",
-        validator=choice_validator,
-        values=("TRIG", "GAT"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("TRIG", "GAT"),
     )
 
     burst_ncycles = Instrument.control(
@@ -257,15 +233,11 @@ class Keysight33500BChannel(Channel):
         check_set_errors=True,
     )
 
-    trigger_source = Instrument.control(
+    trigger_source = choice_control(
         "TRIG{ch}:SOUR?",
         "TRIG{ch}:SOUR %s",
         """Control the trigger source: 'IMM', 'EXT', 'TIM' or 'BUS' (str).""",
-        validator=choice_validator,
-        values=("IMM", "EXT", "TIM", "BUS"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("IMM", "EXT", "TIM", "BUS"),
     )
 
     trigger_timer = Instrument.control(
@@ -279,15 +251,11 @@ class Keysight33500BChannel(Channel):
         check_set_errors=True,
     )
 
-    sync_mode = Instrument.control(
+    sync_mode = choice_control(
         "OUTP{ch}:SYNC:MODE?",
         "OUTP{ch}:SYNC:MODE %s",
         """Control what the Sync output shows for this channel: 'NORM', 'CARR' or 'MARK'.""",
-        validator=choice_validator,
-        values=("NORM", "CARR", "MARK"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("NORM", "CARR", "MARK"),
     )
 
     def volatile_catalog(self) -> list[str]:
@@ -360,26 +328,17 @@ class Keysight33500B(ErrorCheckingMixin, SCPIMixin, Instrument):
         ("NORM", "SWAP"),
     )
 
-    sync_enabled = Instrument.control(
+    sync_enabled = bool_control(
         "OUTP:SYNC?",
         "OUTP:SYNC %s",
         """Control the Sync connector (bool).""",
-        validator=bool_validator,
-        set_process=lambda v: "1" if v else "0",
-        get_process=parse_bool,
-        cast=str,
-        check_set_errors=True,
     )
 
-    sync_source = Instrument.control(
+    sync_source = choice_control(
         "OUTP:SYNC:SOUR?",
         "OUTP:SYNC:SOUR %s",
         """Control which channel drives the Sync connector: 'CH1' or 'CH2'.""",
-        validator=choice_validator,
-        values=("CH1", "CH2"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("CH1", "CH2"),
     )
 
     error_query = "SYST:ERR?"

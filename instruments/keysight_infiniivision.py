@@ -28,12 +28,11 @@ from pymeasure.instruments import Channel, Instrument, SCPIMixin
 
 from instruments.common import (
     ErrorCheckingMixin,
-    bool_validator,
+    bool_control,
     choice_control,
     choice_validator,
     format_number,
     jsonable,
-    parse_bool,
     poll_until,
     query_binary_block,
     strict_float_range,
@@ -139,26 +138,17 @@ class InfiniiVisionChannel(Channel):
         check_set_errors=True,
     )
 
-    display = Instrument.control(
+    display = bool_control(
         ":CHAN{ch}:DISP?",
         ":CHAN{ch}:DISP %s",
         """Control whether the channel is on (bool).""",
-        validator=bool_validator,
-        set_process=lambda v: "1" if v else "0",
-        get_process=parse_bool,
-        cast=str,
-        check_set_errors=True,
     )
 
-    coupling = Instrument.control(
+    coupling = choice_control(
         ":CHAN{ch}:COUP?",
         ":CHAN{ch}:COUP %s",
         """Control the input coupling: 'AC' or 'DC' (str).""",
-        validator=choice_validator,
-        values=("AC", "DC"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("AC", "DC"),
     )
 
     probe = Instrument.control(
@@ -171,26 +161,17 @@ class InfiniiVisionChannel(Channel):
         check_set_errors=True,
     )
 
-    impedance = Instrument.control(
+    impedance = choice_control(
         ":CHAN{ch}:IMP?",
         ":CHAN{ch}:IMP %s",
         """Control the input impedance: 'ONEM' (1 MOhm) or 'FIFT' (50 Ohm, not on every model).""",
-        validator=choice_validator,
-        values=("ONEM", "FIFT"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("ONEM", "FIFT"),
     )
 
-    bandwidth_limit = Instrument.control(
+    bandwidth_limit = bool_control(
         ":CHAN{ch}:BWL?",
         ":CHAN{ch}:BWL %s",
         """Control the bandwidth-limit filter (bool).""",
-        validator=bool_validator,
-        set_process=lambda v: "1" if v else "0",
-        get_process=parse_bool,
-        cast=str,
-        check_set_errors=True,
     )
 
 
@@ -239,15 +220,11 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
-    timebase_reference = Instrument.control(
+    timebase_reference = choice_control(
         ":TIM:REF?",
         ":TIM:REF %s",
         """Control where the trigger sits on screen: 'LEFT', 'CENT' or 'RIGH'.""",
-        validator=choice_validator,
-        values=("LEFT", "CENT", "RIGH"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("LEFT", "CENT", "RIGH"),
     )
 
     timebase_mode = choice_control(
@@ -281,15 +258,11 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
-    trigger_slope = Instrument.control(
+    trigger_slope = choice_control(
         ":TRIG:EDGE:SLOP?",
         ":TRIG:EDGE:SLOP %s",
         """Control the edge-trigger slope: 'POS', 'NEG', 'EITH' or 'ALT'.""",
-        validator=choice_validator,
-        values=("POS", "NEG", "EITH", "ALT"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("POS", "NEG", "EITH", "ALT"),
     )
 
     trigger_sweep = choice_control(
@@ -317,15 +290,11 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
-    acquisition_mode = Instrument.control(
+    acquisition_mode = choice_control(
         ":ACQ:MODE?",
         ":ACQ:MODE %s",
         """Control the acquisition mode: 'RTIM' (real time) or 'SEGM' (segmented).""",
-        validator=choice_validator,
-        values=("RTIM", "SEGM"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("RTIM", "SEGM"),
     )
 
     sample_rate = Instrument.measurement(
@@ -346,15 +315,11 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
-    waveform_format = Instrument.control(
+    waveform_format = choice_control(
         ":WAV:FORM?",
         ":WAV:FORM %s",
         """Control the transfer format: 'BYTE', 'WORD' or 'ASC' (ASCii).""",
-        validator=choice_validator,
-        values=("BYTE", "WORD", "ASC"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("BYTE", "WORD", "ASC"),
     )
 
     waveform_byte_order = choice_control(
@@ -364,27 +329,18 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         ("LSBF", "MSBF"),
     )
 
-    waveform_unsigned = Instrument.control(
+    waveform_unsigned = bool_control(
         ":WAV:UNS?",
         ":WAV:UNS %s",
         """Control whether BYTE/WORD codes are unsigned (bool).""",
-        validator=bool_validator,
-        set_process=lambda v: "1" if v else "0",
-        get_process=parse_bool,
-        cast=str,
-        check_set_errors=True,
     )
 
-    waveform_points_mode = Instrument.control(
+    waveform_points_mode = choice_control(
         ":WAV:POIN:MODE?",
         ":WAV:POIN:MODE %s",
         """Control which record is transferred: 'NORM' (screen record, <= 1000 points), 'MAX'
         or 'RAW' (acquisition memory, scope stopped).""",
-        validator=choice_validator,
-        values=("NORM", "MAX", "RAW"),
-        get_process=str.strip,
-        cast=str,
-        check_set_errors=True,
+        ("NORM", "MAX", "RAW"),
     )
 
     waveform_points = Instrument.control(

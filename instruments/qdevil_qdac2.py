@@ -36,11 +36,12 @@ from pymeasure.instruments import Channel, Instrument, SCPIMixin
 
 from instruments.common import (
     ErrorCheckingMixin,
-    bool_validator,
+    bool_control,
+    choice_control,
     choice_validator,
     format_number,
     jsonable,
-    parse_bool,
+    lower_reply,
     poll_until,
     strict_int_range,
     strip_quotes,
@@ -101,38 +102,29 @@ class QDac2Channel(Channel):
     :meth:`QDac2.configure_sine` or :meth:`QDac2.play_traces`, which check the limits.
     """
 
-    mode = Instrument.control(
+    mode = choice_control(
         "sour{ch}:volt:mode?",
         "sour{ch}:volt:mode %s",
         """Control the DC generator mode: 'fix', 'swe' (sweep) or 'list'.""",
-        validator=choice_validator,
-        values=("fix", "swe", "list"),
-        get_process=_mode_reply,
-        cast=str,
-        check_set_errors=True,
+        ("fix", "swe", "list"),
+        reply=_mode_reply,
     )
 
-    output_range = Instrument.control(
+    output_range = choice_control(
         "sour{ch}:rang?",
         "sour{ch}:rang %s",
         """Control the output range: 'low' (+/-2 V) or 'high' (+/-10 V). Change it at 0 V.""",
-        validator=choice_validator,
-        values=("low", "high"),
-        get_process=lambda v: v.strip().lower(),
-        cast=str,
-        check_set_errors=True,
+        ("low", "high"),
+        reply=lower_reply,
     )
 
-    filter = Instrument.control(
+    filter = choice_control(
         "sour{ch}:filt?",
         "sour{ch}:filt %s",
         """Control the output low-pass filter: 'dc' (~10 Hz), 'med' (~10 kHz) or 'high'
         (~300 kHz).""",
-        validator=choice_validator,
-        values=("dc", "med", "high"),
-        get_process=lambda v: v.strip().lower(),
-        cast=str,
-        check_set_errors=True,
+        ("dc", "med", "high"),
+        reply=lower_reply,
     )
 
     last_voltage = Instrument.measurement(
@@ -155,27 +147,21 @@ class QDac2Channel(Channel):
         get_process=_count_reply,
     )
 
-    sine_trigger_source = Instrument.control(
+    sine_trigger_source = choice_control(
         "sour{ch}:sine:trig:sour?",
         "sour{ch}:sine:trig:sour %s",
         """Control the sine trigger source: 'imm', 'bus', 'hold', 'int1'..'int14',
         'ext1'..'ext4'.""",
-        validator=choice_validator,
-        values=_TRIGGER_SOURCE_WORDS,
-        get_process=lambda v: v.strip().lower(),
-        cast=str,
-        check_set_errors=True,
+        _TRIGGER_SOURCE_WORDS,
+        reply=lower_reply,
     )
 
-    sine_continuous = Instrument.control(
+    sine_continuous = bool_control(
         "sour{ch}:sine:init:cont?",
         "sour{ch}:sine:init:cont %s",
         """Control whether the sine re-arms after each run (bool).""",
-        validator=bool_validator,
-        set_process=lambda v: "on" if v else "off",
-        get_process=parse_bool,
-        cast=str,
-        check_set_errors=True,
+        on="on",
+        off="off",
     )
 
     awg_trace = Instrument.measurement(
@@ -201,16 +187,13 @@ class QDac2Channel(Channel):
         check_set_errors=True,
     )
 
-    awg_trigger_source = Instrument.control(
+    awg_trigger_source = choice_control(
         "sour{ch}:awg:trig:sour?",
         "sour{ch}:awg:trig:sour %s",
         """Control the AWG trigger source: 'imm', 'bus', 'hold', 'int1'..'int14',
         'ext1'..'ext4'.""",
-        validator=choice_validator,
-        values=_TRIGGER_SOURCE_WORDS,
-        get_process=lambda v: v.strip().lower(),
-        cast=str,
-        check_set_errors=True,
+        _TRIGGER_SOURCE_WORDS,
+        reply=lower_reply,
     )
 
     @property

@@ -227,14 +227,12 @@ class SR860(ErrorCheckingMixin, Instrument):
     )
 
     # ------------------------------------------------------------------ input
-    input_mode = Instrument.control(
+    input_mode = choice_control(
         "IVMD?",
         "IVMD %d",
         """Control the signal input: 'VOLT' (voltage) or 'CURR' (current) (str).""",
-        validator=choice_validator,
-        values={"VOLT": 0, "CURR": 1},
-        map_values=True,
-        check_set_errors=True,
+        {"VOLT": 0, "CURR": 1},
+        mapped=True,
     )
 
     current_gain = choice_control(
@@ -256,14 +254,12 @@ class SR860(ErrorCheckingMixin, Instrument):
         check_set_errors=True,
     )
 
-    input_coupling = Instrument.control(
+    input_coupling = choice_control(
         "ICPL?",
         "ICPL %d",
         """Control the voltage-input coupling: 'AC' or 'DC' (str).""",
-        validator=choice_validator,
-        values={"AC": 0, "DC": 1},
-        map_values=True,
-        check_set_errors=True,
+        {"AC": 0, "DC": 1},
+        mapped=True,
     )
 
     # ------------------------------------------------------------------ outputs
@@ -305,14 +301,12 @@ class SR860(ErrorCheckingMixin, Instrument):
         check_set_errors=True,
     )
 
-    capture_config = Instrument.control(
+    capture_config = choice_control(
         "CAPTURECFG?",
         "CAPTURECFG %d",
         """Control what each capture sample holds: 'X', 'XY', 'RT' or 'XYRT' (str).""",
-        validator=choice_validator,
-        values={"X": 0, "XY": 1, "RT": 2, "XYRT": 3},
-        map_values=True,
-        check_set_errors=True,
+        {"X": 0, "XY": 1, "RT": 2, "XYRT": 3},
+        mapped=True,
     )
 
     capture_rate_max = Instrument.measurement(
