@@ -124,3 +124,18 @@ def test_instrument_link_time_is_charged_to_the_bench_clock() -> None:
         spent = rig.device_time_s() - before
     payload_s = 400_000 * 4 / Keysight33500BEmulator.link_bytes_per_s
     assert payload_s <= spent < payload_s + 0.1  # the block, plus a few short commands
+
+
+def test_long_waits_go_to_the_bench_in_bounded_steps() -> None:
+    # A real-time bench answers SIM:WAIT only when that much wall time has passed: one long
+    # wait would outlast the I/O timeout, so the client splits it.
+    with open_rig("sim-reservoir") as rig:
+        assert rig.bench_client is not None and rig.built is not None
+        counts = rig.built.bench.faults.command_counts
+        before = counts.get("bench", 0)
+        t0 = rig.device_time_s()
+        rig.bench_client.max_wait_step_s = 0.1
+        rig.wait(0.35)
+        assert rig.device_time_s() - t0 == pytest.approx(0.35)
+        # four steps (0.1, 0.1, 0.1, 0.05), each SIM:WAIT + *OPC?, plus the two SIM:TIME? reads
+        assert counts["bench"] - before == 4 * 2 + 2

@@ -132,10 +132,19 @@ class BenchClient(Instrument):
         """Get the bench time in seconds."""
         return float(self.ask("SIM:TIME?"))
 
+    #: Longest single wait asked of the bench: with real-time pacing the bench answers only
+    #: when that much wall time has passed, which must stay well inside the I/O timeout.
+    max_wait_step_s = 1.0
+
     def wait(self, seconds: float) -> None:
-        """Let ``seconds`` of bench time pass (and wait for the bench to confirm)."""
-        self.write(f"SIM:WAIT {seconds!r}")
-        self.ask("*OPC?")
+        """Let ``seconds`` of bench time pass (and wait for the bench to confirm), in steps of
+        at most :attr:`max_wait_step_s` so that a real-time bench never outlasts the timeout."""
+        left = float(seconds)
+        while left > 0:
+            step = min(left, self.max_wait_step_s)
+            self.write(f"SIM:WAIT {step!r}")
+            self.ask("*OPC?")
+            left -= step
 
     def voltage_extremes(self) -> dict[str, tuple[float, float]]:
         """Get ``{port: (min_v, max_v)}`` for every watched port that has been driven."""
