@@ -48,6 +48,40 @@ _FORMAT_CODES = {0: "BYTE", 1: "WORD", 4: "ASC"}
 _CHANNELS = (1, 2, 3, 4)
 
 
+#: Record lengths ``:WAVeform:POINts`` accepts (X-series programmer's guides): NORMal mode
+#: transfers the measurement record, RAW the acquisition memory (4 M points on the 3000T).
+NORMAL_RECORD_POINTS: tuple[int, ...] = (100, 250, 500, 1000)
+RAW_RECORD_POINTS: tuple[int, ...] = (
+    *NORMAL_RECORD_POINTS,
+    2000,
+    5000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    4_000_000,
+)
+
+
+def record_points_for(duration_s: float, sample_rate_hz: float) -> int:
+    """The shortest RAW record that samples ``duration_s`` at ``sample_rate_hz`` or faster.
+
+    :raises ValueError: the record would need more points than the largest one.
+    """
+    needed = duration_s * sample_rate_hz
+    for n in RAW_RECORD_POINTS:
+        if n >= needed * (1.0 - 1e-9):
+            return n
+    raise ValueError(
+        f"{duration_s:g} s at {sample_rate_hz:g} Sa/s needs {needed:.0f} points; the largest "
+        f"record holds {RAW_RECORD_POINTS[-1]}"
+    )
+
+
 @dataclass(frozen=True)
 class WaveformPreamble:
     """The ten fields of ``:WAVeform:PREamble?``.

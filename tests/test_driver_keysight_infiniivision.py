@@ -375,3 +375,14 @@ def test_snapshot_identity_safe_state_and_shutdown():
     assert snap["waveform_points"] == 1000
     assert snap["ch1"]["display"] is True  # type: ignore[index]
     assert snap["ch2"]["display"] is False  # type: ignore[index]
+
+
+def test_record_points_for_picks_the_shortest_allowed_record():
+    from instruments.keysight_infiniivision import RAW_RECORD_POINTS, record_points_for
+
+    assert record_points_for(0.3, 40e3) == 20_000  # 12 000 needed
+    assert record_points_for(1e-3, 1e6) == 1000  # exactly an allowed length
+    assert record_points_for(1e-3, 1.0000000001e6) == 1000  # float rounding does not bump it
+    with pytest.raises(ValueError, match="4000000"):
+        record_points_for(1.0, 5e6)
+    assert RAW_RECORD_POINTS == tuple(sorted(RAW_RECORD_POINTS))

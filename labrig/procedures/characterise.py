@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from instruments.keysight_infiniivision import record_points_for
 from labrig.errors import ProcedureError
 from labrig.procedures.base import (
     FloatParameter,
@@ -215,7 +216,7 @@ class TransferCurve(RigProcedure):
             trigger="external",
             trigger_level_v=1.0,
         )
-        scope.set_points(_scope_points(duration, fs))
+        scope.set_points(scope_points(duration, fs))
         scope.arm()
         awg.trigger()
         self.wait(duration)
@@ -317,16 +318,13 @@ class TransferCurve(RigProcedure):
         self.restore_rig_state(state)
 
 
-SCOPE_POINTS = (1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000)
+OVERSAMPLING = 4  # scope samples per drive sample: linear interpolation then stays exact
 
 
-def _scope_points(duration_s: float, drive_rate_hz: float) -> int:
-    """The smallest allowed record length that samples the drive at least 4x per AWG sample."""
-    needed = 4.0 * duration_s * drive_rate_hz
-    for n in SCOPE_POINTS:
-        if n >= needed:
-            return n
-    return SCOPE_POINTS[-1]
+def scope_points(duration_s: float, drive_rate_hz: float) -> int:
+    """The scope record that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its rate
+    (too sparse a record attenuates the drive's top frequencies when resampled)."""
+    return record_points_for(duration_s, OVERSAMPLING * drive_rate_hz)
 
 
 # ------------------------------------------------------------------------------------ outputs

@@ -93,6 +93,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from instruments.keysight_infiniivision import RAW_RECORD_POINTS, record_points_for
 from labrig.algorithms import dfa as dfa_alg
 from labrig.algorithms import reservoir_io as rio
 from labrig.algorithms.datasets import (
@@ -122,21 +123,6 @@ FloatArray = npt.NDArray[np.float64]
 METHODS = ("aug-dfa", "readout", "dfa", "bp-twin")
 SEQUENCE_TASKS = ("mnist1d", "narma10")  # sequence_mode "auto" presents these in time
 AWG_MAX_POINTS = 1_000_000  # 33500B arbitrary-waveform memory without option MEM
-# InfiniiVision record lengths in RAW points mode (the largest per acquisition on the 3000T).
-SCOPE_RECORD_POINTS = (
-    1000,
-    2000,
-    5000,
-    10_000,
-    20_000,
-    50_000,
-    100_000,
-    200_000,
-    500_000,
-    1_000_000,
-    2_000_000,
-    4_000_000,
-)
 AWG_WAVEFORM_NAME = "LABRIGDFA"
 # The 33500B into 50 ohm reaches +/-5 V; the amplitude and offset it is sent are rounded, so a
 # waveform touching exactly 5 V can be refused. Keep 0.1 V inside.
@@ -310,7 +296,7 @@ class ReservoirLayer:
         full[..., : self.nodes] = drive
         out = np.empty((*drive.shape[:-1], self.nodes))
         slices = rio.chunk(
-            batch, self.spec, self.fs_awg, self.fs_scope, AWG_MAX_POINTS, SCOPE_RECORD_POINTS[-1]
+            batch, self.spec, self.fs_awg, self.fs_scope, AWG_MAX_POINTS, RAW_RECORD_POINTS[-1]
         )
         for sl in slices:
             out[sl] = self._play(full[sl])[..., : self.nodes]
@@ -393,14 +379,10 @@ class ReservoirLayer:
 
 def _record_points(duration_s: float, fs_scope: float) -> int:
     """The smallest allowed scope record that samples ``duration_s`` at ``fs_scope`` or faster."""
-    needed = duration_s * fs_scope
-    for n in SCOPE_RECORD_POINTS:
-        if n >= needed * (1.0 - 1e-9):
-            return n
-    raise ProcedureError(
-        f"a {duration_s:g} s waveform at {fs_scope:g} Sa/s needs {needed:.0f} scope points, "
-        f"more than the largest record ({SCOPE_RECORD_POINTS[-1]})"
-    )
+    try:
+        return record_points_for(duration_s, fs_scope)
+    except ValueError as exc:
+        raise ProcedureError(f"this waveform does not fit one scope record: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------ the procedure

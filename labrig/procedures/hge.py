@@ -62,7 +62,7 @@ from labrig.procedures.base import (
     StrParameter,
     register_procedure,
 )
-from labrig.procedures.characterise import TIA_FULL_SCALE_V, _scope_points
+from labrig.procedures.characterise import TIA_FULL_SCALE_V, scope_points
 from labrig.procedures.rig_procedure import RigProcedure
 
 FloatArray = npt.NDArray[np.float64]
@@ -330,7 +330,7 @@ class HgeTraining(RigProcedure):
         # The default record (1000 points) samples a 0.3 s schedule at 3.3 kHz, and the linear
         # interpolation onto the schedule's grid then attenuates the top frequencies (by 25 % at
         # 920 Hz): sample at least 4x the schedule's rate.
-        scope.set_points(_scope_points(duration, self.sample_rate_hz))
+        scope.set_points(scope_points(duration, self.sample_rate_hz))
         scope.arm()
         rig.dac.trigger()
         self.wait(duration)

@@ -74,6 +74,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import numpy.typing as npt
 
+from instruments.keysight_infiniivision import NORMAL_RECORD_POINTS, RAW_RECORD_POINTS
 from labrig.sim.bench import Bench, FloatArray
 from labrig.sim.emulator import ScpiEmulator
 from labrig.sim.scpi import Args, Context, QueryHandler, ScpiError, format_nr3
@@ -102,8 +103,9 @@ _ADC_HIGH = 1 << 20
 ASCII_CLIPPED = "9.9E+37"
 
 MAX_SAMPLE_RATE = 5e9
-MAX_RECORD = 4_000_000
-NORMAL_POINTS = (100, 250, 500, 1000)
+NORMAL_POINTS = NORMAL_RECORD_POINTS
+RAW_POINTS = RAW_RECORD_POINTS
+MAX_RECORD = RAW_POINTS[-1]
 RAW_POINTS = (
     *NORMAL_POINTS,
     2000,
