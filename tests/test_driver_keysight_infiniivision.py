@@ -385,4 +385,4 @@ def test_record_points_for_picks_the_shortest_allowed_record():
     assert record_points_for(1e-3, 1.0000000001e6) == 1000  # float rounding does not bump it
     with pytest.raises(ValueError, match="4000000"):
         record_points_for(1.0, 5e6)
-    assert RAW_RECORD_POINTS == tuple(sorted(RAW_RECORD_POINTS))
+    assert tuple(sorted(RAW_RECORD_POINTS)) == RAW_RECORD_POINTS
