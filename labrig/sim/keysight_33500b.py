@@ -60,6 +60,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -456,6 +457,39 @@ class Keysight33500BEmulator(ScpiEmulator):
         raise KeyError(f"{self.name} has no output port {port!r} (ch1, ch2, sync)")
 
     # ------------------------------------------------------------------ helpers
+    def _keyword_setting(
+        self, pattern: str, attr: str, choices: list[str], *, instrument: bool = False
+    ) -> None:
+        """Register a setting that holds one of ``choices`` (stored and reported in short
+        form) as ``attr`` of the addressed channel, or of the instrument."""
+
+        def target(ctx: Context) -> Any:
+            return self if instrument else self.channels[self._ch(ctx)]
+
+        def write(ctx: Context, args: Args) -> None:
+            args.require(1, 1)
+            setattr(target(ctx), attr, _short(args.enum(0, choices)))
+
+        def query(ctx: Context, args: Args) -> str:
+            return str(getattr(target(ctx), attr))
+
+        self.tree.add(pattern, write=write, query=query)
+
+    def _flag_setting(self, pattern: str, attr: str, *, instrument: bool = False) -> None:
+        """Register an ON/OFF setting held as ``attr`` (bool), reported as 1 or 0."""
+
+        def target(ctx: Context) -> Any:
+            return self if instrument else self.channels[self._ch(ctx)]
+
+        def write(ctx: Context, args: Args) -> None:
+            args.require(1, 1)
+            setattr(target(ctx), attr, args.bool(0))
+
+        def query(ctx: Context, args: Args) -> str:
+            return "1" if getattr(target(ctx), attr) else "0"
+
+        self.tree.add(pattern, write=write, query=query)
+
     def _ch(self, ctx: Context) -> int:
         return ctx.suffix(0, default=1, lo=1, hi=CHANNELS)
 
@@ -554,8 +588,8 @@ class Keysight33500BEmulator(ScpiEmulator):
         add(f"{arb}:FREQuency", write=self._w_arb_frequency, query=self._q_arb_frequency)
         add(f"{arb}:PERiod", write=self._w_arb_period, query=self._q_arb_period)
         add(f"{arb}:PTPeak", write=self._w_amplitude_vpp, query=self._q_amplitude_vpp)
-        add(f"{arb}:FILTer", write=self._w_filter, query=self._q_filter)
-        add(f"{arb}:ADVance", write=self._w_advance, query=self._q_advance)
+        self._keyword_setting(f"{arb}:FILTer", "arb_filter", ["NORMal", "STEP", "OFF"])
+        self._keyword_setting(f"{arb}:ADVance", "arb_advance", ["SRATe", "TRIGger"])
         add(f"{arb}:POINts", query=self._q_arb_points)
         add(f"{arb}:SYNChronize", write=self._w_phase_sync)
         add(f"{src}:DATA:ARBitrary", write=self._w_data_float)
@@ -573,27 +607,31 @@ class Keysight33500BEmulator(ScpiEmulator):
         add(f"{burst}:NCYCles", write=self._w_burst_cycles, query=self._q_burst_cycles)
         add(f"{burst}:INTernal:PERiod", write=self._w_burst_period, query=self._q_burst_period)
         add(f"{burst}:PHASe", write=self._w_burst_phase, query=self._q_burst_phase)
-        add(f"{burst}:GATE:POLarity", write=self._w_gate_pol, query=self._q_gate_pol)
+        self._keyword_setting(
+            f"{burst}:GATE:POLarity", "burst_gate_polarity", ["NORMal", "INVerted"]
+        )
         add(f"{src}:APPLy", query=self._q_apply)
         for shape in FUNCTIONS:
             add(f"{src}:APPLy:{shape}", write=self._apply_writer(_SHORT[shape]))
         add("TRIGger#[:IMMediate]", write=self._w_trigger_now)
         add("TRIGger#:SOURce", write=self._w_trig_source, query=self._q_trig_source)
-        add("TRIGger#:SLOPe", write=self._w_trig_slope, query=self._q_trig_slope)
+        self._keyword_setting("TRIGger#:SLOPe", "trigger_slope", ["POSitive", "NEGative"])
         add("TRIGger#:DELay", write=self._w_trig_delay, query=self._q_trig_delay)
         add("TRIGger#:COUNt", write=self._w_trig_count, query=self._q_trig_count)
         add("TRIGger#:TIMer", write=self._w_trig_timer, query=self._q_trig_timer)
         add("OUTPut#[:STATe]", write=self._w_output, query=self._q_output)
         add("OUTPut#:LOAD", write=self._w_load, query=self._q_load)
-        add("OUTPut#:POLarity", write=self._w_polarity, query=self._q_polarity)
-        add("OUTPut#:SYNC[:STATe]", write=self._w_sync, query=self._q_sync)
+        self._keyword_setting("OUTPut#:POLarity", "polarity", ["NORMal", "INVerted"])
+        self._flag_setting("OUTPut#:SYNC[:STATe]", "sync_on", instrument=True)
         add("OUTPut#:SYNC:SOURce", write=self._w_sync_source, query=self._q_sync_source)
-        add("OUTPut#:SYNC:MODE", write=self._w_sync_mode, query=self._q_sync_mode)
-        add("OUTPut#:SYNC:POLarity", write=self._w_sync_pol, query=self._q_sync_pol)
-        add("OUTPut:TRIGger[:STATe]", write=self._w_trig_out, query=self._q_trig_out)
-        add("OUTPut:TRIGger:SLOPe", write=self._w_trig_out_slope, query=self._q_trig_out_slope)
+        self._keyword_setting("OUTPut#:SYNC:MODE", "sync_mode", ["NORMal", "CARRier", "MARKer"])
+        self._keyword_setting("OUTPut#:SYNC:POLarity", "sync_polarity", ["NORMal", "INVerted"])
+        self._flag_setting("OUTPut:TRIGger[:STATe]", "trigger_out_on", instrument=True)
+        self._keyword_setting(
+            "OUTPut:TRIGger:SLOPe", "trigger_out_slope", ["POSitive", "NEGative"], instrument=True
+        )
         add("OUTPut:TRIGger:SOURce", write=self._w_trig_out_source, query=self._q_trig_out_source)
-        add("FORMat:BORDer", write=self._w_border, query=self._q_border)
+        self._keyword_setting("FORMat:BORDer", "byte_order", ["NORMal", "SWAPped"], instrument=True)
         add("SYSTem:VERSion", query=lambda c, a: "1999.0")
 
     # ------------------------------------------------------------------ waveform, frequency
@@ -781,20 +819,6 @@ class Keysight33500BEmulator(ScpiEmulator):
         load = self.channels[self._ch(ctx)].load_ohm
         return INFINITY_REPLY if math.isinf(load) else format_nr3(load)
 
-    def _w_polarity(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.channels[self._ch(ctx)].polarity = _short(args.enum(0, ["NORMal", "INVerted"]))
-
-    def _q_polarity(self, ctx: Context, args: Args) -> str:
-        return self.channels[self._ch(ctx)].polarity
-
-    def _w_sync(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.sync_on = args.bool(0)
-
-    def _q_sync(self, ctx: Context, args: Args) -> str:
-        return "1" if self.sync_on else "0"
-
     def _w_sync_source(self, ctx: Context, args: Args) -> None:
         args.require(1, 1)
         self.sync_source = int(args.enum(0, ["CH1", "CH2"])[2])
@@ -802,49 +826,12 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _q_sync_source(self, ctx: Context, args: Args) -> str:
         return f"CH{self.sync_source}"
 
-    def _w_sync_mode(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.channels[self._ch(ctx)].sync_mode = _short(
-            args.enum(0, ["NORMal", "CARRier", "MARKer"])
-        )
-
-    def _q_sync_mode(self, ctx: Context, args: Args) -> str:
-        return self.channels[self._ch(ctx)].sync_mode
-
-    def _w_sync_pol(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.channels[self._ch(ctx)].sync_polarity = _short(args.enum(0, ["NORMal", "INVerted"]))
-
-    def _q_sync_pol(self, ctx: Context, args: Args) -> str:
-        return self.channels[self._ch(ctx)].sync_polarity
-
-    def _w_trig_out(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.trigger_out_on = args.bool(0)
-
-    def _q_trig_out(self, ctx: Context, args: Args) -> str:
-        return "1" if self.trigger_out_on else "0"
-
-    def _w_trig_out_slope(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.trigger_out_slope = _short(args.enum(0, ["POSitive", "NEGative"]))
-
-    def _q_trig_out_slope(self, ctx: Context, args: Args) -> str:
-        return self.trigger_out_slope
-
     def _w_trig_out_source(self, ctx: Context, args: Args) -> None:
         args.require(1, 1)
         self.trigger_out_source = int(args.enum(0, ["CH1", "CH2"])[2])
 
     def _q_trig_out_source(self, ctx: Context, args: Args) -> str:
         return f"CH{self.trigger_out_source}"
-
-    def _w_border(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.byte_order = _short(args.enum(0, ["NORMal", "SWAPped"]))
-
-    def _q_border(self, ctx: Context, args: Args) -> str:
-        return self.byte_order
 
     # ------------------------------------------------------------------ arb selection, rate
     def _lookup_arb(self, n: int, text: str) -> str:
@@ -890,20 +877,6 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _q_arb_period(self, ctx: Context, args: Args) -> str:
         n = self._ch(ctx)
         return format_nr3(self._arb(n).size / self.channels[n].arb_sample_rate)
-
-    def _w_filter(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.channels[self._ch(ctx)].arb_filter = _short(args.enum(0, ["NORMal", "STEP", "OFF"]))
-
-    def _q_filter(self, ctx: Context, args: Args) -> str:
-        return self.channels[self._ch(ctx)].arb_filter
-
-    def _w_advance(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.channels[self._ch(ctx)].arb_advance = _short(args.enum(0, ["SRATe", "TRIGger"]))
-
-    def _q_advance(self, ctx: Context, args: Args) -> str:
-        return self.channels[self._ch(ctx)].arb_advance
 
     def _q_arb_points(self, ctx: Context, args: Args) -> str:
         return f"{self._arb(self._ch(ctx)).size:+d}"
@@ -1062,15 +1035,6 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _q_burst_phase(self, ctx: Context, args: Args) -> str:
         return format_nr3(self.channels[self._ch(ctx)].burst_phase_deg)
 
-    def _w_gate_pol(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.channels[self._ch(ctx)].burst_gate_polarity = _short(
-            args.enum(0, ["NORMal", "INVerted"])
-        )
-
-    def _q_gate_pol(self, ctx: Context, args: Args) -> str:
-        return self.channels[self._ch(ctx)].burst_gate_polarity
-
     # ------------------------------------------------------------------ trigger
     def _w_trigger_now(self, ctx: Context, args: Args) -> None:
         args.require(0, 0)
@@ -1083,13 +1047,6 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     def _q_trig_source(self, ctx: Context, args: Args) -> str:
         return self.channels[self._ch(ctx)].trigger_source
-
-    def _w_trig_slope(self, ctx: Context, args: Args) -> None:
-        args.require(1, 1)
-        self.channels[self._ch(ctx)].trigger_slope = _short(args.enum(0, ["POSitive", "NEGative"]))
-
-    def _q_trig_slope(self, ctx: Context, args: Args) -> str:
-        return self.channels[self._ch(ctx)].trigger_slope
 
     def _w_trig_delay(self, ctx: Context, args: Args) -> None:
         self.channels[self._ch(ctx)].trigger_delay_s = self._number(args, 0.0, 1000.0, 0.0)
