@@ -219,3 +219,55 @@ def test_sigkill_loses_at_most_the_event_in_flight(tmp_path: Path, kill_after: i
     assert record.events.scalars["count"].tolist() == list(range(n_read))
     assert np.array_equal(record.events.arrays["signal"][:, 0], np.arange(n_read, dtype=float))
     assert not any(math.isnan(v) for v in record.events.scalars["count"])
+
+
+def test_a_reader_holding_the_file_open_cannot_break_the_run(tmp_path: Path) -> None:
+    # A new scalar makes the writer reopen the file outside SWMR mode; a reader that has it
+    # open (a person peeking, the run browser) holds HDF5's lock. The run must go on.
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    start = _start()
+    writer = RecordWriter.create(run_dir, start)
+    writer.append_event(EventDoc(start.run_uid, 0, 1.0, {"x": 1.0}, {}))
+    with h5py.File(run_dir / "run.h5", "r", swmr=True) as reader:
+        assert reader["events/scalars/x"].shape == (1,)
+        writer.append_event(EventDoc(start.run_uid, 1, 2.0, {"x": 2.0, "y": 3.0}, {}))
+    writer.close()
+    record = RunRecord.open(run_dir / "run.h5")
+    assert list(record.events.scalars["x"]) == [1.0, 2.0]
+    assert np.isnan(record.events.scalars["y"][0]) and record.events.scalars["y"][1] == 3.0
+
+
+def test_the_writer_goes_ahead_when_a_reader_holds_the_hdf5_lock(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from labrig.runs.record import LOCK_WAIT_S, _open_for_writing
+
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        f.create_dataset("a", data=np.arange(3.0))
+    # Another process reading the file (a person with h5py) holds HDF5's file lock.
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import h5py,sys,time; f=h5py.File({str(path)!r},'r');"
+            "print('open', flush=True); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+        with pytest.raises(OSError, match="lock"):
+            h5py.File(path, "r+", libver="latest").close()  # what the writer used to do
+        t0 = time.monotonic()
+        with _open_for_writing(path) as f:
+            f.create_dataset("b", data=np.ones(2))
+        assert time.monotonic() - t0 >= LOCK_WAIT_S  # it waited for the reader first
+    finally:
+        reader.communicate("\n", timeout=30)
+    with h5py.File(path, "r") as f:
+        assert list(f["b"][:]) == [1.0, 1.0]

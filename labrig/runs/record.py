@@ -239,6 +239,33 @@ class _Column:
         self.rows = k + 1
 
 
+#: How long the writer waits for readers to let go of HDF5's file lock before going ahead.
+LOCK_WAIT_S = 0.5
+
+
+def _open_for_writing(path: Path) -> h5py.File:
+    """Open the record read-write outside SWMR mode (to create datasets).
+
+    A reader that has the file open (the dashboard's run browser, a person with h5py) holds
+    HDF5's advisory lock, which refuses this open. A run must not fail on a reader's account:
+    wait a moment for it to let go, then open without the lock. SWMR readers see objects
+    created meanwhile when they reopen the file (documented above); the lock on
+    ``.writer.lock`` still keeps a second *writer* out.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_S
+    delay = 0.01
+    while True:
+        try:
+            return h5py.File(path, "r+", libver="latest")
+        except OSError as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                return h5py.File(path, "r+", libver="latest", locking=False)
+            time.sleep(delay)
+            delay = min(2 * delay, 0.1)
+
+
 class RecordWriter:
     """Append a run's documents to ``run.h5``, flushing every event (see the module docstring).
 
@@ -308,10 +335,10 @@ class RecordWriter:
         writer = cls(run_dir, lock)
         try:
             try:
-                f = h5py.File(writer.path, "r+", libver="latest")
+                f = _open_for_writing(writer.path)
             except OSError:
                 _repair(writer.path)
-                f = h5py.File(writer.path, "r+", libver="latest")
+                f = _open_for_writing(writer.path)
             writer._file = f
             previous_stop: dict[str, Any] | None = None
             if "stop" in f:
@@ -389,11 +416,14 @@ class RecordWriter:
     def _structure(self) -> Iterator[h5py.File]:
         """Leave SWMR mode (close and reopen) to create objects, then re-enter it."""
         self._require_file().close()
-        self._file = h5py.File(self.path, "r+", libver="latest")
+        self._file = _open_for_writing(self.path)
         try:
             yield self._file
         finally:
-            self._file.swmr_mode = True
+            # With an SWMR reader attached, HDF5 keeps the file marked as in SWMR writing mode
+            # across the reopen; switching it on again would fail.
+            if not self._file.swmr_mode:
+                self._file.swmr_mode = True
             self._bind()
 
     def add_start_json(self, name: str, obj: object) -> None:
