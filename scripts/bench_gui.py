@@ -18,7 +18,10 @@ the procedure.
    every frame (a second full render into a pixmap, as a screenshot per frame would).
 2. **Procedure slow-down**: a toy procedure's iterations per second (its loop, timed inside the
    procedure) run by the runner alone, and run from the main window with the live plots drawing
-   at up to 30 Hz. Alone and with the GUI alternate, and the medians are compared. Two toys:
+   at up to 30 Hz (frames right after events, in slices of the gap between them: see
+   ``labrig.gui.main_window``). Alone and with the GUI alternate, and the medians are compared.
+   ``--render-fraction`` and ``--switch-interval`` set the window's drawing budget and GIL switch
+   interval, to see what each does. Two toys:
 
    * *instrument-bound*: each iteration waits ``--wait-ms`` on its "instrument"
      (``time.sleep``, which releases the GIL, as a VISA read does) and emits a precomputed
@@ -303,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render-fraction", type=float, help="the window's max_render_fraction (default: its own)"
     )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="the window's gil_switch_interval_s in s (default: its own; 0: leave Python's)",
+    )
     parser.add_argument("--only", choices=("fps", "rate"), help="run one of the two parts")
     parser.add_argument("--screenshot", type=Path, help="only save a mid-run screenshot")
     args = parser.parse_args(argv)
@@ -345,6 +353,8 @@ def _run(app: QApplication, args: argparse.Namespace, runs_dir: Path) -> int:
         window_options: dict[str, Any] = {}
         if args.render_fraction is not None:
             window_options["max_render_fraction"] = args.render_fraction
+        if args.switch_interval is not None:
+            window_options["gil_switch_interval_s"] = args.switch_interval or None
         cases = {
             f"instrument-bound ({args.wait_ms:g} ms wait per iteration)": {
                 "wait_s": args.wait_ms / 1e3,

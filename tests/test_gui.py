@@ -503,6 +503,78 @@ def test_board_draws_a_1e5_point_trace_and_an_image(qtbot: Any) -> None:
     assert board.refresh() == 0  # nothing changed: nothing redrawn
 
 
+def test_board_draws_a_frame_in_slices_taking_the_panels_in_turn(qtbot: Any) -> None:
+    board = PlotBoard()
+    qtbot.addWidget(board)
+    board.resize(1200, 800)
+    board.show()
+    rng = np.random.default_rng(0)
+
+    def event(seq: int) -> EventDoc:
+        scalars = {"iteration": float(seq), "loss": 1.0 / (seq + 1), "accuracy": 0.5}
+        arrays = {"controls_v": rng.normal(size=5), "gradient": rng.normal(size=5)}
+        arrays["trace_na"] = rng.normal(size=5000)
+        return EventDoc("u", seq, 0.0, scalars, arrays)
+
+    board.add_event(event(0))
+    board.refresh()
+    keys = board.panel_keys()
+    assert len(keys) == 5 and not board.outdated()
+    board.add_event(event(1))
+    assert board.outdated() == set(keys)
+    first = []
+    for _ in range(2):  # a zero budget still draws one panel per slice
+        assert board.refresh(paint=True, budget_s=0.0) == 1
+        first += board.last_drawn
+    assert board.outdated() == set(keys) - set(first)
+    # A new event makes every panel out of date again; the next slices take the panels not yet
+    # drawn first, so a frame in slices cannot starve a panel.
+    board.add_event(event(2))
+    rest = []
+    for _ in range(len(keys) - 2):
+        board.refresh(paint=True, budget_s=0.0)
+        rest += board.last_drawn
+    assert sorted(first + rest) == sorted(keys)
+    assert board.refresh() == 2 and not board.outdated()  # no budget: everything left
+
+
+def test_window_draws_after_events_and_catches_up_when_they_pause(
+    qtbot: Any, window: MainWindow
+) -> None:
+    procedure = _start(window, n_iterations="2000", period_s="15 ms")
+    qtbot.waitUntil(lambda: window.events_received >= 15, timeout=10_000)
+    window.pause_run()
+    qtbot.waitUntil(lambda: window.worker is not None and window.worker.state == "paused")
+    qtbot.waitUntil(lambda: window.events_received == len(procedure.emitted), timeout=2_000)
+    # No explicit refresh: once the events pause, the window's own frames draw the last one.
+    qtbot.waitUntil(lambda: not window.live_board.outdated(), timeout=2_000)
+    board = window.live_board
+    _, loss_y = board.panel("loss").curves["loss"].getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(loss_y, [s["loss"] for s, _ in procedure.emitted])
+    _, trace_y = board.panel("trace:trace_na").curve.getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(trace_y, procedure.emitted[-1][1]["trace_na"])
+    assert window.frames_drawn >= 2
+    assert window.frames_after_event >= 1  # drawn in the procedure's wait, not only on the timer
+    assert 0.005 < window._event_gap_s < 0.1
+    window.abort_run()
+    _wait_finished(qtbot, window)
+
+
+def test_window_sets_the_switch_interval_while_it_lives(qtbot: Any, tmp_path: Path) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    win = MainWindow(
+        None, runs_dir=tmp_path, connect="none", auto_confirm_close=True, gil_switch_interval_s=1e-3
+    )
+    qtbot.addWidget(win)
+    assert sys.getswitchinterval() == pytest.approx(1e-3)
+    assert win.safe_close()
+    assert sys.getswitchinterval() == pytest.approx(before)
+    with pytest.raises(ValueError, match=r"max_render_fraction 1\.5"):
+        MainWindow(None, runs_dir=tmp_path, connect="none", max_render_fraction=1.5)
+
+
 # ------------------------------------------------------------------- the simulated DNPU rig
 
 

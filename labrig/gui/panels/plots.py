@@ -22,6 +22,7 @@ was most of a frame's cost (``scripts/bench_gui.py``).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -757,6 +758,9 @@ class PlotBoard(QWidget):
         self.data = RunData()
         self.panels: dict[str, Panel] = {}
         self.redraws = 0
+        self._next_panel = 0
+        self._draw_cost_s: dict[str, float] = {}  # panel key -> what drawing it took lately
+        self.last_drawn: list[str] = []  # the keys of the panels the last refresh() drew
         self._planned_for: tuple[frozenset[str], frozenset[tuple[str, int]]] | None = None
         self._placeholder = QLabel("No run yet: choose a procedure and press Start.")
         self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -798,23 +802,57 @@ class PlotBoard(QWidget):
 
     # ---- drawing ------------------------------------------------------------------------
 
-    def refresh(self, paint: bool = False) -> int:
+    def refresh(self, paint: bool = False, budget_s: float | None = None) -> int:
         """Add panels for new names, redraw panels whose inputs changed; returns how many.
 
         ``paint``: also paint the changed panels now (synchronously) instead of leaving it to
         the event loop, so that the caller can time a whole frame.
+
+        ``budget_s``: draw only the panels that fit into this time, judged by what each panel
+        took to draw before (at least one panel is drawn). The panels left out stay out of
+        date, and the next call starts with them, so a frame can be drawn in slices that each
+        fit into a gap; :meth:`outdated` names them.
         """
         self._plan()
+        t0 = time.perf_counter()
         drawn = 0
-        for panel in self.panels.values():
+        self.last_drawn = []
+        panels = list(self.panels.values())
+        # Start after the panel drawn last, so that slices take the panels in turn.
+        start = self._next_panel % len(panels) if panels else 0
+        for offset in range(len(panels)):
+            index = (start + offset) % len(panels)
+            panel = panels[index]
+            key = panel.plan.key
+            if budget_s is not None and drawn:
+                expected = self._draw_cost_s.get(key, 0.0)
+                if time.perf_counter() - t0 + expected > budget_s:
+                    break
+            t_panel = time.perf_counter()
             if panel.refresh(self.data):
                 drawn += 1
+                self._next_panel = index + 1
+                self.last_drawn.append(key)
                 if paint:
                     viewport = panel.plot_widget.viewport()
                     if viewport is not None and panel.isVisible():
                         viewport.repaint()
+                    cost = time.perf_counter() - t_panel
+                    previous = self._draw_cost_s.get(key)
+                    # Follows a slower panel at once, a faster one gradually.
+                    self._draw_cost_s[key] = (
+                        cost if previous is None or cost > previous else 0.8 * previous + 0.2 * cost
+                    )
         self.redraws += drawn
         return drawn
+
+    def outdated(self) -> set[str]:
+        """The keys of the panels that show older data than the board holds."""
+        return {
+            key
+            for key, panel in self.panels.items()
+            if self.data.changed_since(panel.inputs(), panel.seen)
+        }
 
     def _plan(self) -> None:
         data = self.data
