@@ -121,11 +121,19 @@ class WaveformPreamble:
 
     def times(self, n: int) -> np.ndarray:
         """Sample times in s of ``n`` points: ``(i - xref) * xinc + xorig``."""
-        return (np.arange(n, dtype=float) - self.x_reference) * self.x_increment + self.x_origin
+        t = np.arange(n, dtype=float)  # worked in place: records run to millions of points
+        t -= self.x_reference
+        t *= self.x_increment
+        t += self.x_origin
+        return t
 
     def volts(self, codes: np.ndarray) -> np.ndarray:
         """Integer codes to volts: ``(code - yref) * yinc + yorig``."""
-        return (codes.astype(float) - self.y_reference) * self.y_increment + self.y_origin
+        v = codes.astype(float)  # worked in place: the same numbers, no temporaries
+        v -= self.y_reference
+        v *= self.y_increment
+        v += self.y_origin
+        return v
 
 
 def _source_validator(value: Any, values: tuple[str, ...]) -> str:

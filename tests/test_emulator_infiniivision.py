@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -226,6 +227,30 @@ def test_byte_word_and_ascii_agree(sine_bench) -> None:
     _, signed, codes = read_volts(scope)
     np.testing.assert_allclose(signed, word, atol=1e-12)
     assert codes.min() < 0 < codes.max()
+
+
+@pytest.mark.parametrize("fmt", ["BYTE", "WORD"])
+def test_every_byte_order_and_sign_carries_the_same_record(sine_bench, fmt: str) -> None:
+    _bench, scope, src = sine_bench
+    send(scope, f":CHAN1:SCAL 0.1;:CHAN1:OFFS 0.2;:TIM:SCAL 2e-4;:DIG;:WAV:FORM {fmt}")
+    t = read_volts(scope)[0]
+    truth = src.output("out", scope.record.trigger_time_s + t)  # type: ignore[union-attr]
+    over, under = truth > 0.2 + 0.41, truth < 0.2 - 0.41
+    inside = np.abs(truth - 0.2) < 0.39
+    assert over.any() and under.any() and inside.any()
+    top = 0xFF if fmt == "BYTE" else 0xFFFF
+    reference = None
+    for unsigned, order in itertools.product((1, 0), ("LSBF", "MSBF")):
+        send(scope, f":WAV:UNS {unsigned};:WAV:BYT {order}")
+        _, volts, codes = read_volts(scope)
+        if not unsigned:  # the clip codes keep their place, shifted by yref
+            codes = codes + (top + 1) // 2
+        assert np.all(codes[over] == top) and np.all(codes[under] == 1)
+        if reference is None:
+            reference = volts
+            lsb = 0.8 / (250 if fmt == "BYTE" else 1000)
+            assert np.max(np.abs(volts[inside] - truth[inside])) < 0.05 + lsb  # noise + LSB
+        np.testing.assert_allclose(volts, reference, rtol=0, atol=1e-12)
 
 
 def test_clipped_points_get_the_clipping_codes(sine_bench) -> None:
