@@ -393,6 +393,33 @@ def bool_control(
     )
 
 
+def range_control(
+    get_command: str, set_command: str, docs: str, low: float, high: float, *, integer: bool = False
+) -> Any:
+    """A number within ``[low, high]``: refused outside it before anything is written, written
+    round-trip (or, ``integer``, as an integer and read back as one); errors checked after
+    setting."""
+    if integer:
+        return Instrument.control(
+            get_command,
+            set_command,
+            docs,
+            validator=strict_int_range,
+            values=(low, high),
+            get_process=int,
+            check_set_errors=True,
+        )
+    return Instrument.control(
+        get_command,
+        set_command,
+        docs,
+        validator=strict_float_range,
+        values=(low, high),
+        set_process=format_number,
+        check_set_errors=True,
+    )
+
+
 def choice_control(
     get_command: str,
     set_command: str,

@@ -30,6 +30,7 @@ from instruments.common import (
     choice_control,
     format_number,
     jsonable,
+    range_control,
     strict_float_range,
     strict_int_range,
     strip_quotes,
@@ -97,26 +98,22 @@ class Keysight33500BChannel(Channel):
         ("SIN", "SQU", "TRI", "RAMP", "PULS", "PRBS", "NOIS", "ARB", "DC"),
     )
 
-    frequency = Instrument.control(
+    frequency = range_control(
         "SOUR{ch}:FREQ?",
         "SOUR{ch}:FREQ %s",
         """Control the frequency of the standard functions in Hz (float, 1 uHz to 30 MHz;
         the function sets the real ceiling). Arbitrary waveforms use :attr:`arb_sample_rate`.""",
-        validator=strict_float_range,
-        values=(1e-6, 30e6),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-6,
+        30e6,
     )
 
-    amplitude = Instrument.control(
+    amplitude = range_control(
         "SOUR{ch}:VOLT?",
         "SOUR{ch}:VOLT %s",
         """Control the amplitude in :attr:`amplitude_unit` (float; 1 mVpp to 10 Vpp into 50 Ohm,
         twice that into high impedance; the instrument refuses what the load does not allow).""",
-        validator=strict_float_range,
-        values=(1e-3, 20.0),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-3,
+        20.0,
     )
 
     amplitude_unit = choice_control(
@@ -126,15 +123,13 @@ class Keysight33500BChannel(Channel):
         ("VPP", "VRMS", "DBM"),
     )
 
-    offset = Instrument.control(
+    offset = range_control(
         "SOUR{ch}:VOLT:OFFS?",
         "SOUR{ch}:VOLT:OFFS %s",
         """Control the DC offset in V (float, -10 to 10 V; |offset| + Vpp/2 must stay within
         5 V into 50 Ohm or 10 V into high impedance, which the instrument checks).""",
-        validator=strict_float_range,
-        values=(-10.0, 10.0),
-        set_process=format_number,
-        check_set_errors=True,
+        -10.0,
+        10.0,
     )
 
     output_enabled = bool_control(
@@ -154,14 +149,12 @@ class Keysight33500BChannel(Channel):
         check_set_errors=True,
     )
 
-    phase = Instrument.control(
+    phase = range_control(
         "SOUR{ch}:PHAS?",
         "SOUR{ch}:PHAS %s",
         """Control the phase offset in degrees (float, -360 to 360).""",
-        validator=strict_float_range,
-        values=(-360.0, 360.0),
-        set_process=format_number,
-        check_set_errors=True,
+        -360.0,
+        360.0,
     )
 
     arb_name = Instrument.control(
@@ -175,15 +168,13 @@ class Keysight33500BChannel(Channel):
         check_set_errors=True,
     )
 
-    arb_sample_rate = Instrument.control(
+    arb_sample_rate = range_control(
         "SOUR{ch}:FUNC:ARB:SRAT?",
         "SOUR{ch}:FUNC:ARB:SRAT %s",
         """Control the arbitrary-waveform sample rate in Sa/s (float, 1 uSa/s to 250 MSa/s;
         62.5 MSa/s with the filter off).""",
-        validator=strict_float_range,
-        values=(1e-6, 250e6),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-6,
+        250e6,
     )
 
     arb_filter = choice_control(
@@ -222,15 +213,13 @@ class Keysight33500BChannel(Channel):
         check_set_errors=True,
     )
 
-    burst_period = Instrument.control(
+    burst_period = range_control(
         "SOUR{ch}:BURS:INT:PER?",
         "SOUR{ch}:BURS:INT:PER %s",
         """Control the internal burst period in s (float, 1 us to 8000 s; used with trigger
         source 'IMM').""",
-        validator=strict_float_range,
-        values=(1e-6, 8000.0),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-6,
+        8000.0,
     )
 
     trigger_source = choice_control(
@@ -240,15 +229,13 @@ class Keysight33500BChannel(Channel):
         ("IMM", "EXT", "TIM", "BUS"),
     )
 
-    trigger_timer = Instrument.control(
+    trigger_timer = range_control(
         "TRIG{ch}:TIM?",
         "TRIG{ch}:TIM %s",
         """Control the trigger timer period in s for trigger source 'TIM' (float, 1 us to
         8000 s).""",
-        validator=strict_float_range,
-        values=(1e-6, 8000.0),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-6,
+        8000.0,
     )
 
     sync_mode = choice_control(

@@ -35,6 +35,7 @@ from instruments.common import (
     jsonable,
     poll_until,
     query_binary_block,
+    range_control,
     strict_float_range,
     strict_int_range,
     temporary_timeout,
@@ -148,36 +149,30 @@ def _source_validator(value: Any, values: tuple[str, ...]) -> str:
 class InfiniiVisionChannel(Channel):
     """One analogue input ``:CHANnel{n}``."""
 
-    scale = Instrument.control(
+    scale = range_control(
         ":CHAN{ch}:SCAL?",
         ":CHAN{ch}:SCAL %s",
         """Control the vertical scale in V/div (float, 1 mV to 5 kV per division incl. probe;
         full screen is 8 divisions).""",
-        validator=strict_float_range,
-        values=(1e-3, 5e3),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-3,
+        5e3,
     )
 
-    range = Instrument.control(
+    range = range_control(
         ":CHAN{ch}:RANG?",
         ":CHAN{ch}:RANG %s",
         """Control the full-screen vertical range in V (float, 8 mV to 40 kV incl. probe).""",
-        validator=strict_float_range,
-        values=(8e-3, 40e3),
-        set_process=format_number,
-        check_set_errors=True,
+        8e-3,
+        40e3,
     )
 
-    offset = Instrument.control(
+    offset = range_control(
         ":CHAN{ch}:OFFS?",
         ":CHAN{ch}:OFFS %s",
         """Control the voltage at screen centre in V (float, -1 kV to 1 kV; the scope limits it
         further by range and probe).""",
-        validator=strict_float_range,
-        values=(-1e3, 1e3),
-        set_process=format_number,
-        check_set_errors=True,
+        -1e3,
+        1e3,
     )
 
     display = bool_control(
@@ -193,14 +188,12 @@ class InfiniiVisionChannel(Channel):
         ("AC", "DC"),
     )
 
-    probe = Instrument.control(
+    probe = range_control(
         ":CHAN{ch}:PROB?",
         ":CHAN{ch}:PROB %s",
         """Control the probe attenuation ratio (float, 0.001 to 10000).""",
-        validator=strict_float_range,
-        values=(1e-3, 1e4),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-3,
+        1e4,
     )
 
     impedance = choice_control(
@@ -230,36 +223,30 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
     transfer_format = "WORD"
 
     # --------------------------------------------------------------- timebase
-    timebase_scale = Instrument.control(
+    timebase_scale = range_control(
         ":TIM:SCAL?",
         ":TIM:SCAL %s",
         """Control the horizontal scale in s/div (float, 1 ns to 50 s; full screen is 10
         divisions).""",
-        validator=strict_float_range,
-        values=(1e-9, 50.0),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-9,
+        50.0,
     )
 
-    timebase_range = Instrument.control(
+    timebase_range = range_control(
         ":TIM:RANG?",
         ":TIM:RANG %s",
         """Control the full-screen time range in s (float, 10 ns to 500 s).""",
-        validator=strict_float_range,
-        values=(1e-8, 500.0),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-8,
+        500.0,
     )
 
-    timebase_position = Instrument.control(
+    timebase_position = range_control(
         ":TIM:POS?",
         ":TIM:POS %s",
         """Control the time from the trigger to the reference point in s (float, -500 to
         500 s; the scope limits it further).""",
-        validator=strict_float_range,
-        values=(-500.0, 500.0),
-        set_process=format_number,
-        check_set_errors=True,
+        -500.0,
+        500.0,
     )
 
     timebase_reference = choice_control(
@@ -289,15 +276,13 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         check_set_errors=True,
     )
 
-    trigger_level = Instrument.control(
+    trigger_level = range_control(
         ":TRIG:EDGE:LEV?",
         ":TRIG:EDGE:LEV %s",
         """Control the edge-trigger level of the current source in V (float, -1 kV to 1 kV;
         the scope limits it to its screen range).""",
-        validator=strict_float_range,
-        values=(-1e3, 1e3),
-        set_process=format_number,
-        check_set_errors=True,
+        -1e3,
+        1e3,
     )
 
     trigger_slope = choice_control(
@@ -322,14 +307,13 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         ("NORM", "AVER", "HRES", "PEAK"),
     )
 
-    acquisition_count = Instrument.control(
+    acquisition_count = range_control(
         ":ACQ:COUN?",
         ":ACQ:COUN %d",
         """Control the number of averages for type 'AVER' (int, 1 to 65536).""",
-        validator=strict_int_range,
-        values=(1, 65536),
-        get_process=lambda v: int(v),
-        check_set_errors=True,
+        1,
+        65536,
+        integer=True,
     )
 
     acquisition_mode = choice_control(
@@ -385,15 +369,14 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         ("NORM", "MAX", "RAW"),
     )
 
-    waveform_points = Instrument.control(
+    waveform_points = range_control(
         ":WAV:POIN?",
         ":WAV:POIN %d",
         """Control the number of points :meth:`read_waveform` transfers (int, 100 to 8000000;
         the reply is what the next transfer will hold).""",
-        validator=strict_int_range,
-        values=(100, 8_000_000),
-        get_process=lambda v: int(v),
-        check_set_errors=True,
+        100,
+        8_000_000,
+        integer=True,
     )
 
     error_query = ":SYST:ERR?"

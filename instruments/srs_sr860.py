@@ -36,6 +36,7 @@ from instruments.common import (
     jsonable,
     parse_bool,
     query_binary_values,
+    range_control,
     strict_float_range,
     strict_int_range,
     visa_kwargs,
@@ -131,67 +132,57 @@ class SR860(ErrorCheckingMixin, Instrument):
         mapped=True,
     )
 
-    frequency = Instrument.control(
+    frequency = range_control(
         "FREQ?",
         "FREQ %s",
         """Control the reference frequency in Hz (float, 1 mHz to 500 kHz). Reads the external
         frequency when the reference is external.""",
-        validator=strict_float_range,
-        values=(1e-3, 500e3),
-        set_process=format_number,
-        check_set_errors=True,
+        1e-3,
+        500e3,
     )
 
-    sine_amplitude = Instrument.control(
+    sine_amplitude = range_control(
         "SLVL?",
         "SLVL %s",
         """Control the sine-out amplitude in V (float, 0 to 2 V).""",
-        validator=strict_float_range,
-        values=(0.0, 2.0),
-        set_process=format_number,
-        check_set_errors=True,
+        0.0,
+        2.0,
     )
 
-    sine_offset = Instrument.control(
+    sine_offset = range_control(
         "SOFF?",
         "SOFF %s",
         """Control the sine-out DC level in V (float, -5 to 5 V).""",
-        validator=strict_float_range,
-        values=(-5.0, 5.0),
-        set_process=format_number,
-        check_set_errors=True,
+        -5.0,
+        5.0,
     )
 
-    harmonic = Instrument.control(
+    harmonic = range_control(
         "HARM?",
         "HARM %d",
         """Control the detection harmonic (int, 1 to 99).""",
-        validator=strict_int_range,
-        values=(1, 99),
-        get_process=lambda v: int(v),
-        check_set_errors=True,
+        1,
+        99,
+        integer=True,
     )
 
-    phase = Instrument.control(
+    phase = range_control(
         "PHAS?",
         "PHAS %s",
         """Control the reference phase shift in degrees (float, -360000 to 360000).""",
-        validator=strict_float_range,
-        values=(-360000.0, 360000.0),
-        set_process=format_number,
-        check_set_errors=True,
+        -360000.0,
+        360000.0,
     )
 
     # ------------------------------------------------------------------ filter
-    time_constant_index = Instrument.control(
+    time_constant_index = range_control(
         "OFLT?",
         "OFLT %d",
         """Control the time constant by index (int, 0 = 1 us to 21 = 30 ks; see
         ``TIME_CONSTANTS_S``).""",
-        validator=strict_int_range,
-        values=(0, 21),
-        get_process=lambda v: int(v),
-        check_set_errors=True,
+        0,
+        21,
+        integer=True,
     )
 
     filter_slope = Instrument.control(
@@ -215,15 +206,14 @@ class SR860(ErrorCheckingMixin, Instrument):
         check_set_errors=True,
     )
 
-    sensitivity_index = Instrument.control(
+    sensitivity_index = range_control(
         "SCAL?",
         "SCAL %d",
         """Control the sensitivity by index (int, 0 = 1 V / 1 uA to 27 = 1 nV / 1 fA; see
         ``SENSITIVITIES_V``, ``SENSITIVITIES_A``).""",
-        validator=strict_int_range,
-        values=(0, 27),
-        get_process=lambda v: int(v),
-        check_set_errors=True,
+        0,
+        27,
+        integer=True,
     )
 
     # ------------------------------------------------------------------ input
