@@ -915,46 +915,43 @@ class Keysight33500BEmulator(ScpiEmulator):
         except ValueError:
             raise ScpiError(-104, detail="arb data list holds a non-number") from None
 
-    def _w_data_float(self, ctx: Context, args: Args) -> None:
-        """``DATA:ARB name,<values in -1..1>`` (ASCII list or float32 block)."""
+    def _arb_values(self, ctx: Context, args: Args, code: str) -> tuple[int, str, FloatArray, bool]:
+        """Channel, arb name and values of ``DATA:ARB[:DAC] name,<values>``: a block of ``code``
+        (``f4`` or ``i2``, byte order by ``FORM:BORD``) or an ASCII list; True if a block."""
         n = self._ch(ctx)
         args.require(2)
         name = self._check_name(n, args.string(0))
-        if args.is_block(1):
-            args.require(2, 2)
-            payload = args.block(1)
-            if len(payload) % 4:
-                raise ScpiError(-161, detail=f"float32 block of {len(payload)} bytes")
-            dtype = ">f4" if self.byte_order == "NORM" else "<f4"
-            samples = np.frombuffer(payload, dtype=dtype).astype(np.float64)
-        else:
-            samples = self._ascii_list(args, 1)
+        if not args.is_block(1):
+            return n, name, self._ascii_list(args, 1), False
+        args.require(2, 2)
+        payload = args.block(1)
+        size = int(code[1])
+        if len(payload) % size:
+            kind = "float32" if code == "f4" else "int16"
+            raise ScpiError(-161, detail=f"{kind} block of {len(payload)} bytes")
+        order = ">" if self.byte_order == "NORM" else "<"
+        return n, name, np.frombuffer(payload, dtype=order + code).astype(np.float64), True
+
+    def _w_data_float(self, ctx: Context, args: Args) -> None:
+        """``DATA:ARB name,<values in -1..1>`` (ASCII list or float32 block)."""
+        n, name, samples, _ = self._arb_values(ctx, args, "f4")
         if samples.size and (not np.all(np.isfinite(samples)) or np.max(np.abs(samples)) > 1.0):
             raise ScpiError(-222, detail=f"arb {name}: values must lie in -1.0..+1.0")
         self._store(n, name, samples)
 
     def _w_data_dac(self, ctx: Context, args: Args) -> None:
         """``DATA:ARB:DAC name,<codes>`` (ASCII list or int16 block); ±32767 is full scale."""
-        n = self._ch(ctx)
-        args.require(2)
-        name = self._check_name(n, args.string(0))
-        if args.is_block(1):
-            args.require(2, 2)
-            payload = args.block(1)
-            if len(payload) % 2:
-                raise ScpiError(-161, detail=f"int16 block of {len(payload)} bytes")
-            dtype = ">i2" if self.byte_order == "NORM" else "<i2"
-            codes = np.frombuffer(payload, dtype=dtype).astype(np.float64)
-        else:
-            codes = self._ascii_list(args, 1)
-            if codes.size and (
+        n, name, codes, block = self._arb_values(ctx, args, "i2")
+        if (
+            not block
+            and codes.size
+            and (
                 np.any(codes != np.round(codes))
                 or codes.min() < -DAC_FULL_SCALE - 1
                 or codes.max() > DAC_FULL_SCALE
-            ):
-                raise ScpiError(
-                    -222, detail=f"arb {name}: DAC codes must be integers -32768..32767"
-                )
+            )
+        ):
+            raise ScpiError(-222, detail=f"arb {name}: DAC codes must be integers -32768..32767")
         # -32768 is accepted and plays as -32767 (full scale is symmetric)
         self._store(n, name, np.clip(codes / DAC_FULL_SCALE, -1.0, 1.0))
 
