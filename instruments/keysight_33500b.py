@@ -46,6 +46,11 @@ ARB_MIN_POINTS = 8
 ARB_MAX_POINTS = 1_000_000
 #: Largest DAC code emitted (the instrument may accept -32768; full scale is symmetric).
 DAC_FULL_SCALE = 32767
+# Setting limits that load_waveform and configure_burst also check before they write anything.
+AMPLITUDE_VPP = (1e-3, 20.0)  # 10 Vpp into 50 Ohm, twice that into high impedance
+OFFSET_V = (-10.0, 10.0)
+ARB_SAMPLE_RATE_HZ = (1e-6, 250e6)
+BURST_CYCLES = (1, 100_000_000)
 _ARB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")
 _TRIGGER_SOURCES: dict[str, str] = {"immediate": "IMM", "bus": "BUS", "external": "EXT"}
 
@@ -112,8 +117,7 @@ class Keysight33500BChannel(Channel):
         "SOUR{ch}:VOLT %s",
         """Control the amplitude in :attr:`amplitude_unit` (float; 1 mVpp to 10 Vpp into 50 Ohm,
         twice that into high impedance; the instrument refuses what the load does not allow).""",
-        1e-3,
-        20.0,
+        *AMPLITUDE_VPP,
     )
 
     amplitude_unit = choice_control(
@@ -128,8 +132,7 @@ class Keysight33500BChannel(Channel):
         "SOUR{ch}:VOLT:OFFS %s",
         """Control the DC offset in V (float, -10 to 10 V; |offset| + Vpp/2 must stay within
         5 V into 50 Ohm or 10 V into high impedance, which the instrument checks).""",
-        -10.0,
-        10.0,
+        *OFFSET_V,
     )
 
     output_enabled = bool_control(
@@ -173,8 +176,7 @@ class Keysight33500BChannel(Channel):
         "SOUR{ch}:FUNC:ARB:SRAT %s",
         """Control the arbitrary-waveform sample rate in Sa/s (float, 1 uSa/s to 250 MSa/s;
         62.5 MSa/s with the filter off).""",
-        1e-6,
-        250e6,
+        *ARB_SAMPLE_RATE_HZ,
     )
 
     arb_filter = choice_control(
@@ -208,7 +210,7 @@ class Keysight33500BChannel(Channel):
         "SOUR{ch}:BURS:NCYC %s",
         """Control the cycles per burst (int, 1 to 100000000, or ``math.inf``).""",
         validator=_ncycles_validator,
-        values=(1, 100_000_000),
+        values=BURST_CYCLES,
         get_process=_ncycles_reply,
         check_set_errors=True,
     )
@@ -356,7 +358,7 @@ class Keysight33500B(ErrorCheckingMixin, SCPIMixin, Instrument):
         ch = self.channel(channel)
         data = _checked_samples(volts)
         label = _check_arb_name(name)
-        strict_float_range(sample_rate_hz, (1e-6, 250e6))
+        strict_float_range(sample_rate_hz, ARB_SAMPLE_RATE_HZ)
         high, low = float(np.max(data)), float(np.min(data))
         peak_to_peak = high - low
         mid = 0.5 * (high + low)
@@ -367,8 +369,8 @@ class Keysight33500B(ErrorCheckingMixin, SCPIMixin, Instrument):
         else:
             normalised = np.zeros_like(data)
         amplitude = max(peak_to_peak, 1e-3)
-        strict_float_range(amplitude, (1e-3, 20.0))
-        strict_float_range(mid, (-10.0, 10.0))
+        strict_float_range(amplitude, AMPLITUDE_VPP)
+        strict_float_range(mid, OFFSET_V)
         ch.write("SOUR{ch}:DATA:VOL:CLE")
         self.write("FORM:BORD SWAP")
         write_binary_values(ch, f"SOUR{{ch}}:DATA:ARB {label},", normalised.astype(np.float32), "f")
@@ -385,7 +387,7 @@ class Keysight33500B(ErrorCheckingMixin, SCPIMixin, Instrument):
     def configure_burst(self, channel: int, cycles: int, trigger: TriggerSource) -> None:
         """Play the selected waveform ``cycles`` times per trigger (triggered burst)."""
         ch = self.channel(channel)
-        count = strict_int_range(cycles, (1, 100_000_000))
+        count = strict_int_range(cycles, BURST_CYCLES)
         try:
             source = _TRIGGER_SOURCES[trigger]
         except KeyError:

@@ -45,6 +45,14 @@ from instruments.roles import TriggerSource, Waveform
 
 #: ``:OPERegister:CONDition?`` bit 3: the scope is acquiring (running, or armed by :SINGle).
 OPER_RUN_BIT = 8
+
+# Setting limits that configure_acquisition also checks before it writes anything.
+CHANNEL_RANGE_V = (8e-3, 40e3)  # full screen, probe included
+CHANNEL_OFFSET_V = (-1e3, 1e3)
+TIMEBASE_RANGE_S = (1e-8, 500.0)
+TRIGGER_LEVEL_V = (-1e3, 1e3)
+WAVEFORM_POINTS = (100, 8_000_000)  # also checked by set_points
+
 _FORMAT_CODES = {0: "BYTE", 1: "WORD", 4: "ASC"}
 _CHANNELS = (1, 2, 3, 4)
 
@@ -162,8 +170,7 @@ class InfiniiVisionChannel(Channel):
         ":CHAN{ch}:RANG?",
         ":CHAN{ch}:RANG %s",
         """Control the full-screen vertical range in V (float, 8 mV to 40 kV incl. probe).""",
-        8e-3,
-        40e3,
+        *CHANNEL_RANGE_V,
     )
 
     offset = range_control(
@@ -171,8 +178,7 @@ class InfiniiVisionChannel(Channel):
         ":CHAN{ch}:OFFS %s",
         """Control the voltage at screen centre in V (float, -1 kV to 1 kV; the scope limits it
         further by range and probe).""",
-        -1e3,
-        1e3,
+        *CHANNEL_OFFSET_V,
     )
 
     display = bool_control(
@@ -236,8 +242,7 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         ":TIM:RANG?",
         ":TIM:RANG %s",
         """Control the full-screen time range in s (float, 10 ns to 500 s).""",
-        1e-8,
-        500.0,
+        *TIMEBASE_RANGE_S,
     )
 
     timebase_position = range_control(
@@ -281,8 +286,7 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         ":TRIG:EDGE:LEV %s",
         """Control the edge-trigger level of the current source in V (float, -1 kV to 1 kV;
         the scope limits it to its screen range).""",
-        -1e3,
-        1e3,
+        *TRIGGER_LEVEL_V,
     )
 
     trigger_slope = choice_control(
@@ -374,8 +378,7 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         ":WAV:POIN %d",
         """Control the number of points :meth:`read_waveform` transfers (int, 100 to 8000000;
         the reply is what the next transfer will hold).""",
-        100,
-        8_000_000,
+        *WAVEFORM_POINTS,
         integer=True,
     )
 
@@ -452,7 +455,7 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
 
     def set_points(self, n: int) -> None:
         """Transfer ``n`` points per record from acquisition memory (points mode RAW)."""
-        points = strict_int_range(n, (100, 8_000_000))
+        points = strict_int_range(n, WAVEFORM_POINTS)
         self.write(":WAV:POIN:MODE RAW")
         self.write(f":WAV:POIN {points}")
         self.check_errors(context=f"set_points({points})")
@@ -475,10 +478,11 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         has no bus trigger: ``"bus"`` raises ``ValueError``.
         """
         self.channel(channel)
-        strict_float_range(volts_range, (8e-3, 40e3))
-        strict_float_range(offset_v, (-1e3, 1e3))
-        strict_float_range(duration_s, (1e-8, 500.0))
-        strict_float_range(trigger_level_v, (-1e3, 1e3))
+        # Every value is checked before the first write, against the limits of its setting.
+        strict_float_range(volts_range, CHANNEL_RANGE_V)
+        strict_float_range(offset_v, CHANNEL_OFFSET_V)
+        strict_float_range(duration_s, TIMEBASE_RANGE_S)
+        strict_float_range(trigger_level_v, TRIGGER_LEVEL_V)
         if trigger == "immediate":
             source, sweep = f"CHAN{channel}", "AUTO"
         elif trigger == "external":

@@ -62,6 +62,7 @@ SAMPLE_RATE_HZ = 1e6
 MAX_SINE_FREQUENCY_HZ = 5e5
 TRIGGER_OUTPUTS = (1, 2, 3, 4, 5)
 INTERNAL_TRIGGERS = range(1, 15)
+MAX_REPETITIONS = 2**31 - 1  # trace repetitions and sine periods per trigger
 #: ``*RST`` takes seconds on the instrument.
 RESET_TIMEOUT_S = 15.0
 _GENERATOR_TRIGGERS: dict[str, str] = {"immediate": "bus", "bus": "bus", "external": "ext1"}
@@ -182,7 +183,7 @@ class QDac2Channel(Channel):
         "sour{ch}:awg:coun %d",
         """Control the repetitions of the trace per trigger (int, 1 to 2**31-1).""",
         validator=strict_int_range,
-        values=(1, 2**31 - 1),
+        values=(1, MAX_REPETITIONS),
         get_process=_count_reply,
         check_set_errors=True,
     )
@@ -510,7 +511,7 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         :param trigger: QDAC trigger source word ('bus', 'imm', 'int3', 'ext1', ...).
         """
         source = choice_validator(trigger, _TRIGGER_SOURCE_WORDS)
-        periods = strict_int_range(count, (-1, 2**31 - 1))
+        periods = strict_int_range(count, (-1, MAX_REPETITIONS))
         if periods == 0:
             raise ValueError("sine count: -1 (forever) or at least 1 period")
         self._check_sine(channel, frequency_hz, amplitude_v, offset_v)
@@ -709,13 +710,13 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
 
     def fire_internal_trigger(self, k: int) -> None:
         """Fire internal trigger ``k`` (1..14, ``tint k``)."""
-        self.write(f"tint {strict_int_range(k, (1, 14))}")
+        self.write(f"tint {strict_int_range(k, (INTERNAL_TRIGGERS[0], INTERNAL_TRIGGERS[-1]))}")
         self.check_errors()
 
     def route_trigger_output(self, output: int, source: str) -> None:
         """Route ``source`` ('hold', 'bus', 'int1'..'int14', 'ext1'..'ext4') to trigger
         output ``output`` (1..5)."""
-        number = strict_int_range(output, (1, 5))
+        number = strict_int_range(output, (TRIGGER_OUTPUTS[0], TRIGGER_OUTPUTS[-1]))
         self._uploaded = None  # the traces' marker routing may change
         word = choice_validator(source, tuple(w for w in _TRIGGER_SOURCE_WORDS if w != "imm"))
         self.write(f"outp:trig{number}:sour {word}")

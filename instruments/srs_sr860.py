@@ -42,6 +42,10 @@ from instruments.common import (
     visa_kwargs,
 )
 
+# Setting limits that configure() also checks before it writes anything.
+FREQUENCY_HZ = (1e-3, 500e3)
+HARMONICS = (1, 99)
+PHASE_DEG = (-360000.0, 360000.0)
 #: ``OFLT`` index -> time constant in s: {1, 3} x 10^(i//2 - 6), 1 us .. 30 ks.
 TIME_CONSTANTS_S: tuple[float, ...] = tuple(
     float(f"{1 if i % 2 == 0 else 3}e{i // 2 - 6}") for i in range(22)
@@ -83,6 +87,8 @@ ESR_ERROR_BITS: dict[int, str] = {
 }
 #: Largest ``CAPTUREGET?`` request in kB.
 CAPTURE_CHUNK_KB = 64
+#: The capture buffer's size in kB.
+CAPTURE_BUFFER_KB = 4096
 _REL = 1e-9
 
 
@@ -137,8 +143,7 @@ class SR860(ErrorCheckingMixin, Instrument):
         "FREQ %s",
         """Control the reference frequency in Hz (float, 1 mHz to 500 kHz). Reads the external
         frequency when the reference is external.""",
-        1e-3,
-        500e3,
+        *FREQUENCY_HZ,
     )
 
     sine_amplitude = range_control(
@@ -161,8 +166,7 @@ class SR860(ErrorCheckingMixin, Instrument):
         "HARM?",
         "HARM %d",
         """Control the detection harmonic (int, 1 to 99).""",
-        1,
-        99,
+        *HARMONICS,
         integer=True,
     )
 
@@ -170,8 +174,7 @@ class SR860(ErrorCheckingMixin, Instrument):
         "PHAS?",
         "PHAS %s",
         """Control the reference phase shift in degrees (float, -360000 to 360000).""",
-        -360000.0,
-        360000.0,
+        *PHASE_DEG,
     )
 
     # ------------------------------------------------------------------ filter
@@ -286,7 +289,7 @@ class SR860(ErrorCheckingMixin, Instrument):
         """Control the capture buffer length in kB (int, even, 2 to 4096; 256 float points per
         kB).""",
         validator=_even_kb,
-        values=(2, 4096),
+        values=(2, CAPTURE_BUFFER_KB),
         get_process=lambda v: int(v),
         check_set_errors=True,
     )
@@ -434,7 +437,7 @@ class SR860(ErrorCheckingMixin, Instrument):
     def get_capture(self, offset_kb: int, length_kb: int) -> npt.NDArray[np.float32]:
         """Read ``length_kb`` (1..64) kB of the stopped capture buffer from ``offset_kb`` as
         float32 values, interleaved as ``capture_config`` says (``CAPTUREGET?``)."""
-        offset = strict_int_range(offset_kb, (0, 4095))
+        offset = strict_int_range(offset_kb, (0, CAPTURE_BUFFER_KB - 1))
         length = strict_int_range(length_kb, (1, CAPTURE_CHUNK_KB))
         data = query_binary_values(
             self,
@@ -446,7 +449,7 @@ class SR860(ErrorCheckingMixin, Instrument):
 
     def read_capture(self, length_kb: int) -> npt.NDArray[np.float32]:
         """Read the first ``length_kb`` kB of the stopped capture buffer, in 64 kB requests."""
-        total = strict_int_range(length_kb, (1, 4096))
+        total = strict_int_range(length_kb, (1, CAPTURE_BUFFER_KB))
         chunks = []
         for offset in range(0, total, CAPTURE_CHUNK_KB):
             chunks.append(self.get_capture(offset, min(CAPTURE_CHUNK_KB, total - offset)))
@@ -469,10 +472,10 @@ class SR860(ErrorCheckingMixin, Instrument):
         sources = {"internal": 0, "external": 1}
         if reference not in sources:
             raise ValueError(f"reference {reference!r}: 'internal' or 'external'")
-        frequency = strict_float_range(frequency_hz, (1e-3, 500e3))
+        frequency = strict_float_range(frequency_hz, FREQUENCY_HZ)
         tc_index = _nearest_at_or_above(float(time_constant_s), TIME_CONSTANTS_S, "time constant")
-        harm = strict_int_range(harmonic, (1, 99))
-        phase = strict_float_range(phase_deg, (-360000.0, 360000.0))
+        harm = strict_int_range(harmonic, HARMONICS)
+        phase = strict_float_range(phase_deg, PHASE_DEG)
         self.write(f"RSRC {sources[reference]}")
         self.write(f"FREQ {format_number(frequency)}")
         self.write(f"HARM {harm}")

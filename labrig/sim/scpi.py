@@ -466,8 +466,6 @@ class Args:
                     return float(int(nd.group(2), base))
                 except ValueError:
                     raise ScpiError(-121, detail=f"{self._where(i)} {text!r}") from None
-            if text[:1].isalpha():
-                raise ScpiError(-104, detail=f"{self._where(i)} {text!r} is not a number")
             raise ScpiError(-104, detail=f"{self._where(i)} {text!r} is not a number")
         value = float(m.group(1))
         suffix = m.group(2)
