@@ -399,24 +399,13 @@ def range_control(
     """A number within ``[low, high]``: refused outside it before anything is written, written
     round-trip (or, ``integer``, as an integer and read back as one); errors checked after
     setting."""
-    if integer:
-        return Instrument.control(
-            get_command,
-            set_command,
-            docs,
-            validator=strict_int_range,
-            values=(low, high),
-            get_process=int,
-            check_set_errors=True,
-        )
+    number: dict[str, Any] = (
+        {"validator": strict_int_range, "get_process": int}
+        if integer
+        else {"validator": strict_float_range, "set_process": format_number}
+    )
     return Instrument.control(
-        get_command,
-        set_command,
-        docs,
-        validator=strict_float_range,
-        values=(low, high),
-        set_process=format_number,
-        check_set_errors=True,
+        get_command, set_command, docs, values=(low, high), check_set_errors=True, **number
     )
 
 

@@ -184,7 +184,7 @@ class SR860(ErrorCheckingMixin, Instrument):
         """Control the time constant by index (int, 0 = 1 us to 21 = 30 ks; see
         ``TIME_CONSTANTS_S``).""",
         0,
-        21,
+        len(TIME_CONSTANTS_S) - 1,
         integer=True,
     )
 
@@ -215,7 +215,7 @@ class SR860(ErrorCheckingMixin, Instrument):
         """Control the sensitivity by index (int, 0 = 1 V / 1 uA to 27 = 1 nV / 1 fA; see
         ``SENSITIVITIES_V``, ``SENSITIVITIES_A``).""",
         0,
-        27,
+        len(SENSITIVITIES_V) - 1,
         integer=True,
     )
 
