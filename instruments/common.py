@@ -145,10 +145,21 @@ class ErrorCheckingMixin:
     returns ``[(code, message), ...]``, empty when there was no error. Properties declared with
     ``check_set_errors=True`` then raise :class:`InstrumentReportedError` naming the command that
     was written last.
+
+    It also gives every driver the same :meth:`shutdown`: the model's ``safe_state()``, then
+    the connection closed, whether or not the safe state could be reached.
     """
 
     name: str
     _last_command: str = ""
+
+    def shutdown(self) -> None:
+        """Safe state, then close the connection (also when the safe state fails)."""
+        try:
+            self.safe_state()  # type: ignore[attr-defined]
+        finally:
+            self.adapter.close()  # type: ignore[attr-defined]
+            super().shutdown()  # type: ignore[misc]
 
     def write(self, command: str, **kwargs: Any) -> None:
         self._last_command = command

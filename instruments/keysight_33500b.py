@@ -449,11 +449,3 @@ class Keysight33500B(ErrorCheckingMixin, SCPIMixin, Instrument):
         for ch in self.channels.values():
             ch.write("OUTP{ch} 0")
         self.check_errors(context="safe_state")
-
-    def shutdown(self) -> None:
-        """Outputs off, then close the connection."""
-        try:
-            self.safe_state()
-        finally:
-            self.adapter.close()
-            super().shutdown()

@@ -577,13 +577,5 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         """The scope drives nothing: stop acquiring."""
         self.stop()
 
-    def shutdown(self) -> None:
-        """Stop, then close the connection."""
-        try:
-            self.safe_state()
-        finally:
-            self.adapter.close()
-            super().shutdown()
-
 
 __all__ = ["InfiniiVisionChannel", "KeysightInfiniiVision", "WaveformPreamble"]

@@ -759,11 +759,3 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
                 },
             }
         return jsonable(settings)  # type: ignore[no-any-return]
-
-    def shutdown(self) -> None:
-        """Safe state, then close the connection."""
-        try:
-            self.safe_state()
-        finally:
-            self.adapter.close()
-            super().shutdown()

@@ -509,11 +509,3 @@ class SR860(ErrorCheckingMixin, Instrument):
     def safe_state(self) -> None:
         """Sine-out amplitude to 0 V."""
         self.sine_amplitude = 0.0
-
-    def shutdown(self) -> None:
-        """Safe state, then close the connection."""
-        try:
-            self.safe_state()
-        finally:
-            self.adapter.close()
-            super().shutdown()
