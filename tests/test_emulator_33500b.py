@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from emulator_wire import ask, error_codes, profile_device, profile_reply, send
 
 from labrig.sim.bench import Bench, FloatArray
 from labrig.sim.keysight_33500b import BUILTIN_ARB, IDN, Keysight33500BEmulator
@@ -34,24 +34,6 @@ def awg() -> Keysight33500BEmulator:
     return Keysight33500BEmulator("awg", Bench(seed=3))
 
 
-def ask(emu: Keysight33500BEmulator, command: str) -> str:
-    return emu.feed(command.encode() + b"\n").decode().rstrip("\n")
-
-
-def send(emu: Keysight33500BEmulator, command: str | bytes) -> None:
-    data = command if isinstance(command, bytes) else command.encode()
-    assert emu.feed(data + b"\n") == b""
-
-
-def errors(emu: Keysight33500BEmulator) -> list[int]:
-    codes: list[int] = []
-    while True:
-        code = int(ask(emu, "SYST:ERR?").split(",")[0])
-        if code == 0:
-            return codes
-        codes.append(code)
-
-
 def block(payload: bytes) -> bytes:
     length = str(len(payload)).encode()
     return b"#" + str(len(length)).encode() + length + payload
@@ -70,17 +52,6 @@ def sample_centres(emu: Keysight33500BEmulator, n: int, srate: float) -> FloatAr
 # --------------------------------------------------------------------------- profile and reset
 
 
-def _profile_device() -> dict:
-    data = yaml.load(PROFILE.read_text(), Loader=yaml.loader.BaseLoader)
-    return data["devices"]["keysight_33522b"]
-
-
-def _profile_reply(prop: dict, value: str) -> str:
-    kind = prop["specs"]["type"]
-    typed: object = {"float": float, "int": int, "str": str}[kind](value)
-    return prop["getter"]["r"].format(typed)
-
-
 def test_profile_loads_in_pyvisa_sim_and_matches_identity() -> None:
     pyvisa = pytest.importorskip("pyvisa")
     rm = pyvisa.ResourceManager(f"{PROFILE}@sim")
@@ -95,22 +66,22 @@ def test_profile_loads_in_pyvisa_sim_and_matches_identity() -> None:
 
 
 def test_every_profile_default_is_the_emulator_reset_state(awg: Keysight33500BEmulator) -> None:
-    device = _profile_device()
+    device = profile_device(PROFILE, "keysight_33522b")
     send(awg, "SOUR2:VOLT 3;:OUTP1 ON;:FORM:BORD SWAP;:TRIG2:SOUR BUS")
     send(awg, "*RST")
     for name, prop in device["properties"].items():
-        expected = _profile_reply(prop, prop["default"])
+        expected = profile_reply(prop, prop["default"])
         assert ask(awg, prop["getter"]["q"]) == expected, name
     for dialogue in device["dialogues"]:
         reply = ask(awg, dialogue["q"])
         assert reply == dialogue.get("r", ""), dialogue["q"]
-    assert errors(awg) == []
+    assert error_codes(awg) == []
 
 
 def test_profile_limits_round_trip_on_the_emulator(awg: Keysight33500BEmulator) -> None:
     """Each settable profile property accepts its spec's extremes / valid values and reports
     them as pyvisa-sim would."""
-    for name, prop in _profile_device()["properties"].items():
+    for name, prop in profile_device(PROFILE, "keysight_33522b")["properties"].items():
         if "setter" not in prop:
             continue
         specs = prop["specs"]
@@ -118,8 +89,8 @@ def test_profile_limits_round_trip_on_the_emulator(awg: Keysight33500BEmulator) 
         for value in values:
             send(awg, "*RST")
             send(awg, prop["setter"]["q"].replace("{:d}", "{}").replace("{:s}", "{}").format(value))
-            assert ask(awg, prop["getter"]["q"]) == _profile_reply(prop, value), (name, value)
-            assert errors(awg) == [], (name, value)
+            assert ask(awg, prop["getter"]["q"]) == profile_reply(prop, value), (name, value)
+            assert error_codes(awg) == [], (name, value)
 
 
 def test_reset_keeps_arbs_and_error_queue(awg: Keysight33500BEmulator) -> None:
@@ -127,7 +98,7 @@ def test_reset_keeps_arbs_and_error_queue(awg: Keysight33500BEmulator) -> None:
     send(awg, "SOUR1:BOGUS 1")
     send(awg, "*RST")
     assert ask(awg, "SOUR1:DATA:VOL:CAT?") == f'"{BUILTIN_ARB}","KEEPME"'
-    assert errors(awg) == [-113]
+    assert error_codes(awg) == [-113]
 
 
 def test_short_long_lowercase_and_omitted_suffix_forms(awg: Keysight33500BEmulator) -> None:
@@ -138,7 +109,7 @@ def test_short_long_lowercase_and_omitted_suffix_forms(awg: Keysight33500BEmulat
     send(awg, "OUTPut2:LOAD INFinity")
     assert ask(awg, "OUTP2:LOAD?") == "9.9E+37"
     assert ask(awg, "SOUR3:FREQ?") == ""
-    assert errors(awg) == [-114]
+    assert error_codes(awg) == [-114]
 
 
 # --------------------------------------------------------------------------- amplitude rules
@@ -152,7 +123,7 @@ def test_out_of_range_amplitude_is_clamped_and_reported(awg: Keysight33500BEmula
     assert float(ask(awg, "SOUR1:VOLT:OFFS?")) == pytest.approx(4.5)  # |offset| + Vpp/2 <= 5 V
     send(awg, "SOUR1:VOLT 0.0001")
     assert float(ask(awg, "SOUR1:VOLT?")) == pytest.approx(1e-3)
-    assert errors(awg) == [-222, -222]
+    assert error_codes(awg) == [-222, -222]
 
 
 def test_load_rescales_displayed_levels_and_limits(awg: Keysight33500BEmulator) -> None:
@@ -162,7 +133,7 @@ def test_load_rescales_displayed_levels_and_limits(awg: Keysight33500BEmulator) 
     send(awg, "SOUR1:VOLT:OFFS 0;:SOUR1:VOLT 20")  # 20 Vpp is legal into high impedance
     assert float(ask(awg, "SOUR1:VOLT?")) == pytest.approx(20.0)
     send(awg, "SOUR1:VOLT:UNIT DBM")
-    assert errors(awg) == [-221]
+    assert error_codes(awg) == [-221]
 
 
 def test_high_and_low_levels_set_amplitude_and_offset(awg: Keysight33500BEmulator) -> None:
@@ -183,7 +154,7 @@ def test_float32_block_upload_plays_back_in_volts(awg: Keysight33500BEmulator, o
     send(awg, f"FORM:BORD {order}")
     send(awg, b"SOUR1:DATA:ARB RAMP64," + block(samples.astype(dtype).tobytes()))
     play(awg, "ramp64", 1e4, 2.0, 0.25)
-    assert errors(awg) == []
+    assert error_codes(awg) == []
     assert ask(awg, "SOUR1:FUNC:ARB?;:SOUR1:FUNC:ARB:POIN?") == '"RAMP64";+64'
     t = sample_centres(awg, 128, 1e4)
     expected = 0.25 + 1.0 * np.tile(samples.astype(float), 2)
@@ -211,7 +182,7 @@ def test_ascii_uploads_float_and_dac(awg: Keysight33500BEmulator) -> None:
     send(awg, "SOUR1:FUNC:ARB ASCDAC")
     t = sample_centres(awg, 8, 1e3)
     np.testing.assert_allclose(awg.output("ch1", t), 0.5 * np.array(values), atol=1e-4)
-    assert errors(awg) == []
+    assert error_codes(awg) == []
 
 
 def test_arb_name_length_value_and_memory_errors(awg: Keysight33500BEmulator) -> None:
@@ -224,12 +195,12 @@ def test_arb_name_length_value_and_memory_errors(awg: Keysight33500BEmulator) ->
     send(awg, "SOUR1:DATA:ARB OVER,0,0,0,0,0,0,0,1.5")
     send(awg, b"SOUR1:DATA:ARB:DAC ODD," + block(b"\x00" * 17))
     send(awg, "SOUR1:FUNC:ARB NOSUCH")
-    assert errors(awg) == [-224, -224, -221, -224, -222, -161, -256]
+    assert error_codes(awg) == [-224, -224, -221, -224, -222, -161, -256]
     assert ask(awg, "SOUR1:DATA:VOL:CAT?") == f'"{BUILTIN_ARB}","GOOD_1"'
     assert ask(awg, "SOUR2:DATA:VOL:CAT?") == f'"{BUILTIN_ARB}"'  # memory is per channel
     too_many = np.zeros(1_000_001, dtype=np.int16).tobytes()
     send(awg, b"SOUR1:DATA:ARB:DAC HUGE," + block(too_many))
-    assert errors(awg) == [-224]
+    assert error_codes(awg) == [-224]
 
 
 def test_volatile_memory_accounting_and_clear(awg: Keysight33500BEmulator) -> None:
@@ -244,7 +215,7 @@ def test_volatile_memory_accounting_and_clear(awg: Keysight33500BEmulator) -> No
     big = np.zeros(1_000_000, dtype=np.int16).tobytes()
     send(awg, b"SOUR1:DATA:ARB:DAC BIG," + block(big))
     send(awg, b"SOUR1:DATA:ARB:DAC BIG2," + block(big))
-    assert errors(awg) == [-225]
+    assert error_codes(awg) == [-225]
 
 
 # --------------------------------------------------------------------------- playback physics

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from emulator_wire import ask, error_codes, profile_device, profile_reply, send
 
 from labrig.sim.bench import Bench, FloatArray
 from labrig.sim.keysight_33500b import Keysight33500BEmulator
@@ -43,24 +43,6 @@ class StepPart:
 
     def on_trigger(self, port: str, t: float) -> None:
         pass
-
-
-def ask(emu: InfiniiVisionEmulator | Keysight33500BEmulator, command: str) -> str:
-    return emu.feed(command.encode() + b"\n").decode("latin-1").rstrip("\n")
-
-
-def send(emu: InfiniiVisionEmulator | Keysight33500BEmulator, command: str | bytes) -> None:
-    data = command if isinstance(command, bytes) else command.encode()
-    assert emu.feed(data + b"\n") == b""
-
-
-def errors(emu: InfiniiVisionEmulator | Keysight33500BEmulator) -> list[int]:
-    codes: list[int] = []
-    while True:
-        code = int(ask(emu, ":SYST:ERR?").split(",")[0])
-        if code == 0:
-            return codes
-        codes.append(code)
 
 
 def preamble(scope: InfiniiVisionEmulator) -> list[float]:
@@ -115,16 +97,6 @@ def sine_bench() -> tuple[Bench, InfiniiVisionEmulator, SinePart]:
 # --------------------------------------------------------------------------- profile, reset
 
 
-def _profile_device() -> dict:
-    data = yaml.load(PROFILE.read_text(), Loader=yaml.loader.BaseLoader)
-    return data["devices"]["keysight_dsox3024t"]
-
-
-def _profile_reply(prop: dict, value: str) -> str:
-    typed: object = {"float": float, "int": int, "str": str}[prop["specs"]["type"]](value)
-    return prop["getter"]["r"].format(typed)
-
-
 def test_profile_loads_in_pyvisa_sim_and_matches_identity() -> None:
     pyvisa = pytest.importorskip("pyvisa")
     rm = pyvisa.ResourceManager(f"{PROFILE}@sim")
@@ -139,27 +111,27 @@ def test_profile_loads_in_pyvisa_sim_and_matches_identity() -> None:
 
 def test_every_profile_default_is_the_emulator_reset_state() -> None:
     scope = InfiniiVisionEmulator("scope", Bench())
-    device = _profile_device()
+    device = profile_device(PROFILE, "keysight_dsox3024t")
     send(scope, ":TIM:SCAL 1e-3;:CHAN3:DISP 1;:WAV:FORM WORD;:TRIG:SWE NORM")
     send(scope, "*RST")
     for name, prop in device["properties"].items():
-        assert ask(scope, prop["getter"]["q"]) == _profile_reply(prop, prop["default"]), name
+        assert ask(scope, prop["getter"]["q"]) == profile_reply(prop, prop["default"]), name
     for dialogue in device["dialogues"]:
         assert ask(scope, dialogue["q"]) == dialogue.get("r", ""), dialogue["q"]
-    assert errors(scope) == []
+    assert error_codes(scope) == []
 
 
 def test_profile_limits_round_trip_on_the_emulator() -> None:
     scope = InfiniiVisionEmulator("scope", Bench())
-    for name, prop in _profile_device()["properties"].items():
+    for name, prop in profile_device(PROFILE, "keysight_dsox3024t")["properties"].items():
         specs = prop["specs"]
         values = list(specs.get("valid", [])) or [specs["min"], specs["max"]]
         for value in values:
             send(scope, "*RST")
             setter = prop["setter"]["q"].replace("{:d}", "{}").replace("{:s}", "{}")
             send(scope, setter.format(value))
-            assert ask(scope, prop["getter"]["q"]) == _profile_reply(prop, value), (name, value)
-            assert errors(scope) == [], (name, value)
+            assert ask(scope, prop["getter"]["q"]) == profile_reply(prop, value), (name, value)
+            assert error_codes(scope) == [], (name, value)
 
 
 def test_coupled_settings_and_lowercase_long_forms() -> None:
@@ -171,7 +143,7 @@ def test_coupled_settings_and_lowercase_long_forms() -> None:
     send(scope, ":CHAN2:PROB 10")  # same volts at the BNC: the displayed scale follows
     assert ask(scope, ":CHAN2:SCAL?") == "+1.00000000E+00"
     send(scope, ":TIM:SCAL 1e3")
-    assert errors(scope) == [-222]
+    assert error_codes(scope) == [-222]
     assert ask(scope, ":timebase?").startswith(":TIM:MODE MAIN;REF CENT;MAIN:RANG +2.0")
 
 
@@ -307,7 +279,7 @@ def test_normal_sweep_without_trigger_never_answers_auto_does() -> None:
     scope = InfiniiVisionEmulator("scope", bench)  # nothing wired: flat 0 V
     send(scope, ":TRIG:SWE NORM;:TRIG:EDGE:LEV 0.5;:SING")
     assert ask(scope, "*OPC?") == ""
-    assert errors(scope) == [-200]
+    assert error_codes(scope) == [-200]
     assert ask(scope, ":OPER:COND?") == "+40"  # running + waiting for trigger
     send(scope, ":TRIG:SWE AUTO")
     assert ask(scope, "*OPC?") == "1"
@@ -337,7 +309,7 @@ def test_awg_burst_on_sync_is_captured_time_aligned() -> None:
     t_fire = bench.clock.now
     assert ask(awg, "*TRG;*OPC?") == "1"
     assert ask(scope, "*OPC?") == "1"
-    assert errors(awg) == [] and errors(scope) == []
+    assert error_codes(awg) == [] and error_codes(scope) == []
     t, volts, _ = read_volts(scope)
     assert scope.record is not None and scope.record.trigger_time_s == t_fire
     assert t[0] == 0.0

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from emulator_wire import ask
 
 from labrig.sim.bench import Bench
 from labrig.sim.qdevil_qdac2 import FILTER_CUTOFF_HZ, FilteredRamp, QDac2Emulator
@@ -34,10 +35,6 @@ def bench() -> Bench:
 @pytest.fixture
 def dac(bench: Bench) -> QDac2Emulator:
     return QDac2Emulator("dac", bench)
-
-
-def ask(dac: QDac2Emulator, text: str) -> str:
-    return dac.feed(text.encode() + b"\n").decode().removesuffix("\n")
 
 
 def errors(dac: QDac2Emulator) -> str:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from emulator_wire import ask
 
 from labrig.sim.bench import Bench
 from labrig.sim.srs_sr860 import SENSITIVITY_V, TIME_CONSTANT_S, SR860Emulator
@@ -37,10 +38,6 @@ def make(tones: list[tuple[float, float, float]], start: float = 0.0):
     bench.add(SineSource(tones, start))
     bench.connect("lockin.in", "src.out")
     return bench, lockin
-
-
-def ask(lockin: SR860Emulator, text: str) -> str:
-    return lockin.feed(text.encode() + b"\n").decode().removesuffix("\n")
 
 
 def floats(reply: str) -> list[float]:

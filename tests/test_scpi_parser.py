@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from emulator_wire import ask
 from sim_contract import ToyEmulator
 
 from labrig.sim.bench import Bench, Fault
@@ -25,10 +26,6 @@ from labrig.sim.scpi import (
 @pytest.fixture
 def toy() -> ToyEmulator:
     return ToyEmulator()
-
-
-def ask(emu: ScpiEmulator, text: str) -> str:
-    return emu.feed(text.encode() + b"\n").decode("latin-1").removesuffix("\n")
 
 
 def errors(emu: ScpiEmulator) -> list[int]:
