@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_runs_toys import SleepyCounter, ToyInstrument
+from test_runs_toys import SleepyCounter, ToyInstrument, spawn_toy
 
 from instruments.errors import InstrumentConnectionError, InstrumentReportedError, LimitError
 from labrig.errors import ProcedureError
@@ -27,20 +25,6 @@ from labrig.procedures.runner import (
 from labrig.runs.documents import Document, EventDoc, LogDoc, StartDoc, StopDoc
 from labrig.runs.record import RunRecord
 from labrig.runs.stream import Subscriber
-
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-
-
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
-    return subprocess.Popen(
-        [sys.executable, str(TESTS / "test_runs_toys.py"), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 def _wait_for_seq(proc: subprocess.Popen[str], seq: int, timeout_s: float = 30) -> None:
@@ -238,7 +222,7 @@ def test_subscriber_exceptions_do_not_reach_the_procedure(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_sigint_stops_the_run_and_makes_instruments_safe(tmp_path: Path) -> None:
     marker = tmp_path / "marker.txt"
-    proc = _spawn(["sleepy", str(tmp_path / "runs"), "period_s=0.01", f"marker={marker}"])
+    proc = spawn_toy(["sleepy", str(tmp_path / "runs"), "period_s=0.01", f"marker={marker}"])
     _wait_for_seq(proc, 5)
     proc.send_signal(signal.SIGINT)
     out, err = _finish(proc)
@@ -256,7 +240,7 @@ def test_sigint_stops_the_run_and_makes_instruments_safe(tmp_path: Path) -> None
 def test_second_sigint_aborts_at_once_but_never_skips_the_safe_state(tmp_path: Path) -> None:
     marker = tmp_path / "marker.txt"
     args = ["period_s=0.01", "ignore_stop=true", "safe_delay_s=1.0", f"marker={marker}"]
-    proc = _spawn(["sleepy", str(tmp_path / "runs"), *args])
+    proc = spawn_toy(["sleepy", str(tmp_path / "runs"), *args])
     _wait_for_seq(proc, 3)
     proc.send_signal(signal.SIGINT)  # ignored by this procedure: it keeps going
     _wait_for_seq(proc, 10)
@@ -280,7 +264,7 @@ def test_second_sigint_aborts_at_once_but_never_skips_the_safe_state(tmp_path: P
 @pytest.mark.slow
 def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path) -> None:
     marker = tmp_path / "marker.txt"
-    proc = _spawn(["sleepy", str(tmp_path / "runs"), "period_s=0.01", f"marker={marker}"])
+    proc = spawn_toy(["sleepy", str(tmp_path / "runs"), "period_s=0.01", f"marker={marker}"])
     _wait_for_seq(proc, 3)
     proc.send_signal(signal.SIGTERM)
     out, _ = _finish(proc)

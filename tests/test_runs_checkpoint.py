@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from test_runs_toys import QuadraticDescent
+from test_runs_toys import QuadraticDescent, spawn_toy
 
 from labrig.errors import ProcedureError
 from labrig.procedures.base import RunAborted, register_procedure
@@ -27,9 +24,6 @@ from labrig.runs.checkpoint import (
     save_checkpoint,
 )
 from labrig.runs.record import RecordError, RunRecord
-
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 
 
 def test_state_round_trips_bit_for_bit() -> None:
@@ -93,21 +87,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     )
     assert reference.status == "success"
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(TESTS / "test_runs_toys.py"),
-            "quadratic",
-            str(tmp_path / "b"),
-            f"n_iterations={n}",
-            "trace_every=7",
-            "delay_s=0.01",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    proc = spawn_toy(
+        ["quadratic", str(tmp_path / "b"), f"n_iterations={n}", "trace_every=7", "delay_s=0.01"]
     )
     try:
         deadline = time.monotonic() + 30

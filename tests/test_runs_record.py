@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -20,9 +19,6 @@ from labrig.procedures.base import Procedure
 from labrig.procedures.runner import RunController, run_procedure
 from labrig.runs.documents import EventDoc, StartDoc
 from labrig.runs.record import RecordWriter, RunRecord, default_runs_dir, new_run_dir
-
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 
 
 def _start(uid: str = "0123456789abcdef") -> StartDoc:
@@ -174,22 +170,13 @@ def test_plain_h5py_reader_sees_events_while_the_run_is_going(tmp_path: Path) ->
     assert RunRecord.open(result.run_dir).status == "aborted"
 
 
-def _spawn_toy(args: list[str]) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
-    return subprocess.Popen(
-        [sys.executable, str(TESTS / "test_runs_toys.py"), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [7, 40, 133])
 def test_sigkill_loses_at_most_the_event_in_flight(tmp_path: Path, kill_after: int) -> None:
     """The toy prints each seq_num after emit_event returned (flushed); kill -9 right after."""
-    proc = _spawn_toy(["sleepy", str(tmp_path), "n_events=100000", "period_s=0.0005"])
+    from test_runs_toys import spawn_toy
+
+    proc = spawn_toy(["sleepy", str(tmp_path), "n_events=100000", "period_s=0.0005"])
     confirmed = -1
     try:
         assert proc.stdout is not None

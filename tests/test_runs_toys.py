@@ -8,6 +8,8 @@ Also a command-line entry point so tests can run a toy in a subprocess and kill 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -180,6 +182,20 @@ class SleepyCounter(Procedure):
             arrays = {"signal": np.full(3 if self.mode == "plain" else 5, float(i))}
             self.emit_event({"count": i}, arrays)
             print(json.dumps({"seq": i}), flush=True)
+
+
+def spawn_toy(args: list[str]) -> subprocess.Popen[str]:
+    """Run this module's command line (``args``: toy, runs dir, ``name=value`` pairs) in a
+    subprocess whose output is read line by line as text."""
+    here = Path(__file__).resolve()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[1]), str(here.parent)])}
+    return subprocess.Popen(
+        [sys.executable, str(here), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _main(argv: list[str]) -> int:
