@@ -20,23 +20,30 @@ from labrig.runs.record import RunRecord
 
 
 class FaultyIv(IvSweep):
-    """The I-V sweep with one fault scheduled on the scope once the rig is open."""
+    """The I-V sweep with one fault scheduled on an instrument once the rig is open."""
 
     fault: tuple[str, float] = ("drop", 0.0)
+    target = "scope"
+    after_commands = 20  # past the scope's configuration, among the acquisitions
 
     def execute(self) -> None:
         kind, value = self.fault
         rig = self.require_rig()
         assert rig.bench_client is not None and rig.built is not None
-        # twenty commands into the sweep: past the scope's configuration, among the acquisitions
-        sent = rig.built.bench.faults.command_counts.get("scope", 0)
-        rig.bench_client.add_fault(kind, "scope", at_command=sent + 20, value=value)
+        sent = rig.built.bench.faults.command_counts.get(self.target, 0)
+        rig.bench_client.add_fault(
+            kind, self.target, at_command=sent + self.after_commands, value=value
+        )
         super().execute()
 
 
-def run_with(fault: tuple[str, float], tmp_path: Path) -> tuple[object, float]:
+def run_with(
+    fault: tuple[str, float], tmp_path: Path, target: str = "scope", after_commands: int = 20
+) -> tuple[object, float]:
     proc = FaultyIv(electrode=3, start_v=-0.5, stop_v=0.5, points=8)
     proc.fault = fault
+    proc.target = target
+    proc.after_commands = after_commands
     t0 = time.monotonic()
     result = run_procedure(proc, runs_dir=tmp_path, echo=False, handle_signals=False)
     return result, time.monotonic() - t0
@@ -62,3 +69,16 @@ def test_an_instrument_reported_error_aborts_cleanly_with_the_reason(tmp_path: P
     # every DAC channel was brought back to its safe voltage all the same
     finals = result.summary["final_voltages_v"]  # type: ignore[attr-defined]
     assert all(v == 0.0 for v in finals.values()), finals
+
+
+def test_a_dac_connection_dropped_mid_ramp_is_reopened_to_make_the_electrode_safe(
+    tmp_path: Path,
+) -> None:
+    # The DAC's ramps are not retried (a ramp half done is not safe to repeat blindly): the run
+    # fails, and its safe state meets a dead connection. The runner reopens it and tries again.
+    result, _ = run_with(("drop", 0.0), tmp_path, target="dac", after_commands=3)
+    assert result.status == "failed"  # type: ignore[attr-defined]
+    assert result.safe_state["dac"] == "ok after reconnecting"  # type: ignore[attr-defined]
+    assert result.summary["final_voltages_v"]["dac:4"] == 0.0  # type: ignore[attr-defined]
+    logs = " ".join(doc.message for doc in RunRecord.open(result.run_dir).logs)  # type: ignore[attr-defined]
+    assert "needed a reconnect" in logs

@@ -361,7 +361,7 @@ class MainWindow(QMainWindow):
         if stop is not None:
             detail = stop.status + (f" — {stop.reason}" if stop.reason else "")
             level = "info" if stop.status == "success" else "warning"
-            unsafe = {k: v for k, v in stop.safe_state.items() if v != "ok"}
+            unsafe = {k: v for k, v in stop.safe_state.items() if not v.startswith("ok")}
             self.log_pane.add(
                 f"run finished: {detail} ({stop.n_events} events, "
                 f"{stop.wall_time_s:.2f} s wall, {stop.device_time_s:.3g} s device); safe state: "

@@ -481,6 +481,12 @@ class Procedure:
         """Close connections. The runner calls this last, after every instrument's safe state
         and after reading the device time for the stop document."""
 
+    def reconnect_instrument(self, label: str) -> bool:
+        """Reopen the connection of ``self.instruments[label]`` after it dropped, replacing the
+        driver there; True if it did. The runner calls this when a safe state fails on a lost
+        connection, then tries the safe state once more. The base class cannot reconnect."""
+        return False
+
     def checkpoint_state(self) -> dict[str, Any] | None:
         """State to resume from after the last emitted event, or None if not resumable.
 

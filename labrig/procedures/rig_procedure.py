@@ -63,6 +63,13 @@ class RigProcedure(Procedure):
                 self.log(problem, "error")
             self.rig = None
 
+    def reconnect_instrument(self, label: str) -> bool:
+        """Reopen ``label``'s connection through the rig (channel limits reinstalled)."""
+        if self.rig is None or label not in self.rig.instruments:
+            return False
+        self.instruments[label] = self.rig.reconnect(label)
+        return True
+
     def with_retry(self, call: Callable[[], T], instruments: Sequence[str], what: str) -> T:
         """Run ``call``; on a timeout, a dropped connection or a garbled reply, reconnect
         ``instruments`` and try again (3 attempts, 0.1 s then 0.2 s back-off), else abort the

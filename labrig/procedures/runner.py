@@ -692,11 +692,8 @@ def _shutdown(
     safe: dict[str, str] = {}
     failures: list[str] = []
     for label, instrument in dict(procedure.instruments).items():
-        try:
-            instrument.safe_state()
-            safe[label] = "ok"
-        except Exception as exc:
-            safe[label] = f"{type(exc).__name__}: {exc}"
+        safe[label] = _make_safe(procedure, label, instrument, context.log)
+        if not safe[label].startswith("ok"):
             failures.append(f"{label} ({safe[label]})")
             context.log(f"safe_state() of {label!r} failed: {safe[label]}", "error")
     for label, instrument in dict(procedure.instruments).items():
@@ -759,14 +756,37 @@ def _shutdown(
 def _safe_state_only(procedure: Procedure) -> dict[str, str]:
     """Used when the record cannot even be created: still make every instrument safe."""
     safe: dict[str, str] = {}
+
+    def log(message: str, level: LogLevel) -> None:
+        _logger.warning(message)
+
     for label, instrument in dict(procedure.instruments).items():
-        try:
-            instrument.safe_state()
-            safe[label] = "ok"
-        except Exception as exc:
-            safe[label] = f"{type(exc).__name__}: {exc}"
-    _release(procedure, lambda message, level: _logger.warning(message))
+        safe[label] = _make_safe(procedure, label, instrument, log)
+    _release(procedure, log)
     return safe
+
+
+def _make_safe(
+    procedure: Procedure, label: str, instrument: Any, log: Callable[[str, LogLevel], None]
+) -> str:
+    """Bring one instrument to its safe state: "ok", "ok after reconnecting" (the connection
+    had dropped and the procedure reopened it), or the error."""
+    try:
+        instrument.safe_state()
+        return "ok"
+    except RETRYABLE_ERRORS as exc:
+        first = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    # A dropped connection must not leave an output live: reopen it and try once more.
+    try:
+        if not procedure.reconnect_instrument(label):
+            return first
+        procedure.instruments[label].safe_state()
+    except Exception as exc:
+        return f"{first}; after reconnecting: {type(exc).__name__}: {exc}"
+    log(f"safe_state() of {label!r} needed a reconnect ({first})", "warning")
+    return "ok after reconnecting"
 
 
 def _release(procedure: Procedure, log: Callable[[str, LogLevel], None]) -> None:
