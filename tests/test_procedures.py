@@ -16,6 +16,7 @@ import pytest
 
 from labrig.cli import main
 from labrig.physics.dnpu import DnpuModel
+from labrig.procedures.base import register_procedure
 from labrig.procedures.characterise import IvSweep, TransferCurve
 from labrig.procedures.hge import HgeTraining
 from labrig.procedures.runner import resume_run, run_procedure
@@ -182,3 +183,27 @@ def test_hge_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path: Path) 
     assert resumed.status == "success", resumed.reason
     for key in ("iterations", "final_loss", "found", "controls_v", "outputs_na"):
         assert resumed.summary[key] == straight.summary[key], key
+
+
+@register_procedure
+class IvFailingShutdown(IvSweep):
+    """An I-V sweep whose first segment measures every point and then fails in shutdown()."""
+
+    name = "iv-failing-shutdown"
+
+    def shutdown(self) -> None:
+        if not self.resumed:
+            raise RuntimeError("planned shutdown failure")
+
+
+def test_resuming_a_sweep_that_measured_every_point_finishes_it(tmp_path: Path) -> None:
+    first = run_procedure(
+        IvFailingShutdown(electrode=2, start_v=-0.5, stop_v=0.2, points=3),
+        runs_dir=tmp_path,
+        echo=False,
+        handle_signals=False,
+    )
+    assert first.status == "failed" and first.n_events == 3, first.reason
+    again = resume_run(first.run_dir, handle_signals=False, echo=False)
+    assert again.status == "success", again.reason
+    assert again.n_events == 3  # nothing measured twice, nothing out of range

@@ -325,3 +325,29 @@ def test_log_and_start_documents_reach_subscribers(tmp_path: Path) -> None:
     event = docs[2]
     assert isinstance(event, EventDoc) and not event.arrays["trace"].flags.writeable
     assert result.run_uid == start.run_uid
+
+
+def test_a_failure_setting_up_the_run_still_makes_it_safe_and_hands_signals_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labrig.runs.stream import DocumentStream
+
+    def no_threads(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(DocumentStream, "subscribe", no_threads)
+    dac = ToyInstrument("dac")
+    dac.output_v = 0.4
+    procedure = SleepyCounter(n_events=3)
+    procedure.instruments = {"dac": dac}
+    controller = RunController()
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(RuntimeError, match="new thread"):
+        run_procedure(
+            procedure, runs_dir=tmp_path, subscribers=[print], controller=controller, echo=False
+        )
+    assert dac.safe_calls == 1 and dac.output_v == 0.0
+    assert signal.getsignal(signal.SIGINT) is before
+    assert controller.state != "running"
+    (run_dir,) = tmp_path.iterdir()
+    assert RunRecord.open(run_dir).status == "crashed"  # readable, and not left "running"

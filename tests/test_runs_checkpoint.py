@@ -13,7 +13,7 @@ import pytest
 from test_runs_toys import QuadraticDescent, spawn_toy
 
 from labrig.errors import ProcedureError
-from labrig.procedures.base import RunAborted, register_procedure
+from labrig.procedures.base import IntegerParameter, Procedure, RunAborted, register_procedure
 from labrig.procedures.runner import run_procedure
 from labrig.runs.checkpoint import (
     checkpoint_paths,
@@ -110,6 +110,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     crashed = RunRecord.open(run_dir)
     assert crashed.status == "crashed" and 45 <= len(crashed.events) < n
 
+    checkpoint = load_checkpoint(run_dir)
     resumed = resume(run_dir, overrides={"delay_s": 0.0}, handle_signals=False)
     assert resumed.status == "success", resumed.reason
     assert resumed.run_dir == run_dir
@@ -117,11 +118,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     a = RunRecord.open(reference.run_dir)
     b = RunRecord.open(run_dir)
     assert [s.segment for s in b.segments] == [0, 1]
-    assert (
-        b.segments[1].first_seq_num
-        == load_checkpoint(run_dir).seq_num + 1 - (n - b.segments[1].first_seq_num)
-        or True
-    )
+    assert b.segments[1].first_seq_num == checkpoint.seq_num + 1  # continues after it
     assert b.events.seq_num.tolist() == list(range(n))
     assert set(b.events.segment.tolist()) == {0, 1}
     # bit for bit: every scalar and array, and the final state
@@ -168,3 +165,60 @@ def test_resume_extends_an_aborted_run_with_overrides(tmp_path: Path) -> None:
     a, b = RunRecord.open(reference.run_dir), RunRecord.open(first.run_dir)
     assert np.array_equal(a.events.scalars["loss"], b.events.scalars["loss"])
     assert json.loads(json.dumps(b.segments[1].parameters))["n_iterations"] == 30
+
+
+@register_procedure
+class CountTo(Procedure):
+    """Counts to ``n`` one event at a time; fails on purpose at ``fail_at`` (0: never)."""
+
+    name = "toy-count-to"
+    n = IntegerParameter("Count to", default=5, minimum=1)
+    fail_at = IntegerParameter("Fail at", default=0, minimum=0)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.i = 0
+
+    def execute(self) -> None:
+        while self.i < self.n:
+            if self.fail_at and self.i == self.fail_at:
+                raise RuntimeError("planned failure")
+            self.i += 1
+            self.emit_event({"i": float(self.i)})
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"i": self.i}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.i = int(state["i"])
+
+
+def test_a_resume_keeps_the_overrides_of_earlier_resumes(tmp_path: Path) -> None:
+    first = run_procedure(CountTo(n=5, fail_at=3), runs_dir=tmp_path, handle_signals=False)
+    assert first.status == "failed" and first.n_events == 3
+    second = resume(first.run_dir, overrides={"n": 10, "fail_at": 7}, handle_signals=False)
+    assert second.status == "failed" and second.n_events == 7
+    third = resume(first.run_dir, overrides={"fail_at": 0}, handle_signals=False)
+    # n = 10 from the second segment, not the first segment's 5
+    assert third.status == "success" and third.n_events == 10
+    record = RunRecord.open(first.run_dir)
+    assert [s.parameters["n"] for s in record.segments] == [5, 10, 10]
+
+
+def test_a_resume_that_fails_to_start_keeps_the_previous_stop_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run_procedure(CountTo(n=5, fail_at=3), runs_dir=tmp_path, handle_signals=False)
+    import labrig.runs.record as record_module
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(record_module, "_write_start", disk_full)
+    with pytest.raises(RecordError, match="no space left"):
+        resume(first.run_dir, handle_signals=False)
+    monkeypatch.undo()
+    record = RunRecord.open(first.run_dir)
+    assert record.status == "failed"
+    assert record.stop is not None and "planned failure" in record.stop.reason
+    assert len(record.events) == 3

@@ -89,6 +89,8 @@ class IvSweep(RigProcedure):
                     f"[{jlo}, {jhi}] V ({rig.station.source})"
                 )
             fixed[channel] = self.others_v
+        if self._next_point >= self.points:
+            return  # resumed after every point was measured: nothing left to sweep
         voltages = np.linspace(self.start_v, self.stop_v, self.points)
         channel = dnpu.electrode_channels[k]
         self.with_retry(

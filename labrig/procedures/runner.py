@@ -52,6 +52,7 @@ from labrig._version import __version__
 from labrig.errors import ProcedureError
 from labrig.procedures.base import (
     LogLevel,
+    ParameterError,
     Procedure,
     RunAborted,
     get_procedure_class,
@@ -454,6 +455,7 @@ class _Context:
         self.prior_device_s = prior_device_s
         self.t0 = t0
         self.checkpointing = checkpointing
+        self._device_time_failed = False
         self.last_scalars: dict[str, float] = {}
         self._lock = threading.RLock()
 
@@ -463,7 +465,14 @@ class _Context:
     def device_time_s(self) -> float:
         try:
             return self.prior_device_s + float(self.procedure.device_time_s())
-        except Exception:
+        except Exception as exc:
+            if not self._device_time_failed:  # said once, not at every event
+                self._device_time_failed = True
+                _logger.warning(
+                    "device time unknown (%s: %s); counting the earlier segments' only",
+                    type(exc).__name__,
+                    exc,
+                )
             return self.prior_device_s
 
     def emit_event(self, scalars: Mapping[str, float], arrays: Mapping[str, np.ndarray]) -> int:
@@ -598,24 +607,33 @@ def _execute(
     main = _in_main_thread()
     if handle_signals and main:
         guard.install()
-    stream = DocumentStream()
-    for subscriber in subscribers:
-        stream.subscribe(subscriber)
-    writer.set_segment(start.segment)
-    context = _Context(
-        procedure,
-        writer,
-        stream,
-        controller,
-        start.run_uid,
-        start.segment,
-        start.first_seq_num,
-        prior_wall_s,
-        prior_device_s,
-        t0,
-        checkpointing,
-    )
-    procedure._attach(context)
+    try:
+        stream = DocumentStream()
+        for subscriber in subscribers:
+            stream.subscribe(subscriber)
+        writer.set_segment(start.segment)
+        context = _Context(
+            procedure,
+            writer,
+            stream,
+            controller,
+            start.run_uid,
+            start.segment,
+            start.first_seq_num,
+            prior_wall_s,
+            prior_device_s,
+            t0,
+            checkpointing,
+        )
+        procedure._attach(context)
+    except BaseException:
+        # Not even the lifecycle could be set up: still safe, closed and signals handed back.
+        writer.close()
+        _safe_state_only(procedure)
+        if handle_signals and main:
+            guard.restore()
+        controller._end_if_running()
+        raise
     outcome = _Outcome()
     reraise: BaseException | None = None
     try:
@@ -880,9 +898,15 @@ def resume_run(
         raise ProcedureError(f"{run_dir}: the run finished successfully; nothing to resume")
     checkpoint = load_checkpoint(Path(run_dir))
     cls = get_procedure_class(record.start.procedure, record.start.procedure_class)
-    values: dict[str, object] = dict(record.start.parameters)
+    # The latest segment's parameters: an override given to an earlier resume still holds.
+    latest = record.segments[-1]
+    values: dict[str, object] = dict(latest.parameters)
     values.update(overrides or {})
-    procedure = cls(**values)
+    try:
+        procedure = cls(**values)
+    except ParameterError as exc:
+        where = "override" if exc.parameter in (overrides or {}) else f"recorded in {run_dir}"
+        raise ParameterError(exc.parameter, exc.value, exc.problem, where) from None
     procedure.resumed = True
     if prepare is not None:
         prepare(procedure)
@@ -893,7 +917,7 @@ def resume_run(
         start = _start_doc(
             procedure,
             record.start.run_uid,
-            record.start.station_text,
+            latest.station_text,
             segment=segment,
             first_seq=checkpoint.seq_num + 1,
         )

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import math
 import os
 import re
@@ -86,6 +87,8 @@ __all__ = [
     "is_being_written",
     "new_run_dir",
 ]
+
+_logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.h5"
 LOCK_FILE = ".writer.lock"
@@ -343,13 +346,16 @@ class RecordWriter:
             previous_stop: dict[str, Any] | None = None
             if "stop" in f:
                 previous_stop = {k: _attr(v) for k, v in f["stop"].attrs.items()}
-                del f["stop"]
             removed = writer._truncate(keep_through_seq)
             group = f.require_group("resumes").create_group(str(start.segment))
             writer._start_group = group.name
             _write_start(group, start)
             _write_json(group, "previous_stop", previous_stop)
             group.attrs["truncated_events"] = removed
+            # Only now that the old stop document is kept in the new segment: a failure before
+            # this point leaves the record as it ended, with its stop document.
+            if "stop" in f:
+                del f["stop"]
             writer._load_layout()
             f.swmr_mode = True
             f.flush()
@@ -545,8 +551,12 @@ class RecordWriter:
 
     def _close_file(self) -> None:
         if self._file is not None:
-            with contextlib.suppress(Exception):
+            try:
                 self._file.close()
+            except Exception as exc:  # the events flushed before stay readable
+                _logger.warning(
+                    "%s: closing the record failed: %s: %s", self.path, type(exc).__name__, exc
+                )
             self._file = None
 
     def close(self) -> None:
