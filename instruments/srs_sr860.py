@@ -507,5 +507,7 @@ class SR860(ErrorCheckingMixin, Instrument):
         return jsonable(settings)  # type: ignore[no-any-return]
 
     def safe_state(self) -> None:
-        """Sine-out amplitude to 0 V."""
+        """Sine output quiet: amplitude and its DC level to 0 V (the DC level alone can hold
+        up to 5 V on the output)."""
         self.sine_amplitude = 0.0
+        self.sine_offset = 0.0

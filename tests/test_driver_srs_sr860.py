@@ -237,6 +237,8 @@ def test_common_commands_safe_state_and_shutdown():
         ("*CLS", None),
         ("SLVL 0", None),
         OK,
+        ("SOFF 0", None),
+        OK,
     ]
     with expected_protocol(SR860, dialogue) as lockin:
         assert lockin.identity == "Stanford_Research_Systems,SR860,002819,v1.51"

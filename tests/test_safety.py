@@ -120,7 +120,7 @@ def _check_bench_is_safe(station_file: Path) -> None:
             port = f"{ch.instrument}.ch{ch.channel}"
             now = rig.instruments[ch.instrument].get_voltage(ch.channel)
             assert now == pytest.approx(ch.limits.safe_v, abs=1e-6), (port, now)
-            low, high = extremes.get(port, (0.0, 0.0))
+            low, high = extremes[port]  # every channel is watched and was driven
             assert ch.limits.min_v <= low and high <= ch.limits.max_v, (port, low, high)
         # the sweep really drove the electrodes before it was stopped
         assert extremes["dac.ch4"][0] < -0.5 and extremes["dac.ch1"][1] >= 0.3 - 1e-9

@@ -41,8 +41,8 @@ def build_bench(station: Station, pacing: str | None = None) -> BuiltBench:
     spec = station.bench
     if spec is None:
         raise ValueError(f"station {station.name!r} ({station.source}) has no [bench] table")
-    # The device models solve many small linear systems; a multi-threaded BLAS spends more on
-    # thread hand-off than on arithmetic there (measured 4x slower on two cores).
+    # The device models solve many small linear systems, where a multi-threaded BLAS has
+    # little to split and adds thread hand-offs (not measured here: a design choice).
     threadpool_limits(limits=1, user_api="blas")
     watch = [f"{c.instrument}.ch{c.channel}" for c in station.channels]
     if station.dnpu is not None:

@@ -22,6 +22,7 @@ Commands (``SIMulation`` subsystem)::
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -140,6 +141,8 @@ class BenchClient(Instrument):
         """Let ``seconds`` of bench time pass (and wait for the bench to confirm), in steps of
         at most :attr:`max_wait_step_s` so that a real-time bench never outlasts the timeout."""
         left = float(seconds)
+        if not (math.isfinite(left) and left >= 0):
+            raise ValueError(f"bench wait of {seconds!r} s: must be a finite number >= 0")
         while left > 0:
             step = min(left, self.max_wait_step_s)
             self.write(f"SIM:WAIT {step!r}")
