@@ -36,12 +36,12 @@ from pymeasure.instruments import Channel, Instrument, SCPIMixin
 
 from instruments.common import (
     ErrorCheckingMixin,
-    bool_control,
     choice_control,
     choice_validator,
     format_number,
     jsonable,
     lower_reply,
+    parse_bool,
     poll_until,
     strict_int_range,
     strip_quotes,
@@ -103,12 +103,12 @@ class QDac2Channel(Channel):
     :meth:`QDac2.configure_sine` or :meth:`QDac2.play_traces`, which check the limits.
     """
 
-    mode = choice_control(
+    mode = Instrument.measurement(
         "sour{ch}:volt:mode?",
-        "sour{ch}:volt:mode %s",
-        """Control the DC generator mode: 'fix', 'swe' (sweep) or 'list'.""",
-        ("fix", "swe", "list"),
-        reply=_mode_reply,
+        """Get the DC generator mode: 'fix', 'swe' (sweep) or 'list'. Read-only here: this
+        driver writes no sweep or list values, so it cannot check them against the limits.""",
+        get_process=_mode_reply,
+        cast=str,
     )
 
     output_range = choice_control(
@@ -157,12 +157,12 @@ class QDac2Channel(Channel):
         reply=lower_reply,
     )
 
-    sine_continuous = bool_control(
+    sine_continuous = Instrument.measurement(
         "sour{ch}:sine:init:cont?",
-        "sour{ch}:sine:init:cont %s",
-        """Control whether the sine re-arms after each run (bool).""",
-        on="on",
-        off="off",
+        """Get whether the sine re-arms after each run (bool). Read-only here: switching it on
+        would start the sine with settings this driver has not checked.""",
+        get_process=parse_bool,
+        cast=str,
     )
 
     awg_trace = Instrument.measurement(
@@ -220,25 +220,18 @@ class QDac2Channel(Channel):
     def slew(self, value: float) -> None:
         self.parent.set_slew(self.id, value)
 
-    def sine_init(self) -> None:
-        """Arm the sine generator (``sour{n}:sine:init``)."""
-        self.write("sour{ch}:sine:init")
-        self.check_set_errors()
-
+    # Generators are armed only through the parent (start_sines, configure_sine, play_traces),
+    # which check what they add to the DC level; stopping one is always allowed.
     def sine_abort(self) -> None:
         """Stop the sine generator (``sour{n}:sine:abor``)."""
         self.write("sour{ch}:sine:abor")
-        self.check_set_errors()
-
-    def awg_init(self) -> None:
-        """Arm the AWG with its bound trace (``sour{n}:awg:init``); the trace was checked
-        against the limits (with the DC level of that time) when it was loaded."""
-        self.write("sour{ch}:awg:init")
+        self.parent._armed.get(self.id, {}).pop("sine", None)
         self.check_set_errors()
 
     def awg_abort(self) -> None:
         """Stop the AWG (``sour{n}:awg:abor``)."""
         self.write("sour{ch}:awg:abor")
+        self.parent._armed.get(self.id, {}).pop("awg", None)
         self.check_set_errors()
 
 
@@ -261,6 +254,10 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         self._limits: dict[int, ChannelLimits] = {}
         # What play_traces last uploaded and armed (None: nothing known to be loaded).
         self._uploaded: tuple[object, ...] | None = None
+        # What this driver armed on each channel: generator ("sine"/"awg") -> the (low, high)
+        # it adds to the DC level. Armed counts as running until stop_generators(): a bus-armed
+        # trace plays on top of whatever DC level the channel has when the trigger comes.
+        self._armed: dict[int, dict[str, tuple[float, float]]] = {}
 
     # ------------------------------------------------------------------ basics
     @property
@@ -273,8 +270,19 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         super().check_errors(context)
 
     def reset(self) -> None:
-        """Reset (``*RST``) and wait until the instrument answers ``*OPC?`` again."""
+        """Reset (``*RST``) and wait until the instrument answers ``*OPC?`` again.
+
+        ``*RST`` steps every output to 0 V at once: limited channels are first ramped to 0 V
+        at their slew limit (``LimitError``, nothing written, if 0 V is outside a channel's
+        limits).
+        """
+        for channel in self._limits:
+            self._check_level(channel, 0.0, "reset level")
+        if self._limits:
+            self.stop_generators()
+            self.ramp_to(dict.fromkeys(self._limits, 0.0))
         self._uploaded = None
+        self._armed.clear()
         self.write("*RST")
         with temporary_timeout(self, RESET_TIMEOUT_S):
             self.ask("*OPC?")
@@ -342,12 +350,26 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
                 "QDAC-II low range",
             )
 
+    def _armed_excursion(self, channel: int, leave_out: str = "") -> tuple[float, float]:
+        """What the generators armed on ``channel`` (but ``leave_out``) can add to its DC level
+        at worst: the sums of their lows and of their highs."""
+        armed = [span for name, span in self._armed.get(channel, {}).items() if name != leave_out]
+        return sum(low for low, _ in armed), sum(high for _, high in armed)
+
     def _check_level(self, channel: int, value: float, what: str = "voltage") -> None:
-        """Raise ``LimitError`` unless ``value`` is allowed on ``channel`` (no writes)."""
+        """Raise ``LimitError`` unless DC level ``value`` is allowed on ``channel``, with what
+        its armed generators add on top (no writes)."""
         limits = self._limits.get(channel)
+        low, high = self._armed_excursion(channel)
         if limits is not None:
             limits.check(value, f"(QDAC-II channel {channel}) {what}")
-        self._check_hardware_level(channel, value, value, what)
+            if (low, high) != (0.0, 0.0):
+                generators = "+".join(self._armed[channel])
+                for extreme in (value + low, value + high):
+                    limits.check(
+                        extreme, f"(QDAC-II channel {channel}) {what} + armed {generators}"
+                    )
+        self._check_hardware_level(channel, value + low, value + high, what)
 
     def _check_slew(self, channel: int, slew: float, what: str = "slew rate") -> float:
         """Return the slew to write; raise ``LimitError`` if it is not allowed (no writes)."""
@@ -380,8 +402,13 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         target = float(self.ask(f"sour{channel}:volt:last?"))
         return present, target
 
-    def _check_added_levels(self, channel: int, low: float, high: float, what: str) -> None:
-        """Check DC + [low, high] (a generator's excursion) against the limits and the range."""
+    def _check_added_levels(
+        self, channel: int, low: float, high: float, what: str, generator: str
+    ) -> None:
+        """Check DC + [low, high] (``generator``'s excursion, with whatever the channel's other
+        armed generator adds) against the limits and the range."""
+        other_low, other_high = self._armed_excursion(channel, leave_out=generator)
+        low, high = low + other_low, high + other_high
         limits = self._limits.get(channel)
         if limits is None:
             self._check_hardware_level(channel, low, high, what)
@@ -515,10 +542,10 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         if periods == 0:
             raise ValueError("sine count: -1 (forever) or at least 1 period")
         self._check_sine(channel, frequency_hz, amplitude_v, offset_v)
-        self._check_added_levels(
-            channel, offset_v - amplitude_v, offset_v + amplitude_v, "sine excursion"
-        )
+        excursion = (offset_v - amplitude_v, offset_v + amplitude_v)
+        self._check_added_levels(channel, *excursion, "sine excursion", "sine")
         self._write_sine(channel, frequency_hz, amplitude_v, offset_v, periods, source)
+        self._armed.setdefault(channel, {})["sine"] = excursion
         self.check_errors(context=f"configure_sine(channel={channel})")
 
     def _write_sine(
@@ -558,9 +585,10 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         for channel, (frequency, amplitude) in plan.items():
             self._check_sine(channel, frequency, amplitude, 0.0)
         for channel, (_, amplitude) in plan.items():
-            self._check_added_levels(channel, -amplitude, amplitude, "sine excursion")
+            self._check_added_levels(channel, -amplitude, amplitude, "sine excursion", "sine")
         for channel, (frequency, amplitude) in plan.items():
             self._write_sine(channel, frequency, amplitude, 0.0, -1, source)
+            self._armed.setdefault(channel, {})["sine"] = (-amplitude, amplitude)
             self.write(f"sour{channel}:sine:init")
         self.check_errors(context=f"start_sines({sorted(plan)})")
         if trigger == "immediate":
@@ -637,7 +665,9 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
                 if steepest > limits.max_slew_v_per_s * (1 + 1e-9):
                     limits.check_slew(steepest, f"(QDAC-II channel {channel}) trace step per 1 us")
         for channel, data in given.items():
-            self._check_added_levels(channel, float(data.min()), float(data.max()), "trace")
+            self._check_added_levels(channel, float(data.min()), float(data.max()), "trace", "awg")
+        for channel, data in given.items():
+            self._armed.setdefault(channel, {})["awg"] = (float(data.min()), float(data.max()))
 
         points = next(iter(lengths))
         # The same traces as last time, with the same trigger set-up: they are still in the
@@ -696,12 +726,14 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         """Abort sines and trace playback on ``channels`` (all: ``abor``); DC levels stay."""
         if channels is None:
             self.write("abor")
+            self._armed.clear()
         else:
             for channel in channels:
                 self.channel(channel)
             for channel in channels:
                 self.write(f"sour{channel}:sine:abor")
                 self.write(f"sour{channel}:awg:abor")
+                self._armed.pop(channel, None)
         self.check_errors(context="stop_generators")
 
     def trigger(self) -> None:
@@ -727,6 +759,7 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         """Abort every generator, ramp each limited channel to its ``safe_v`` at its slew limit,
         and wait until there."""
         self.write("abor")
+        self._armed.clear()
         targets = {channel: limits.safe_v for channel, limits in self._limits.items()}
         if not targets:
             self.check_errors(context="safe_state")

@@ -47,12 +47,9 @@ class FakeClock:
 
 # ----------------------------------------------------------------------- plain properties
 CONTROLS = [
-    ("mode", "fix", "sour5:volt:mode fix", "FIX", "fix"),
-    ("mode", "LIST", "sour5:volt:mode list", "LIST", "list"),
     ("output_range", "high", "sour5:rang high", "HIGH", "high"),
     ("filter", "med", "sour5:filt med", "med", "med"),
     ("sine_trigger_source", "int3", "sour5:sine:trig:sour int3", "INT3", "int3"),
-    ("sine_continuous", True, "sour5:sine:init:cont on", "1", True),
     ("awg_count", 3, "sour5:awg:coun 3", "3", 3),
     ("awg_trigger_source", "ext2", "sour5:awg:trig:sour ext2", "ext2", "ext2"),
 ]
@@ -67,6 +64,8 @@ def test_channel_control_round_trip(name, value, command, reply, read):
 
 
 MEASUREMENTS = [
+    ("mode", "sour7:volt:mode?", "LIST", "list"),
+    ("sine_continuous", "sour7:sine:init:cont?", "1", True),
     ("last_voltage", "sour7:volt:last?", "0.1234567", 0.1234567),
     ("sine_frequency", "sour7:sine:freq?", "1000", 1000.0),
     ("sine_span", "sour7:sine:span?", "0.2", 0.2),
@@ -88,17 +87,21 @@ def test_channel_readings(name, query, reply, read):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("mode", "ramp"), ("output_range", "mid"), ("filter", "low"), ("awg_count", 0)],
+    [("output_range", "mid"), ("filter", "low"), ("awg_count", 0)],
 )
 def test_bad_settings_raise_without_writing(name, value):
     with qdac([]) as dac, pytest.raises(ValueError):
         setattr(dac.ch_1, name, value)
 
 
-@pytest.mark.parametrize("name", ["sine_frequency", "sine_span", "awg_scale", "awg_offset"])
-def test_generator_amplitudes_cannot_bypass_limit_checks(name):
+@pytest.mark.parametrize(
+    "name",
+    ["sine_frequency", "sine_span", "awg_scale", "awg_offset", "mode", "sine_continuous"],
+)
+def test_generator_settings_cannot_bypass_limit_checks(name):
     with qdac([]) as dac, pytest.raises(LookupError):
         setattr(dac.ch_1, name, 1.0)
+    assert not hasattr(dac.ch_1, "sine_init") and not hasattr(dac.ch_1, "awg_init")
 
 
 # ----------------------------------------------------------------------- DC and slew
@@ -237,6 +240,42 @@ def test_start_sines_checks_dc_plus_amplitude_then_arms_and_fires():
         dac.start_sines({3: (200.0, 0.003), 5: (360.0, 0.01)}, trigger="immediate")
 
 
+def _armed_sine(dac, amplitude_v: float) -> None:
+    """Arm a 1 Hz sine of ``amplitude_v`` on channel 3 without any I/O (as if checked)."""
+    dac._armed[3] = {"sine": (-amplitude_v, amplitude_v)}
+
+
+def test_a_dc_move_counts_what_a_running_sine_adds():
+    # 0.3 V of sine on electrode 3 (max 0.6 V): DC 0.5 V would reach 0.8 V. Refused, no bytes.
+    with qdac([], {3: ELECTRODE}) as dac:
+        _armed_sine(dac, 0.3)
+        with pytest.raises(LimitError, match="armed sine"):
+            dac.set_voltage(3, 0.5)
+        with pytest.raises(LimitError, match="armed sine"):
+            dac.ramp_to({3: -1.0})  # -1.0 - 0.3 < -1.2
+    # within the limits with the sine on top: written as usual
+    with qdac([("sour3:volt:slew 10", None), ("sour3:volt 0.2", None), OK], {3: ELECTRODE}) as dac:
+        _armed_sine(dac, 0.3)
+        dac.set_voltage(3, 0.2)
+
+
+def test_a_trace_counts_a_sine_already_armed_on_its_channel():
+    # DC 0.1 V + sine 0.3 V + trace up to 0.25 V = 0.65 V > 0.6 V: refused after reading DC.
+    dialogue = [("sour3:volt?", "0.1"), ("sour3:volt:last?", "0.1")]
+    with qdac(dialogue, {3: ELECTRODE}) as dac:
+        _armed_sine(dac, 0.3)
+        with pytest.raises(LimitError, match="trace"):
+            dac.play_traces({3: np.full(3, 0.25)}, 1e6)
+
+
+def test_stopping_the_generators_frees_the_dc_range_again():
+    dialogue = [("abor", None), OK, ("sour3:volt:slew 10", None), ("sour3:volt 0.5", None), OK]
+    with qdac(dialogue, {3: ELECTRODE}) as dac:
+        _armed_sine(dac, 0.3)
+        dac.stop_generators()
+        dac.set_voltage(3, 0.5)
+
+
 def test_sine_beyond_limits_with_dc_level_writes_nothing():
     # 0.58 V + 0.03 V > 0.6 V: only the two read-only queries happen.
     dialogue = [("sour3:volt?", "0.58"), ("sour3:volt:last?", "0.58")]
@@ -276,15 +315,14 @@ def test_configure_sine_with_offset_and_count():
         ("sour3:sine:coun 5", None),
         ("sour3:sine:trig:sour int2", None),
         OK,
-        ("sour3:sine:init", None),
-        OK,
         ("sour3:sine:abor", None),
         OK,
     ]
     with qdac(dialogue, {3: ELECTRODE}) as dac:
         dac.configure_sine(3, 50.0, 0.01, offset_v=0.1, count=5, trigger="int2")
-        dac.ch_3.sine_init()
+        assert dac._armed_excursion(3) == pytest.approx((0.09, 0.11))
         dac.ch_3.sine_abort()
+        assert dac._armed_excursion(3) == (0.0, 0.0)
 
 
 # ----------------------------------------------------------------------- traces
@@ -425,8 +463,6 @@ def test_stop_generators_triggers_and_routing():
         OK,
         ("outp:trig4:sour int1", None),
         OK,
-        ("sour2:awg:init", None),
-        OK,
         ("sour2:awg:abor", None),
         OK,
     ]
@@ -436,7 +472,6 @@ def test_stop_generators_triggers_and_routing():
         dac.trigger()
         dac.fire_internal_trigger(3)
         dac.route_trigger_output(4, "int1")
-        dac.ch_2.awg_init()
         dac.ch_2.awg_abort()
     with qdac([]) as dac:
         with pytest.raises(ValueError):
@@ -487,6 +522,25 @@ def test_shutdown_without_limits_aborts_and_closes():
     with qdac([("abor", None), OK]) as dac:
         dac.shutdown()
     assert dac.isShutdown
+
+
+def test_reset_ramps_limited_channels_to_zero_first():
+    dialogue = [
+        ("abor", None),
+        OK,
+        ("sour3:volt:slew 10", None),
+        ("sour3:volt 0", None),
+        OK,
+        ("*OPC?", "1"),
+        ("sour3:volt?", "0"),
+        ("*RST", None),
+        ("*OPC?", "1"),
+    ]
+    with qdac(dialogue, {3: ELECTRODE}) as dac:
+        dac.reset()
+    positive = ChannelLimits(min_v=0.1, max_v=0.5, max_slew_v_per_s=1.0, safe_v=0.2)
+    with qdac([], {3: positive}) as dac, pytest.raises(LimitError):
+        dac.reset()  # *RST would put 0 V on a channel that must stay within 0.1..0.5 V
 
 
 def test_reset_waits_for_opc_and_identity():
