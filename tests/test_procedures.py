@@ -20,6 +20,7 @@ from labrig.procedures.base import register_procedure
 from labrig.procedures.characterise import IvSweep, TransferCurve
 from labrig.procedures.hge import HgeTraining
 from labrig.procedures.runner import resume_run, run_procedure
+from labrig.runs.record import RunRecord
 from labrig.station import load_station
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,8 +60,12 @@ def test_iv_sweep_measures_the_device_current(tmp_path: Path) -> None:
     exact = model.current_na(v)
     from labrig.runs.record import RunRecord
 
-    measured = RunRecord.open(result.run_dir).events.scalars["current_na"]
+    record = RunRecord.open(result.run_dir)
+    measured = record.events.scalars["current_na"]
     assert np.allclose(measured, exact, atol=2.0, rtol=0.02), (measured, exact)
+    # The station the procedure opened in startup() is in the record: name, limits, file text.
+    assert record.start.station["name"] == "sim-dnpu"
+    assert "[dnpu]" in record.start.station["text"]
     assert result.device_time_s > 6 * 0.01  # each point settles and acquires on the bench clock
     assert_within_limits_and_safe(result.summary, "sim-dnpu")
 
@@ -132,6 +137,10 @@ def test_hge_finds_xor_on_the_default_device(tmp_path: Path) -> None:
     outputs = np.array(result.summary["outputs_na"])
     assert min(outputs[[1, 2]]) > max(outputs[[0, 3]])  # XOR: 0110
     assert_within_limits_and_safe(result.summary, "sim-dnpu")
+    bench = load_station("sim-dnpu").bench
+    assert bench is not None
+    seeds = RunRecord.open(result.run_dir).start.seeds  # known only once the rig is open
+    assert seeds == {"training": 0, "bench": bench.seed, "device": bench.device_seed}
 
 
 def _events_in(run_dir: Path) -> int:

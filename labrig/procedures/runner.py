@@ -646,6 +646,15 @@ def _execute(
                 writer.add_start_json("snapshot_after_startup", _snapshot(procedure.instruments))
             except RecordError as exc:
                 context.log(f"could not store the snapshot after startup: {exc}", "warning")
+            # A procedure that opens its station in startup() knows the station (limits,
+            # wiring, file text) and the bench's seeds only now: complete the start document.
+            for name, read in (("station", procedure.station_info), ("seeds", procedure.seeds)):
+                try:
+                    value = to_jsonable(read())
+                    if value:
+                        writer.add_start_json(name, value)
+                except Exception as exc:
+                    context.log(f"could not store the {name} after startup: {exc}", "warning")
             if resume_state is not None:
                 procedure.resumed = True
                 procedure.restore_state(resume_state)
