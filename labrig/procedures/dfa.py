@@ -612,8 +612,6 @@ class DfaTraining(RigProcedure):
         self._epoch = 0
         self._history: list[dict[str, float]] = []
         self._projection_device_s = 0.0
-        self._wall_epochs_s: list[float] = []
-        self._device_epochs_s: list[float] = []
 
     # ---------------------------------------------------------------- the physical function
     def _drive(self, a: FloatArray) -> FloatArray:
@@ -898,8 +896,6 @@ class DfaTraining(RigProcedure):
             "clipped_fraction": clipped / drives if drives else 0.0,
         }
         self._history.append(scalars)
-        self._wall_epochs_s.append(wall)
-        self._device_epochs_s.append(device)
         arrays: dict[str, np.ndarray] = dict(self._layer.event_traces())
         if self._layer.last_states is not None:
             states = self._layer.last_states
@@ -931,11 +927,11 @@ class DfaTraining(RigProcedure):
             out["loss"] = last["loss"]
             out["clipped_fraction"] = float(np.mean([h["clipped_fraction"] for h in history]))
         out["projection_device_time_s"] = float(getattr(self, "_projection_device_s", 0.0))
-        walls = getattr(self, "_wall_epochs_s", [])
-        devices = getattr(self, "_device_epochs_s", [])
-        if walls:
-            out["wall_time_per_epoch_s"] = float(np.mean(walls))
-            out["device_time_per_epoch_s"] = float(np.mean(devices))
+        if history:  # every epoch's, also those before a resume
+            out["wall_time_per_epoch_s"] = float(np.mean([h["epoch_wall_time_s"] for h in history]))
+            out["device_time_per_epoch_s"] = float(
+                np.mean([h["epoch_device_time_s"] for h in history])
+            )
         layer = getattr(self, "_layer", None)
         if layer is not None:
             out["waveforms"] = layer.stats.waveforms
