@@ -55,6 +55,14 @@ def _result_json(result: Any, extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _given(args: argparse.Namespace, options: tuple[str, ...], **renamed: str) -> dict[str, Any]:
+    """The procedure parameters given on the command line: each option in ``options`` left
+    unset (None) takes the procedure's declared default, which is stated there only.
+    ``renamed``: option name -> parameter name where they differ."""
+    names = {option: renamed.get(option, option) for option in options}
+    return {p: getattr(args, o) for o, p in names.items() if getattr(args, o) is not None}
+
+
 def _add_common(parser: argparse.ArgumentParser, station_default: str) -> None:
     parser.add_argument(
         "--station",
@@ -69,14 +77,9 @@ def _add_common(parser: argparse.ArgumentParser, station_default: str) -> None:
 def cmd_measure_iv(args: argparse.Namespace) -> int:
     from labrig.procedures.characterise import IvSweep, write_iv_outputs
 
-    values: dict[str, Any] = {"station": args.station, "electrode": args.electrode}
-    names = {"start": "start_v", "stop": "stop_v", "points": "points", "settle": "settle_s"}
-    names["others"] = "others_v"
-    for option, parameter in names.items():
-        value = getattr(args, option)
-        if value is not None:
-            values[parameter] = value
-    result = _run(IvSweep(**values), args)
+    options = ("electrode", "start", "stop", "points", "settle", "others")
+    renamed = {"start": "start_v", "stop": "stop_v", "settle": "settle_s", "others": "others_v"}
+    result = _run(IvSweep(station=args.station, **_given(args, options, **renamed)), args)
     files = write_iv_outputs(result.run_dir) if result.n_events else {}
     summary = dict(result.summary)
     if not args.json:
@@ -94,7 +97,7 @@ def cmd_measure_iv(args: argparse.Namespace) -> int:
 def cmd_measure_transfer(args: argparse.Namespace) -> int:
     from labrig.procedures.characterise import TransferCurve, write_transfer_outputs
 
-    result = _run(TransferCurve(station=args.station, points=args.points), args)
+    result = _run(TransferCurve(station=args.station, **_given(args, ("points",))), args)
     files = write_transfer_outputs(result.run_dir) if result.n_events else {}
     if not args.json:
         print(f"transfer: {result.status} — record {result.run_dir}")
@@ -111,25 +114,16 @@ def cmd_measure_transfer(args: argparse.Namespace) -> int:
 def cmd_train_hge(args: argparse.Namespace) -> int:
     from labrig.procedures.hge import HgeTraining
 
-    values: dict[str, Any] = {
-        "station": args.station,
-        "task": args.task,
-        "mode": args.mode,
-        "seed": args.seed,
-        "max_iterations": args.max_iterations,
-    }
-    if args.initializations is not None:
-        values["initializations"] = args.initializations
-    if args.learning_rate is not None:
-        values["learning_rate"] = args.learning_rate
-    result = _run(HgeTraining(**values), args)
+    options = ("task", "mode", "seed", "max_iterations", "initializations", "learning_rate")
+    procedure = HgeTraining(station=args.station, **_given(args, options))
+    result = _run(procedure, args)
     summary = result.summary
     if args.json:
-        _print_json(_result_json(result, {"task": summary.get("task", args.task)}))
+        _print_json(_result_json(result, {"task": summary.get("task", procedure.task)}))
     else:
         found = "FOUND" if summary.get("found") else "not found"
         print(
-            f"hge {summary.get('task', args.task)} ({args.mode}): {found}, accuracy "
+            f"hge {summary.get('task', procedure.task)} ({procedure.mode}): {found}, accuracy "
             f"{summary.get('accuracy', float('nan')):.2f}, {summary.get('iterations', 0)} "
             f"iterations, loss {summary.get('final_loss', float('nan')):.4g}; "
             f"device time {result.device_time_s:.1f} s, wall time {result.wall_time_s:.1f} s"
@@ -148,26 +142,25 @@ def cmd_train_hge(args: argparse.Namespace) -> int:
 def cmd_train_dfa(args: argparse.Namespace) -> int:
     from labrig.procedures.dfa import DfaTraining
 
-    values: dict[str, Any] = {
-        "station": args.station,
-        "task": args.task,
-        "method": args.method,
-        "layers": args.layers,
-        "nodes": args.nodes,
-        "g": args.g,
-        "seed": args.seed,
-    }
-    if args.epochs is not None:
-        values["epochs"] = args.epochs
-    for option in ("learning_rate", "ridge_lambda", "sequence_mode", "readout"):
-        if getattr(args, option) is not None:
-            values[option] = getattr(args, option)
-    if args.train_samples is not None:
-        values["train_samples"] = args.train_samples
-    result = _run(DfaTraining(**values), args)
+    options = (
+        "task",
+        "method",
+        "layers",
+        "nodes",
+        "g",
+        "seed",
+        "epochs",
+        "learning_rate",
+        "ridge_lambda",
+        "sequence_mode",
+        "readout",
+        "train_samples",
+    )
+    procedure = DfaTraining(station=args.station, **_given(args, options))
+    result = _run(procedure, args)
     summary = result.summary
     if args.json:
-        _print_json(_result_json(result, {"task": args.task, "method": args.method}))
+        _print_json(_result_json(result, {"task": procedure.task, "method": procedure.method}))
     else:
         score = (
             f"test NMSE {summary['test_nmse']:.4f}"
@@ -175,7 +168,8 @@ def cmd_train_dfa(args: argparse.Namespace) -> int:
             else f"test accuracy {summary.get('test_accuracy', float('nan')) * 100:.2f} %"
         )
         print(
-            f"dfa {args.task} ({args.method}, {args.layers} layer(s) x {args.nodes} nodes): "
+            f"dfa {procedure.task} ({procedure.method}, {procedure.layers} layer(s) x "
+            f"{procedure.nodes} nodes): "
             f"{score} after {summary.get('epochs', 0)} epochs; device time "
             f"{result.device_time_s:.2f} s, wall time {result.wall_time_s:.1f} s"
         )
@@ -254,9 +248,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    # Importing the procedures registers them, so the record's procedure name resolves.
-    import labrig.procedures.characterise
-    import labrig.procedures.hge  # noqa: F401
+    # The record names its procedure class's import path: resume imports it from there.
     from labrig.procedures.runner import resume_run
 
     result = resume_run(Path(args.run_dir), echo=not args.json)
@@ -288,17 +280,17 @@ def register(sub: Any) -> None:
     )
     iv = measure.add_parser("iv", help="DNPU: sweep one electrode, measure the output current")
     _add_common(iv, "sim-dnpu")
-    iv.add_argument("--electrode", type=int, default=3, help="electrode to sweep (0..6)")
+    iv.add_argument("--electrode", type=int, help="electrode to sweep (0..6)")
     iv.add_argument("--start", help="start voltage (e.g. -1.2 or '-1200 mV')")
     iv.add_argument("--stop", help="stop voltage")
-    iv.add_argument("--points", type=int, default=None)
+    iv.add_argument("--points", type=int)
     iv.add_argument("--settle", help="settle time per point (s)")
     iv.add_argument("--others", help="DC level of the other electrodes (V)")
     iv.set_defaults(handler=cmd_measure_iv)
 
     tr = measure.add_parser("transfer", help="reservoir: modulator transfer curve and impulse")
     _add_common(tr, "sim-reservoir")
-    tr.add_argument("--points", type=int, default=201)
+    tr.add_argument("--points", type=int, help="drive levels")
     tr.set_defaults(handler=cmd_measure_transfer)
 
     train = sub.add_parser("train", help="in-the-loop training").add_subparsers(
@@ -306,37 +298,30 @@ def register(sub: Any) -> None:
     )
     hge = train.add_parser("hge", help="homodyne gradient extraction on the DNPU rig")
     _add_common(hge, "sim-dnpu")
-    hge.add_argument("--task", default="XOR", help="AND OR NAND NOR XOR XNOR, 0110, sphere, ring")
-    hge.add_argument("--mode", choices=["digital", "lockin", "sequential"], default="digital")
-    hge.add_argument("--seed", type=int, default=0)
-    hge.add_argument("--max-iterations", type=int, default=100)
-    hge.add_argument("--initializations", type=int, default=None)
-    hge.add_argument("--learning-rate", type=float, default=None)
+    # Unset options take the procedure's declared defaults (labrig/procedures/hge.py).
+    hge.add_argument("--task", help="AND OR NAND NOR XOR XNOR, 0110, sphere, ring")
+    hge.add_argument("--mode", help="gradient read-out: digital, lockin or sequential")
+    hge.add_argument("--seed", type=int)
+    hge.add_argument("--max-iterations", type=int, help="per random start")
+    hge.add_argument("--initializations", type=int, help="random starts")
+    hge.add_argument("--learning-rate", type=float)
     hge.set_defaults(handler=cmd_train_hge)
 
     dfa = train.add_parser("dfa", help="aug-DFA on the deep optoelectronic reservoir")
     _add_common(dfa, "sim-reservoir")
-    dfa.add_argument(
-        "--task", default="digits", help="digits, mnist1d, mnist:PATH, fmnist:PATH, narma10"
-    )
-    dfa.add_argument(
-        "--method", choices=["aug-dfa", "dfa", "bp-twin", "readout"], default="aug-dfa"
-    )
-    dfa.add_argument("--layers", type=int, default=2)
-    dfa.add_argument("--nodes", type=int, default=100)
-    dfa.add_argument("--g", default="cos", help="cos sin tanh_prime triangle abs one")
-    dfa.add_argument("--epochs", type=int, default=None, help="default: the procedure's (15)")
-    dfa.add_argument("--seed", type=int, default=0)
-    dfa.add_argument("--train-samples", type=int, default=None, help="limit the training set")
-    dfa.add_argument("--learning-rate", type=float, default=None, help="default: the task's")
-    dfa.add_argument("--ridge-lambda", type=float, default=None, help="default: the task's")
-    dfa.add_argument(
-        "--sequence-mode",
-        choices=["auto", "static", "temporal"],
-        default=None,
-        help="temporal: one step per loop period (default for sequence tasks)",
-    )
-    dfa.add_argument("--readout", choices=["auto", "gradient", "ridge"], default=None)
+    # Unset options take the procedure's declared defaults (labrig/procedures/dfa.py).
+    dfa.add_argument("--task", help="digits, mnist1d, mnist:PATH, fmnist:PATH, narma10")
+    dfa.add_argument("--method", help="aug-dfa, dfa, bp-twin or readout")
+    dfa.add_argument("--layers", type=int, help="physical layers")
+    dfa.add_argument("--nodes", type=int, help="nodes per layer")
+    dfa.add_argument("--g", help="aug-DFA g: cos sin tanh_prime triangle abs one")
+    dfa.add_argument("--epochs", type=int)
+    dfa.add_argument("--seed", type=int)
+    dfa.add_argument("--train-samples", type=int, help="limit the training set")
+    dfa.add_argument("--learning-rate", type=float, help="default: the task's")
+    dfa.add_argument("--ridge-lambda", type=float, help="default: the task's")
+    dfa.add_argument("--sequence-mode", help="auto, static or temporal (one step per loop period)")
+    dfa.add_argument("--readout", help="auto, gradient or ridge")
     dfa.set_defaults(handler=cmd_train_dfa)
 
     runs = sub.add_parser("runs", help="past runs")
