@@ -222,7 +222,7 @@ class TransferCurve(RigProcedure):
         scope.arm()
         awg.trigger()
         self.wait(duration)
-        scope.wait_complete(timeout_s=10.0 + 2.0 * duration)
+        scope.wait_complete(timeout_s=completion_timeout_s(duration))
         record = scope.read_waveform(res.digitizer_channel)
         awg.set_output(res.awg_channel, False)
         return np.asarray(record.times_s, dtype=float), np.asarray(record.volts, dtype=float)
@@ -321,6 +321,12 @@ class TransferCurve(RigProcedure):
 
 
 OVERSAMPLING = 4  # scope samples per drive sample: linear interpolation then stays exact
+
+
+def completion_timeout_s(duration_s: float) -> float:
+    """How long to wait for a record of ``duration_s`` to complete once it has been played: the
+    record itself twice over, plus 10 s for transfers and a slow link."""
+    return 10.0 + 2.0 * duration_s
 
 
 def scope_points(duration_s: float, drive_rate_hz: float) -> int:

@@ -115,6 +115,7 @@ from labrig.procedures.base import (
     StrParameter,
     register_procedure,
 )
+from labrig.procedures.characterise import completion_timeout_s
 from labrig.procedures.rig_procedure import RigProcedure
 from labrig.station import load_station
 
@@ -341,7 +342,7 @@ class ReservoirLayer:
         scope.arm()
         awg.trigger()
         self.wait(duration)
-        scope.wait_complete(timeout_s=10.0 + 2.0 * duration)
+        scope.wait_complete(timeout_s=completion_timeout_s(duration))
         record = scope.read_waveform(res.digitizer_channel)
         times = np.asarray(record.times_s, dtype=float)
         trace = np.asarray(record.volts, dtype=float)

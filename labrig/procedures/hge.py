@@ -40,6 +40,7 @@ from labrig.algorithms.hge import (
     build_case_waveforms,
     case_gradients,
     demodulate,
+    first_order_response,
     gradient_from_lockin,
     gradient_from_xy,
 )
@@ -62,7 +63,11 @@ from labrig.procedures.base import (
     StrParameter,
     register_procedure,
 )
-from labrig.procedures.characterise import TIA_FULL_SCALE_V, scope_points
+from labrig.procedures.characterise import (
+    TIA_FULL_SCALE_V,
+    completion_timeout_s,
+    scope_points,
+)
 from labrig.procedures.rig_procedure import RigProcedure
 
 FloatArray = npt.NDArray[np.float64]
@@ -197,8 +202,8 @@ class HgeTraining(RigProcedure):
         """Phase lag (rad) and gain of the TIA's first-order response at ``freqs``."""
         dnpu = self.require_rig().station.dnpu
         assert dnpu is not None
-        ratio = np.asarray(freqs, dtype=float) / dnpu.tia_bandwidth_hz
-        return np.arctan(ratio), 1.0 / np.sqrt(1.0 + ratio**2)
+        gain, lag = first_order_response(np.asarray(freqs, dtype=float), dnpu.tia_bandwidth_hz)
+        return lag, gain
 
     # ----------------------------------------------------------------------------- measuring
     def _voltages(self, kind: str, controls_v: FloatArray) -> FloatArray:
@@ -334,7 +339,7 @@ class HgeTraining(RigProcedure):
         scope.arm()
         rig.dac.trigger()
         self.wait(duration)
-        scope.wait_complete(timeout_s=10.0 + 2.0 * duration)
+        scope.wait_complete(timeout_s=completion_timeout_s(duration))
         record = scope.read_waveform(dnpu.digitizer_channel)
         current = np.asarray(record.volts, dtype=float) * dnpu.tia_gain_na_per_v
         return np.asarray(record.times_s, dtype=float), current
