@@ -94,13 +94,6 @@ def parse_bool(reply: Any) -> bool:
     return bool(int(reply))
 
 
-def to_on_off(value: bool) -> str:
-    """Setter process for booleans: ``True -> "1"``, ``False -> "0"``."""
-    if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
-        raise ValueError(f"{value!r} is not a boolean")
-    return "1" if value else "0"
-
-
 def bool_validator(value: Any, values: Any) -> bool:
     """PyMeasure validator accepting True/False (and 0/1); anything else raises."""
     if isinstance(value, (bool, np.bool_)) or value in (0, 1):

@@ -186,12 +186,6 @@ class Keysight33500BChannel(Channel):
         ("NORM", "STEP", "OFF"),
     )
 
-    arb_points = Instrument.measurement(
-        "SOUR{ch}:FUNC:ARB:POIN?",
-        """Measure the number of points of the selected arbitrary waveform (int).""",
-        get_process=lambda v: int(v),
-    )
-
     burst_enabled = bool_control(
         "SOUR{ch}:BURS:STAT?",
         "SOUR{ch}:BURS:STAT %s",

@@ -53,7 +53,6 @@ TIMEBASE_RANGE_S = (1e-8, 500.0)
 TRIGGER_LEVEL_V = (-1e3, 1e3)
 WAVEFORM_POINTS = (100, 8_000_000)  # also checked by set_points
 
-_FORMAT_CODES = {0: "BYTE", 1: "WORD", 4: "ASC"}
 _CHANNELS = (1, 2, 3, 4)
 
 

@@ -130,16 +130,6 @@ class Rig:
         return dict(self.bench_client.voltage_extremes())
 
     # ------------------------------------------------------------------ records
-    def snapshot(self) -> dict[str, Any]:
-        """Every instrument's settings, for the start document of a run."""
-        snap: dict[str, Any] = {}
-        for name, inst in self.instruments.items():
-            try:
-                snap[name] = inst.snapshot()
-            except Exception as exc:  # a snapshot must never stop a run from starting
-                snap[name] = {"error": f"{type(exc).__name__}: {exc}"}
-        return snap
-
     def identities(self) -> dict[str, str]:
         return {name: str(inst.identity) for name, inst in self.instruments.items()}
 

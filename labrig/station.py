@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -204,7 +204,6 @@ class Station:
     reservoir: ReservoirRig | None = None
     bench: BenchSpec | None = None
     description: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def simulated_in_process(self) -> bool:

@@ -16,7 +16,6 @@ from labrig.algorithms.datasets import (
     load_mnist1d,
     load_mnist_files,
     narma10,
-    narma10_task,
     nmse,
     parse_idx,
 )
@@ -143,9 +142,6 @@ def test_narma10_follows_the_recurrence() -> None:
         assert y[n] == pytest.approx(want, rel=1e-12)
     _, y2 = narma10(500, seed=3, washout=50)
     np.testing.assert_array_equal(y2, y)
-    task = narma10_task(seed=0, n_train=300, n_test=100)
-    assert task.x_train.shape == (300, 1) and task.y_test.shape == (100,)
-    assert task.kind == "regression"
 
 
 def test_nmse() -> None:

@@ -1,4 +1,4 @@
-"""Tests of the noise generators, the TIA read-out chain and the RC test load."""
+"""Tests of the noise generators and the TIA read-out chain."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from labrig.physics.noise import (
     quantise,
     white_plus_flicker,
 )
-from labrig.physics.rc import RcLoad
 
 
 def _amplitude_phase(x: np.ndarray, f: float, fs: float) -> tuple[float, float]:
@@ -143,28 +142,3 @@ def test_tia_params_validate() -> None:
         TiaParams(bandwidth_hz=0.0)
     with pytest.raises(ValueError, match="1-D"):
         ReadoutChain().output_v(np.zeros((2, 2)), 1e3, np.random.default_rng(0))
-
-
-# ------------------------------------------------------------------------------- RC load
-def test_rc_transfer_function_closed_form() -> None:
-    load = RcLoad(10e6, 10e-12)  # τ = 100 µs, fc ≈ 1591.5 Hz
-    h = load.transfer([0.0, load.cutoff_hz])
-    assert h[0] == pytest.approx(1e-7)
-    assert abs(h[1]) == pytest.approx(1e-7 / math.sqrt(2))
-    assert np.angle(h[1]) == pytest.approx(-math.pi / 4)
-
-
-def test_rc_current_matches_transfer_for_a_sinusoid() -> None:
-    load = RcLoad(1e6, 1e-10)  # τ = 100 µs
-    fs, f = 1e6, 1000.0
-    t = np.arange(int(fs // 10)) / fs  # 0.1 s, 100 periods
-    i = load.current_a(t, 2.0 * np.sin(2 * np.pi * f * t))
-    amp, phase = _amplitude_phase(i[10_000:], f, fs)
-    h = complex(load.transfer(f))
-    assert amp == pytest.approx(2.0 * abs(h), rel=1e-3)
-    assert phase == pytest.approx(np.angle(h), abs=1e-3)
-
-
-def test_rc_rejects_non_uniform_time() -> None:
-    with pytest.raises(ValueError, match="uniform"):
-        RcLoad(1e3, 1e-9).current_a(np.array([0.0, 1.0, 3.0]), np.zeros(3))

@@ -1,15 +1,15 @@
 """Tasks for in-loop training: 8x8 digits, MNIST-1D, MNIST/Fashion-MNIST files, NARMA10.
 
 Everything here works offline. Each loader returns a :class:`Task`: inputs as float arrays of shape
-``(n, features)`` (sequences for NARMA10: ``(T, 1)``), integer labels for classification, float
-targets for regression.
+``(n, features)``, integer labels for classification. :func:`narma10` returns the NARMA10 input
+and target sequences, ``(T,)`` each.
 
 Usage::
 
     task = load_digits_task(seed=0)
     task = load_mnist1d(seed=42, n_train=4000, n_test=1000)
     task = load_mnist_files("data/fashion")     # IDX(.gz) files or an .npz
-    task = narma10_task(seed=0, n_train=2000, n_test=1000)
+    u, y = narma10(3000, seed=0)               # input and target sequences
     score = nmse(prediction, task.y_test)
 """
 
@@ -221,15 +221,6 @@ def narma10(n_steps: int, seed: int, washout: int = 200) -> tuple[FloatArray, Fl
             f"narma10: seed {seed} diverged (|y| up to {np.abs(y).max():.3g}); use another seed"
         )
     return u[washout:], y[washout + 1 :]
-
-
-def narma10_task(
-    seed: int = 0, n_train: int = 2000, n_test: int = 1000, washout: int = 200
-) -> Task:
-    """NARMA10 as one sequence split in time: inputs ``(T, 1)``, targets ``(T,)``."""
-    u, y = narma10(n_train + n_test, seed, washout)
-    x = u[:, None]
-    return Task("narma10", x[:n_train], y[:n_train], x[n_train:], y[n_train:], "regression", 0)
 
 
 def nmse(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:

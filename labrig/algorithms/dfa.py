@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -110,7 +110,6 @@ class DeepNetwork:
     readout: FloatArray
     feedback: list[FloatArray]
     seed: int = 0
-    meta: dict[str, float] = field(default_factory=dict)
     time_windows: int = 1
     """Sequence networks: the readout sees :func:`time_pool` of the last layer over this many
     windows of periods, so it is ``(n_out, time_windows * n_L + 1)``."""
@@ -150,14 +149,6 @@ class DeepNetwork:
             raise ValueError(f"DeepNetwork.create: time_windows must be >= 1, got {time_windows}")
         readout = np.zeros((n_out, sizes[-2] * time_windows + 1))
         return cls(weights, readout, feedback, seed=int(seed), time_windows=int(time_windows))
-
-    @property
-    def sizes(self) -> list[int]:
-        return (
-            [self.weights[0].shape[1] - 1]
-            + [w.shape[0] for w in self.weights]
-            + [self.readout.shape[0]]
-        )
 
     def state_dict(self) -> dict[str, object]:
         """Plain arrays for a checkpoint (round-trips through :meth:`load_state_dict`)."""

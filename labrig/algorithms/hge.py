@@ -747,12 +747,6 @@ class CaseGradients:
     y: FloatArray
 
 
-def case_means(trace: npt.ArrayLike, schedule: CaseSchedule) -> FloatArray:
-    """Mean of ``trace`` over each case's demodulation window, ``(C,)``."""
-    data = _check_trace(trace, schedule)
-    return np.array([data[w].mean() for w in schedule.case_windows])
-
-
 def _check_trace(trace: npt.ArrayLike, schedule: CaseSchedule) -> FloatArray:
     data = np.asarray(trace, dtype=float).reshape(-1)
     if data.size != schedule.n_samples:

@@ -17,29 +17,19 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass
 class SGD:
-    """Plain gradient descent with optional momentum: ``v <- mu v + g``, ``p <- p - lr v``."""
+    """Plain gradient descent: ``p <- p - lr g``. Stateless, so its checkpoint state is empty."""
 
     learning_rate: float
-    momentum: float = 0.0
-    _velocity: dict[str, FloatArray] = field(default_factory=dict)
 
     def step(self, key: str, params: FloatArray, grad: FloatArray) -> FloatArray:
         """Return updated ``params`` (a new array) for the parameter group ``key``."""
-        if self.momentum:
-            v = self._velocity.get(key, np.zeros_like(grad))
-            v = self.momentum * v + grad
-            self._velocity[key] = v
-            return params - self.learning_rate * v
         return params - self.learning_rate * grad
 
     def state_dict(self) -> dict[str, object]:
-        return {"velocity": {k: v.copy() for k, v in self._velocity.items()}}
+        return {}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        velocity = state.get("velocity", {})
-        if not isinstance(velocity, dict):
-            raise TypeError("SGD state 'velocity' must be a mapping")
-        self._velocity = {str(k): np.asarray(v, dtype=float) for k, v in velocity.items()}
+        """Nothing to restore (older checkpoints may hold an empty ``velocity``; it is ignored)."""
 
 
 @dataclass

@@ -99,11 +99,6 @@ def boolean_task(name_or_code: str | int) -> Task:
     return Task(_NAME_OF[truth], BOOLEAN_CASES, targets, "boolean")
 
 
-def all_boolean_tasks() -> list[Task]:
-    """All 16 two-input Boolean functions, by code 0..15."""
-    return [boolean_task(code) for code in range(16)]
-
-
 def separable(
     outputs: npt.ArrayLike, targets: npt.ArrayLike, min_gap: float = 0.0
 ) -> tuple[bool, float]:

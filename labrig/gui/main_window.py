@@ -121,7 +121,6 @@ class MainWindow(QMainWindow):
         self._closed = False
         self._finished_reported = False
         self._lent_station = False
-        self._frame_count = 0
         self._frame_t0 = time.monotonic()
         self.frame_hz = frame_hz
         self.max_render_fraction = max_render_fraction
@@ -397,7 +396,6 @@ class MainWindow(QMainWindow):
             self._timer_frame_due(now)
         ):
             self._draw(now)
-        self._frame_count += 1
         worker = self.worker
         if worker is not None and self.run_dir is None and not worker.running():
             result = worker.controller.result

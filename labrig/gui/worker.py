@@ -30,7 +30,7 @@ from PyQt6.QtCore import QObject, pyqtSignal
 
 from labrig.procedures.base import Procedure
 from labrig.procedures.runner import RunController, RunResult
-from labrig.runs.documents import Document, EventDoc, StopDoc
+from labrig.runs.documents import Document, EventDoc
 
 __all__ = ["DocumentBridge", "RunWorker"]
 
@@ -59,7 +59,6 @@ class DocumentBridge(QObject):
         self.large_array_size = large_array_size
         self.dropped = 0
         self.coalesced = 0
-        self.received = 0
         self._lock = threading.Lock()
         self._pending: list[Document] = []
         self._n_events = 0
@@ -72,7 +71,6 @@ class DocumentBridge(QObject):
         with self._lock:
             if self._closed:
                 return
-            self.received += 1
             if isinstance(doc, EventDoc):
                 self._coalesce(doc)
                 if self._n_events >= self.max_events:
@@ -122,11 +120,6 @@ class DocumentBridge(QObject):
             self._notified = False
         return taken
 
-    def pending(self) -> int:
-        """Documents waiting for :meth:`take`."""
-        with self._lock:
-            return len(self._pending)
-
     def close(self) -> None:
         """Accept no more documents (the window is closing)."""
         with self._lock:
@@ -162,12 +155,7 @@ class RunWorker(QObject):
         self.bridge = bridge or DocumentBridge(parent=self)
         self.controller = RunController()
         self.extra_subscribers = extra_subscribers
-        self.stop_doc: StopDoc | None = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def supports_pause(self) -> bool:
-        return bool(self.procedure.supports_pause)
 
     def start(self) -> None:
         """Start the run in its worker thread (returns at once)."""

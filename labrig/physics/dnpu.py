@@ -394,8 +394,6 @@ class DnpuModel:
 
         # Site-electrode couplings q = (site, electrode): y = (E_i - μ_k)/kT = y0 + V @ my.
         q_site, q_el = np.divmod(np.arange(n * ELECTRODE_COUNT), ELECTRODE_COUNT)
-        self._q_site: IntArray = q_site
-        self._q_el: IntArray = q_el
         self._gamma = p.contact_attempt_frequency_hz * np.exp(
             -2.0 * self.electrode_distance_nm[q_site, q_el] / a
         )

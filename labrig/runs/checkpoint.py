@@ -153,13 +153,10 @@ def save_checkpoint(
     wall_time_s: float,
     device_time_s: float,
     procedure: str,
-    durable: bool = False,
 ) -> Path:
     """Write ``state`` atomically as ``run_dir/checkpoint.<seq_num>.npz``; return the path.
 
-    ``durable=True`` also fsyncs the file and the folder (survives power loss, costs a few ms
-    per call on most disks); without it a process crash is survived, which is what the runner
-    promises by default.
+    No fsync: a process crash is survived (what the runner promises), a power loss may not be.
     """
     entries = encode_state(
         {
@@ -182,16 +179,7 @@ def save_checkpoint(
     tmp = run_dir / f"checkpoint.{seq_num}.npz.tmp"
     with open(tmp, "wb") as handle:
         handle.write(buffer.getbuffer())
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
     os.replace(tmp, target)  # a fresh name (see the module docstring)
-    if durable and hasattr(os, "O_DIRECTORY"):
-        fd = os.open(run_dir, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     for old in previous:
         if old != target:
             with contextlib.suppress(FileNotFoundError):

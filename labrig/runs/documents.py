@@ -11,7 +11,6 @@ A resumed run publishes a second :class:`StartDoc` with ``segment`` 1, 2, ... an
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -146,8 +145,3 @@ def to_jsonable(obj: object) -> Any:
 def to_json(obj: object) -> str:
     """``json.dumps(to_jsonable(obj))`` with a stable key order."""
     return json.dumps(to_jsonable(obj), sort_keys=False, allow_nan=True)
-
-
-def finite_or_none(value: float) -> float | None:
-    """``value`` if finite, else None (for summaries)."""
-    return value if math.isfinite(value) else None

@@ -408,11 +408,6 @@ class RecordWriter:
         """Events in the record."""
         return self._n
 
-    @property
-    def last_seq_num(self) -> int:
-        """The seq_num of the last event in the record (-1 if none)."""
-        return self._last_seq
-
     def _require_file(self) -> h5py.File:
         if self._file is None:
             raise RecordError(f"{self.path}: the record is closed")

@@ -45,7 +45,6 @@ class Subscription:
         self.name = name
         self.queue_size = queue_size
         self.dropped = 0
-        self.delivered = 0
         self.errors = 0
         self._queue: collections.deque[Document] = collections.deque()
         self._cond = threading.Condition()
@@ -93,7 +92,6 @@ class Subscription:
                 doc = self._queue.popleft()
             try:
                 self.callback(doc)
-                self.delivered += 1
             except Exception as exc:
                 self.errors += 1
                 if type(exc) not in self._logged_errors:
@@ -141,11 +139,6 @@ class DocumentStream:
                 raise RuntimeError("cannot subscribe to a closed DocumentStream")
             self._subscriptions.append(subscription)
         return subscription
-
-    @property
-    def subscriptions(self) -> list[Subscription]:
-        with self._lock:
-            return list(self._subscriptions)
 
     def publish(self, doc: Document) -> None:
         """Queue ``doc`` for every subscriber. Never blocks on, and never raises for, them."""

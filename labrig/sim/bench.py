@@ -138,7 +138,8 @@ class FaultPlan:
 
 
 class Bench:
-    """Parts, wiring, one clock, one seeded random generator, a voltage log and a fault plan."""
+    """Parts, wiring, one clock, seeded per-stream noise (:meth:`rng_for`), a voltage log and a
+    fault plan."""
 
     def __init__(
         self,
@@ -149,7 +150,6 @@ class Bench:
         io_time: bool = False,
     ) -> None:
         self.clock = SimClock(pacing)
-        self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.parts: dict[str, Part] = {}
         self.wiring: dict[str, str] = dict(wiring or {})
@@ -227,9 +227,6 @@ class Bench:
     # ----------------------------------------------------------------- safety evidence
     def watches(self, port: str) -> bool:
         return port in self._watched
-
-    def watch(self, port: str) -> None:
-        self._watched.add(port)
 
     def watched_ports(self) -> set[str]:
         return set(self._watched)

@@ -75,7 +75,6 @@ ESR_QYE = 1 << 2
 ESR_DDE = 1 << 3
 ESR_EXE = 1 << 4
 ESR_CME = 1 << 5
-ESR_PON = 1 << 7
 
 
 def esr_bit_for_error(code: int) -> int:

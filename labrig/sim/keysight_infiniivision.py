@@ -69,7 +69,6 @@ import contextlib
 import functools
 import math
 import re
-import zlib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -259,8 +258,6 @@ class InfiniiVisionEmulator(ScpiEmulator):
         self.record: Record | None = None
         self.trigger_event = False
         super().__init__(name, bench)
-        # A private stream so the noise does not depend on what other parts draw.
-        self._rng = np.random.default_rng([self.bench.seed, zlib.crc32(name.encode())])
 
     @staticmethod
     def _default_channels() -> dict[int, ScopeChannel]:

@@ -882,14 +882,14 @@ class CommandTree:
         # that relies on a looser rule) it is tried from the root.
         candidates = [tokens] if absolute or not path.tokens else [[*path.tokens, *tokens], tokens]
         for full in candidates:
-            found = self._lookup_from(full, is_query, ROOT)
+            found = self._lookup_from(full, is_query)
             if found is not None:
                 route, slots, _ = found
                 return route, slots, HeaderPath(tuple(full[:-1]))
         return None
 
     def _lookup_from(
-        self, tokens: list[str], is_query: bool, start: HeaderPath
+        self, tokens: list[str], is_query: bool
     ) -> tuple[_Route, tuple[int | None, ...], HeaderPath] | None:
         """Match ``tokens`` (a full header from the root) against every route."""
         best: tuple[int, _Route, tuple[int | None, ...]] | None = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -904,8 +904,3 @@ class PlotBoard(QWidget):
         if not pixmap.save(str(target), "PNG"):
             raise OSError(f"could not write {target}")
         return target
-
-
-def scalar_names_in(panels: Sequence[Panel]) -> list[str]:
-    """Every input name of ``panels`` (for tests and diagnostics)."""
-    return [name for panel in panels for name in panel.inputs()]
