@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from labrig.algorithms.tasks import boolean_task
+from labrig.algorithms.tasks import boolean_task, truth_string
 from labrig.physics.dnpu import DnpuModel, boolean_outputs, function_table
 from labrig.procedures.hge import HgeTraining
 from labrig.procedures.runner import run_procedure
@@ -43,17 +43,7 @@ TARGET_MEDIAN_ITERATIONS = 50
 TARGET_ALL_FUNCTIONS_FRACTION = 0.9
 
 
-def truth_of(code: int) -> str:
-    """Truth string of :func:`labrig.physics.dnpu.function_table` column ``code``.
-
-    There bit ``c`` of the code is the output for case ``c`` (LSB first), while
-    :func:`labrig.algorithms.tasks.truth_string` reads an int code MSB first: go through the
-    truth string, never the int.
-    """
-    return "".join(str((code >> c) & 1) for c in range(4))
-
-
-NON_CONSTANT = tuple(truth_of(t) for t in range(1, 15))
+NON_CONSTANT = tuple(truth_string(t) for t in range(1, 15))
 
 
 def gate_truth(name: str) -> str:
@@ -91,7 +81,7 @@ def realisable(device_seed: int, samples: int, min_gap_na: float, seed: int = 0)
         n = min(2000, samples - start)
         controls = lo + (hi - lo) * rng.random((n, lo.size))
         table = function_table(boolean_outputs(model, controls), min_gap_na)
-        found |= {truth_of(int(t)) for t in np.nonzero(table.any(axis=0))[0]}
+        found |= {truth_string(int(t)) for t in np.nonzero(table.any(axis=0))[0]}
     return found
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labrig.algorithms.tasks import GATE_NAMES, boolean_task
 from labrig.physics.dnpu import (
     ACTIVATION_COUNT,
     COMMON_GATES,
@@ -206,28 +207,37 @@ def test_boolean_voltages_follow_the_convention(dnpu: DnpuModel) -> None:
         boolean_voltages(dnpu, np.array([0.0, 5.0, 0.0, 0.0, 0.0]))
 
 
+def test_function_codes_are_the_boolean_tasks_codes() -> None:
+    # One convention: a column of the function table is the task of that code.
+    for name, code in COMMON_GATES.items():
+        assert boolean_task(code).name == name
+    outputs = boolean_task("A_AND_NOT_B").targets * 10.0  # high only for case (1, 0)
+    assert realised_functions(outputs) == {int(GATE_NAMES["A_AND_NOT_B"], 2)}
+
+
 def test_function_table_criterion() -> None:
     out = np.array(
         [
-            [0.0, 5.0, 5.0, 0.0],  # XOR (0b0110) with a 5 nA gap
+            [0.0, 5.0, 5.0, 0.0],  # XOR ("0110") with a 5 nA gap
             [0.0, 0.5, 0.5, 0.0],  # XOR pattern, but the gap is below 1 nA
             [1.0, 2.0, 3.0, 9.0],  # AND, OR, "A" ... all hold at once
             [7.0, 7.2, 7.1, 7.3],  # flat: the constant functions
         ]
     )
+    names_realised = ("FALSE", "XOR", "AND", "A", "OR", "TRUE")
     table = function_table(out, min_gap_na=1.0)
     assert table[0, COMMON_GATES["XOR"]] and not table[0, COMMON_GATES["XNOR"]]
     assert not table[1, COMMON_GATES["XOR"]]
     assert table[2, COMMON_GATES["AND"]] and table[2, COMMON_GATES["OR"]]
-    assert table[2, 0b1100] and not table[2, COMMON_GATES["NAND"]]
+    assert table[2, int(GATE_NAMES["A"], 2)] and not table[2, COMMON_GATES["NAND"]]
     assert table[3, 0] and table[3, 15] and table[3, 1:15].sum() == 0
     assert not table[0, 0]
-    assert realised_functions(out) == {0, 6, 8, 12, 14, 15}
+    assert realised_functions(out) == {int(GATE_NAMES[g], 2) for g in names_realised}
 
 
 def test_xor_and_xnor_found_quickly(dnpu: DnpuModel) -> None:
     found = realised_functions(boolean_outputs(dnpu, _random_controls(dnpu, 3000, seed=12)))
-    assert COMMON_GATES["XNOR"] in found
+    assert COMMON_GATES["XOR"] in found and COMMON_GATES["XNOR"] in found
     assert {COMMON_GATES[g] for g in ("AND", "OR", "NAND", "NOR")} <= found
 
 

@@ -99,12 +99,12 @@ each block, a first-order prediction ``p_c + (dp/dV)_c (V - V_c)`` (implicit-fun
 the others, chord steps with the block's inverse Jacobian. Its small batched matrix products want
 one BLAS thread (``OPENBLAS_NUM_THREADS=1``): threaded BLAS is several times slower at these sizes.
 
-Boolean convention (shared with labrig's Boolean tasks)
--------------------------------------------------------
+Boolean convention (labrig's Boolean tasks', :mod:`labrig.algorithms.tasks`)
+-------------------------------------------------------------------------
 Inputs on electrodes 0 and 1; logical 0 = low end of that electrode's activation range, logical 1
-= high end; controls on electrodes 2–6. Cases are ordered (0,0), (0,1), (1,0), (1,1); a truth
-table is a 4-bit integer whose bit ``i`` is the output for case ``i`` (AND = 0b1000 = 8,
-XOR = 0b0110 = 6).
+= high end; controls on electrodes 2–6. Cases are ordered (0,0), (0,1), (1,0), (1,1); a function
+is the integer of its truth string, ``int(truth, 2)``: the output for case ``i`` is bit ``3 - i``
+(AND = ``0b0001`` = 1, XOR = ``0b0110`` = 6).
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from labrig.algorithms.tasks import BOOLEAN_CASES, GATE_NAMES
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -138,16 +140,10 @@ DEFAULT_ACTIVATION_RANGES_V: tuple[tuple[float, float], ...] = (
     (-0.7, 0.3),
 )
 
-#: Truth tables (bit i = output for case i, cases (0,0), (0,1), (1,0), (1,1)).
+#: The six common gates as function codes (see the Boolean convention above).
 COMMON_GATES: dict[str, int] = {
-    "AND": 0b1000,
-    "OR": 0b1110,
-    "NAND": 0b0111,
-    "NOR": 0b0001,
-    "XOR": 0b0110,
-    "XNOR": 0b1001,
+    name: int(GATE_NAMES[name], 2) for name in ("AND", "OR", "NAND", "NOR", "XOR", "XNOR")
 }
-BOOLEAN_CASES: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (1, 0), (1, 1))
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 ELEMENTARY_CHARGE_C = 1.602176634e-19
@@ -781,7 +777,7 @@ def boolean_voltages(model: DeviceModel, controls_v: npt.ArrayLike) -> FloatArra
     volts[:, :, list(CONTROL_ELECTRODES)] = c2[:, None, :]
     for case, bits in enumerate(BOOLEAN_CASES):
         for el, bit in zip(INPUT_ELECTRODES, bits, strict=True):
-            volts[:, case, el] = ranges[el, bit]
+            volts[:, case, el] = ranges[el, int(bit)]
     return volts
 
 
@@ -799,10 +795,11 @@ def boolean_outputs(model: DeviceModel, controls_v: npt.ArrayLike) -> FloatArray
 def function_table(outputs: npt.ArrayLike, min_gap_na: float = 1.0) -> npt.NDArray[np.bool_]:
     """Which of the 16 functions each row of ``outputs`` ``(n, 4)`` realises → ``(n, 16)`` bool.
 
-    A non-constant function ``t`` (1..14) is realised when one threshold separates its 1-cases
-    from its 0-cases with the 1-cases *higher*, by at least ``min_gap_na``::
+    Column ``t`` is the function with code ``t`` (``int(truth, 2)``; the output for case ``c`` is
+    bit ``3 - c``). A non-constant function (1..14) is realised when one threshold separates its
+    1-cases from its 0-cases with the 1-cases *higher*, by at least ``min_gap_na``::
 
-        min(I[c] for c with bit c of t set) - max(I[c] for the others) >= min_gap_na
+        min(I[c] for c with bit 3 - c of t set) - max(I[c] for the others) >= min_gap_na
 
     The constant functions 0 and 15 are realised when the output does not depend on the inputs
     at that resolution: ``max(I) - min(I) < min_gap_na``. (With no absolute threshold a constant
@@ -816,7 +813,7 @@ def function_table(outputs: npt.ArrayLike, min_gap_na: float = 1.0) -> npt.NDArr
         raise ValueError(f"function_table: outputs must have shape (n, 4), got {out.shape}")
     table = np.zeros((out2.shape[0], 16), dtype=bool)
     for t in range(1, 15):
-        ones = np.array([(t >> c) & 1 for c in range(4)], dtype=bool)
+        ones = np.array([(t >> (3 - c)) & 1 for c in range(4)], dtype=bool)
         table[:, t] = out2[:, ones].min(axis=1) - out2[:, ~ones].max(axis=1) >= min_gap_na
     flat = out2.max(axis=1) - out2.min(axis=1) < min_gap_na
     table[:, 0] = flat
