@@ -3,6 +3,7 @@ aborts them safely, refuses bad parameters, re-plots recorded runs and takes scr
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -662,3 +663,49 @@ def test_panel_view_follows_new_data_until_the_operator_moves_it(qtbot: Any) -> 
     board.refresh()
     (x_low, x_high), (_, y_high) = panel.view_box.viewRange()
     assert x_low <= 0.0 and x_high >= 21.0 and y_high >= 101.0
+
+
+# ------------------------------------------------------------------------ station session
+
+
+class _SlowRig:
+    """Stands in for a rig whose instruments take a while to answer."""
+
+    def __init__(self) -> None:
+        self.instruments: dict[str, Any] = {}
+        self.bench_client = None
+        self.closed = threading.Event()
+
+    def close(self) -> list[str]:
+        self.closed.set()
+        return []
+
+
+@pytest.mark.parametrize("block", [True, False])
+def test_a_connect_nobody_waits_for_closes_the_rig_it_opens(
+    qtbot: Any, monkeypatch: pytest.MonkeyPatch, block: bool
+) -> None:
+    from labrig.gui.panels import station as station_module
+
+    release = threading.Event()
+    opened: list[_SlowRig] = []
+
+    def slow_open(station: object) -> tuple[_SlowRig, None]:
+        release.wait(10.0)
+        opened.append(_SlowRig())
+        return opened[-1], None
+
+    monkeypatch.setattr(station_module, "_open", slow_open)
+    session = station_module.StationSession("sim-dnpu")
+    if block:
+        session.connect_rig(block=True, timeout_s=0.05)  # gives up: reported as a timeout
+        assert not session.connecting and session.rig is None
+        assert "no answer" in session.statuses["dac"].last_error
+    else:
+        session.connect_rig()
+        assert session.connecting
+        assert session.close_rig() == []  # the window closes while still connecting
+    release.set()
+    qtbot.waitUntil(lambda: bool(opened) and opened[0].closed.is_set(), timeout=5000)
+    qtbot.wait(50)  # a late delivery, if any, would have arrived by now
+    assert session.rig is None

@@ -224,8 +224,11 @@ class MainWindow(QMainWindow):
             self.log_pane.add("a run is already in progress", "warning")
             return None
         if self.session.connecting:
-            self.session.wait_connected(60.0)
-            QApplication.processEvents()
+            # The run would open the same instruments while the window is still opening them.
+            self.log_pane.add(
+                "still connecting to the station: start again once connected", "warning"
+            )
+            return None
         form = self.procedure_panel.form
         if form is None:
             self.log_pane.add("no procedure is registered", "error")
@@ -482,7 +485,12 @@ class MainWindow(QMainWindow):
         self.frame_timer.stop()
         if self.worker is not None:
             self.worker.bridge.close()
-        self.session.wait_connected(10.0)
+        if not self.session.wait_connected(10.0):
+            # close_rig() abandons the attempt: its thread closes whatever it opens.
+            self.shutdown_problems.append(
+                "the station was still connecting when the window closed; that connection is "
+                "closed when it completes"
+            )
         QApplication.processEvents()
         problems = self.session.close_rig()
         if problems:

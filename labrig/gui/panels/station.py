@@ -56,7 +56,8 @@ class StationSession(QObject):
 
     changed = pyqtSignal()
     message = pyqtSignal(str, str)
-    _opened = pyqtSignal(object, object)  # (rig or None, error or None), from the connect thread
+    # (attempt, rig or None, error or None), from the connect thread
+    _opened = pyqtSignal(int, object, object)
 
     def __init__(self, station: str | Path | None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -67,6 +68,10 @@ class StationSession(QObject):
         self.statuses: dict[str, InstrumentStatus] = {}
         self.connecting = False
         self._connect_thread: threading.Thread | None = None
+        # Each connect is an attempt; one that nobody waits for any more (timed out, or the
+        # session closed) closes the rig it opens, in its own thread, so nothing stays live.
+        self._attempt = 0
+        self._attempt_lock = threading.Lock()
         self._opened.connect(self._on_opened)
         if station is not None:
             try:
@@ -103,32 +108,62 @@ class StationSession(QObject):
             status.state = "connecting"
         self.changed.emit()
         station = self.station
-        if block:
-            result: list[tuple[Any, BaseException | None]] = []
-            thread = threading.Thread(
-                target=lambda: result.append(_open(station)), name="labrig-connect", daemon=True
-            )
-            thread.start()
-            thread.join(timeout_s)
-            if result:
-                self._on_opened(*result[0])
+        with self._attempt_lock:
+            self._attempt += 1
+            attempt = self._attempt
+        result: list[tuple[Any, BaseException | None]] = []
+
+        def deliver(rig: Any | None, error: BaseException | None) -> None:
+            if block:
+                result.append((rig, error))
             else:
-                self._on_opened(None, TimeoutError(f"no answer within {timeout_s:g} s"))
-            return
+                self._opened.emit(attempt, rig, error)
+
         self._connect_thread = threading.Thread(
-            target=lambda: self._opened.emit(*_open(station)), name="labrig-connect", daemon=True
+            target=self._connect, args=(attempt, station, deliver), name="labrig-connect"
         )
+        self._connect_thread.daemon = True
         self._connect_thread.start()
+        if not block:
+            return
+        self._connect_thread.join(timeout_s)
+        if result:
+            self._on_opened(attempt, *result[0])
+        else:
+            self._abandon()  # the late rig closes itself; report the timeout as this attempt's
+            self._on_opened(self._attempt, None, TimeoutError(f"no answer within {timeout_s:g} s"))
+
+    def _connect(self, attempt: int, station: Station, deliver: Any) -> None:
+        """The connect thread: open the rig; hand it over, or close it if abandoned."""
+        rig, error = _open(station)
+        with self._attempt_lock:
+            current = attempt == self._attempt
+        if current:
+            deliver(rig, error)
+        elif rig is not None:
+            rig.close()  # nobody will use it: outputs safe, connections closed
+
+    def _abandon(self) -> None:
+        """Whatever connect is under way will close its rig itself when it returns."""
+        with self._attempt_lock:
+            self._attempt += 1
 
     def wait_connected(self, timeout_s: float) -> bool:
-        """Wait for a background connect to finish (the result is delivered by the event loop)."""
+        """Wait for a background connect to finish (the result is delivered by the event loop);
+        False if it is still under way."""
         thread = self._connect_thread
         if thread is not None:
             thread.join(timeout_s)
             return not thread.is_alive()
         return True
 
-    def _on_opened(self, rig: Any | None, error: BaseException | None) -> None:
+    def _on_opened(self, attempt: int, rig: Any | None, error: BaseException | None) -> None:
+        with self._attempt_lock:
+            current = attempt == self._attempt
+        if not current:  # abandoned after its thread handed the rig over: not wanted now
+            if rig is not None:
+                rig.close()
+            return
         self.connecting = False
         if rig is None:
             text = f"{type(error).__name__}: {error}"
@@ -192,7 +227,11 @@ class StationSession(QObject):
             self.changed.emit()
 
     def close_rig(self) -> list[str]:
-        """Bring outputs to their safe state and close the connections; problems met."""
+        """Bring outputs to their safe state and close the connections; problems met. A
+        connect still under way is abandoned: it closes what it opens."""
+        if self.connecting:
+            self._abandon()
+            self.connecting = False
         rig, self.rig = self.rig, None
         if rig is None:
             return []
