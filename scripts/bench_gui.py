@@ -68,6 +68,9 @@ from labrig.runs.documents import EventDoc
 
 Event = tuple[dict[str, float], dict[str, np.ndarray]]
 
+TARGET_FPS = 30  # frames/s rendered with 1e5-point traces (without grab)
+MAX_SLOWDOWN_PERCENT = 5.0  # slow-down of the instrument-bound procedure by the GUI
+
 
 def hge_like_event(seq: int, points: int, rng: np.random.Generator) -> Event:
     """Scalars and arrays shaped like an HGE iteration, with a ``points``-sample TIA trace."""
@@ -348,7 +351,7 @@ def _run(app: QApplication, args: argparse.Namespace, runs_dir: Path) -> int:
                 f"{fps['incomplete']:.0f} frames with a panel left unpainted)"
             )
             if not grab:
-                ok = ok and fps["fps"] >= 30
+                ok = ok and fps["fps"] >= TARGET_FPS
     if args.only in (None, "rate"):
         window_options: dict[str, Any] = {}
         if args.render_fraction is not None:
@@ -386,10 +389,13 @@ def _run(app: QApplication, args: argparse.Namespace, runs_dir: Path) -> int:
                 f"{with_gui['dropped']:.0f} events"
             )
             if "instrument" in label:
-                ok = ok and slowdown <= 5.0
+                ok = ok and slowdown <= MAX_SLOWDOWN_PERCENT
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
-    print("targets (>= 30 fps, instrument-bound slow-down <= 5 %):", "met" if ok else "NOT met")
-    return 0
+    print(
+        f"targets (>= {TARGET_FPS} fps, instrument-bound slow-down <= {MAX_SLOWDOWN_PERCENT:g} %):",
+        "met" if ok else "NOT met",
+    )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

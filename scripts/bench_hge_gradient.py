@@ -483,7 +483,7 @@ def main() -> int:
                 fh,
                 indent=2,
             )
-    return 0
+    return 0 if met_cos and met_speed else 1
 
 
 if __name__ == "__main__":

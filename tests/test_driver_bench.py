@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import numpy as np
 import pytest
 
 from instruments.errors import ChannelLimits, InstrumentReportedError, LimitError
-
-inprocess = pytest.importorskip("labrig.sim.inprocess", reason="labrig.sim.inprocess not written")
-
-
-def emulator(module: str, cls: str, name: str):
-    try:
-        return getattr(importlib.import_module(module), cls)(name)
-    except (ImportError, AttributeError):
-        pytest.skip(f"{module}.{cls} not available yet")
+from labrig.sim import inprocess
+from labrig.sim.keysight_33500b import Keysight33500BEmulator
+from labrig.sim.keysight_infiniivision import InfiniiVisionEmulator
+from labrig.sim.qdevil_qdac2 import QDac2Emulator
+from labrig.sim.srs_sr860 import SR860Emulator
 
 
 def connect(driver_cls, emu):
@@ -29,31 +24,28 @@ def connect(driver_cls, emu):
 def awg():
     from instruments.keysight_33500b import Keysight33500B
 
-    return connect(
-        Keysight33500B, emulator("labrig.sim.keysight_33500b", "Keysight33500BEmulator", "awg")
-    )
+    return connect(Keysight33500B, Keysight33500BEmulator("awg"))
 
 
 @pytest.fixture
 def scope():
     from instruments.keysight_infiniivision import KeysightInfiniiVision
 
-    emu = emulator("labrig.sim.keysight_infiniivision", "InfiniiVisionEmulator", "scope")
-    return connect(KeysightInfiniiVision, emu)
+    return connect(KeysightInfiniiVision, InfiniiVisionEmulator("scope"))
 
 
 @pytest.fixture
 def dac():
     from instruments.qdevil_qdac2 import QDac2
 
-    return connect(QDac2, emulator("labrig.sim.qdevil_qdac2", "QDac2Emulator", "dac"))
+    return connect(QDac2, QDac2Emulator("dac"))
 
 
 @pytest.fixture
 def lockin():
     from instruments.srs_sr860 import SR860
 
-    return connect(SR860, emulator("labrig.sim.srs_sr860", "SR860Emulator", "lockin"))
+    return connect(SR860, SR860Emulator("lockin"))
 
 
 def test_awg_settings_round_trip_and_errors(awg):

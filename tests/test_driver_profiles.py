@@ -19,8 +19,7 @@ RESOURCE = "TCPIP0::127.0.0.1::5025::SOCKET"
 
 def open_driver(driver_cls, profile: str):
     path = PROFILES / profile
-    if not path.exists():
-        pytest.skip(f"profile sim_profiles/{profile} not written yet")
+    assert path.exists(), f"profile sim_profiles/{profile} is missing"
     driver = driver_cls(RESOURCE, visa_library=f"{path}@sim")
     driver.write("*RST")
     driver.write("*CLS")

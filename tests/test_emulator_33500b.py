@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from emulator_wire import ask, error_codes, profile_device, profile_reply, send
 
+from labrig.sim import inprocess
 from labrig.sim.bench import Bench, FloatArray
 from labrig.sim.keysight_33500b import BUILTIN_ARB, IDN, Keysight33500BEmulator
 
@@ -270,9 +271,6 @@ def test_triggers_from_other_sources_and_delay(awg: Keysight33500BEmulator) -> N
 
 
 def test_pymeasure_agilent33500_driver_against_the_emulator() -> None:
-    inprocess = pytest.importorskip(
-        "labrig.sim.inprocess", reason="the in-process PyVISA backend is not available"
-    )
     from pymeasure.instruments.agilent import Agilent33500
 
     bench = Bench()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from emulator_wire import ask, error_codes, profile_device, profile_reply, send
 
+from labrig.sim import inprocess
 from labrig.sim.bench import Bench, FloatArray
 from labrig.sim.keysight_33500b import Keysight33500BEmulator
 from labrig.sim.keysight_infiniivision import IDN, InfiniiVisionEmulator
@@ -328,9 +329,6 @@ def test_awg_burst_on_sync_is_captured_time_aligned() -> None:
 
 @pytest.mark.filterwarnings("ignore:It is not known whether this device support SCPI:FutureWarning")
 def test_pymeasure_dsox1102g_driver_against_the_emulator(sine_bench) -> None:
-    inprocess = pytest.importorskip(
-        "labrig.sim.inprocess", reason="the in-process PyVISA backend is not available"
-    )
     from pymeasure.instruments.keysight import KeysightDSOX1102G
 
     _bench, scope, src = sine_bench

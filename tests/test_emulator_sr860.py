@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from emulator_wire import ask
 
+from labrig.sim import inprocess
 from labrig.sim.bench import Bench
 from labrig.sim.srs_sr860 import SENSITIVITY_V, TIME_CONSTANT_S, SR860Emulator
 
@@ -183,9 +184,6 @@ def test_sine_out_drives_its_own_input_at_zero_phase() -> None:
 
 
 def test_pymeasure_driver_works_unchanged() -> None:
-    inprocess = pytest.importorskip(
-        "labrig.sim.inprocess", reason="the in-process PyVISA backend is not there yet"
-    )
     from pymeasure.instruments.srs import SR860
 
     bench, lockin = make([(0.1, 1234.5, 45.0)])

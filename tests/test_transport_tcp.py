@@ -109,17 +109,21 @@ def test_two_clients_one_instrument(rm: pyvisa.ResourceManager, server: BenchSer
     failures: list[str] = []
 
     def hammer(inst: MessageBasedResource, ch: int) -> None:
-        for i in range(40):
-            inst.write(f"SOUR{ch}:VOLT:OFFS {i / 100}")
-            got = float(inst.query(f"SOUR{ch}:VOLT:OFFS?"))
-            if got != i / 100:
-                failures.append(f"ch{ch}: wrote {i / 100}, read {got}")
+        try:
+            for i in range(40):
+                inst.write(f"SOUR{ch}:VOLT:OFFS {i / 100}")
+                got = float(inst.query(f"SOUR{ch}:VOLT:OFFS?"))
+                if got != i / 100:
+                    failures.append(f"ch{ch}: wrote {i / 100}, read {got}")
+        except Exception as exc:  # a thread's exception would otherwise vanish
+            failures.append(f"ch{ch}: {exc!r}")
 
     threads = [threading.Thread(target=hammer, args=(c, ch)) for c, ch in ((a, 1), (b, 2))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
+        assert not t.is_alive(), "a client thread is still running after 10 s"
     assert not failures
     a.close()
     b.close()
