@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from instruments.errors import ChannelLimits
 from labrig.errors import StationError
+from labrig.physics.noise import TiaParams
 
 Rig = Literal["dnpu", "reservoir"]
 
@@ -153,6 +154,7 @@ class DnpuRig:
     lockins: tuple[str, ...]
     tia_gain_na_per_v: float
     tia_bandwidth_hz: float
+    tia_saturation_v: float  # the TIA output's rails, V
     absolute_max_v: float
 
     @property
@@ -282,6 +284,52 @@ class _Parser:
         if not isinstance(value, kind):
             raise self.fail(f"{key}.{name}", f"must be {_kind_name(kind)}, got {value!r}")
         return value
+
+    def number(
+        self,
+        data: dict[str, Any],
+        key: str,
+        name: str,
+        default: float,
+        low: float,
+        high: float = math.inf,
+        *,
+        integer: bool = False,
+    ) -> Any:
+        """``data[name]`` (or ``default``) as an integer or a number within ``[low, high]``."""
+        if name not in data:
+            return default
+        value = self.typed(data, key, name, int if integer else float)
+        if not low <= value <= high:
+            span = f"{low:g}..{high:g}" if math.isfinite(high) else f">= {low:g}"
+            raise self.fail(f"{key}.{name}", f"{value!r} is outside {span}")
+        return value
+
+    def distinct_ints(
+        self, data: dict[str, Any], key: str, name: str, default: tuple[int, ...] | None
+    ) -> tuple[int, ...]:
+        """An array of distinct integers (``default`` if absent and not required)."""
+        if name not in data and default is not None:
+            return default
+        items = self.typed(data, key, name, list)
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+            raise self.fail(f"{key}.{name}", f"must be an array of integers, got {items!r}")
+        if len(set(items)) != len(items):
+            raise self.fail(f"{key}.{name}", f"repeats a value: {items!r}")
+        return tuple(items)
+
+    def channel_of(
+        self,
+        data: dict[str, Any],
+        key: str,
+        name: str,
+        instrument: str,
+        instruments: Mapping[str, InstrumentSpec],
+        default: int = 1,
+    ) -> int:
+        """A channel number of ``instrument``, checked against its channel count."""
+        count = max(instruments[instrument].info.channel_count, 1)
+        return int(self.number(data, key, name, default, 1, count, integer=True))
 
     def station(self, data: dict[str, Any], text: str) -> Station:
         top = self.table(
@@ -455,18 +503,24 @@ class _Parser:
                 "lockins",
                 "tia_gain_na_per_v",
                 "tia_bandwidth_hz",
+                "tia_saturation_v",
                 "absolute_max_v",
             },
             {"dac", "electrode_channels", "activation_ranges_v", "digitizer", "absolute_max_v"},
         )
         dac = self.role(t, key, "dac", instruments, "dac")
         digitizer = self.role(t, key, "digitizer", instruments, "digitizer")
-        electrodes = tuple(int(c) for c in self.typed(t, key, "electrode_channels", list))
-        inputs = tuple(int(c) for c in t.get("input_electrodes", [0, 1]))
+        tia = TiaParams()  # the defaults of the read-out chain
+        electrodes = self.distinct_ints(t, key, "electrode_channels", None)
+        count = max(instruments[dac].info.channel_count, 1)
+        for ch in electrodes:
+            if not 1 <= ch <= count:
+                raise self.fail(f"{key}.electrode_channels", f"{ch} is outside 1..{count}")
+        inputs = self.distinct_ints(t, key, "input_electrodes", (0, 1))
         for k in inputs:
             if not 0 <= k < len(electrodes):
                 raise self.fail(f"{key}.input_electrodes", f"electrode {k} does not exist")
-        lockins = tuple(str(x) for x in t.get("lockins", []))
+        lockins = tuple(self.typed(t, key, "lockins", list)) if "lockins" in t else ()
         for name in lockins:
             if name not in instruments or instruments[name].info.role != "lockin":
                 raise self.fail(f"{key}.lockins", f"{name!r} is not a lock-in of this station")
@@ -511,11 +565,12 @@ class _Parser:
             input_electrodes=inputs,
             activation_ranges_v=tuple(ranges),
             digitizer=digitizer,
-            digitizer_channel=int(t.get("digitizer_channel", 1)),
-            marker_output=int(t.get("marker_output", 1)),
+            digitizer_channel=self.channel_of(t, key, "digitizer_channel", digitizer, instruments),
+            marker_output=self.number(t, key, "marker_output", 1, 1, 5, integer=True),
             lockins=lockins,
-            tia_gain_na_per_v=float(t.get("tia_gain_na_per_v", 100.0)),
-            tia_bandwidth_hz=float(t.get("tia_bandwidth_hz", 3000.0)),
+            tia_gain_na_per_v=self.number(t, key, "tia_gain_na_per_v", tia.gain_na_per_v, 1e-12),
+            tia_bandwidth_hz=self.number(t, key, "tia_bandwidth_hz", tia.bandwidth_hz, 1e-12),
+            tia_saturation_v=self.number(t, key, "tia_saturation_v", tia.saturation_v, 1e-12),
             absolute_max_v=absolute,
         )
 
@@ -543,24 +598,30 @@ class _Parser:
             {"awg", "bias_dac", "digitizer"},
         )
         bias_dac = self.role(t, key, "bias_dac", instruments, "dac")
-        bias_channel = int(t.get("bias_channel", 1))
+        bias_channel = self.channel_of(t, key, "bias_channel", bias_dac, instruments)
         lim = next(
             (c.limits for c in channels if c.instrument == bias_dac and c.channel == bias_channel),
             None,
         )
-        bias_v = float(t.get("bias_v", 0.0))
+        bias_v = self.number(t, key, "bias_v", 0.0, -math.inf)
         if lim is None:
             raise self.fail("channels", f"the bias channel {bias_dac}:{bias_channel} has no limits")
-        lim.check(bias_v, "bias")
+        if not lim.min_v <= bias_v <= lim.max_v:
+            raise self.fail(
+                f"{key}.bias_v",
+                f"{bias_v} V is outside the bias channel's limits [{lim.min_v}, {lim.max_v}] V",
+            )
+        awg = self.role(t, key, "awg", instruments, "awg")
+        digitizer = self.role(t, key, "digitizer", instruments, "digitizer")
         return ReservoirRig(
-            awg=self.role(t, key, "awg", instruments, "awg"),
-            awg_channel=int(t.get("awg_channel", 1)),
+            awg=awg,
+            awg_channel=self.channel_of(t, key, "awg_channel", awg, instruments),
             bias_dac=bias_dac,
             bias_channel=bias_channel,
-            digitizer=self.role(t, key, "digitizer", instruments, "digitizer"),
-            digitizer_channel=int(t.get("digitizer_channel", 1)),
-            node_count=int(t.get("node_count", 100)),
-            node_duration_s=float(t.get("node_duration_s", 1e-6)),
+            digitizer=digitizer,
+            digitizer_channel=self.channel_of(t, key, "digitizer_channel", digitizer, instruments),
+            node_count=self.number(t, key, "node_count", 100, 1, integer=True),
+            node_duration_s=self.number(t, key, "node_duration_s", 1e-6, 1e-12),
             bias_v=bias_v,
         )
 
@@ -581,20 +642,20 @@ class _Parser:
             },
             set(),
         )
-        pacing = str(t.get("pacing", "fast"))
+        pacing = self.typed(t, key, "pacing", str) if "pacing" in t else "fast"
         if pacing not in ("fast", "realtime"):
             raise self.fail("bench.pacing", f"must be 'fast' or 'realtime', got {pacing!r}")
-        device = str(t.get("device", "dnpu"))
+        device = self.typed(t, key, "device", str) if "device" in t else "dnpu"
         if device not in ("dnpu", "reservoir", "rc"):
             raise self.fail("bench.device", f"must be 'dnpu', 'reservoir' or 'rc', got {device!r}")
         return BenchSpec(
-            seed=int(t.get("seed", 0)),
+            seed=self.number(t, key, "seed", 0, 0, integer=True),
             pacing=pacing,  # type: ignore[arg-type]
             device=device,  # type: ignore[arg-type]
-            device_seed=int(t.get("device_seed", 0)),
-            surrogate=str(t["surrogate"]) if "surrogate" in t else None,
-            resistance_ohm=float(t.get("resistance_ohm", 1e7)),
-            capacitance_f=float(t.get("capacitance_f", 1e-11)),
+            device_seed=self.number(t, key, "device_seed", 0, 0, integer=True),
+            surrogate=self.typed(t, key, "surrogate", str) if "surrogate" in t else None,
+            resistance_ohm=self.number(t, key, "resistance_ohm", 1e7, 1e-12),
+            capacitance_f=self.number(t, key, "capacitance_f", 1e-11, 0.0),
             io_time=self.typed(t, key, "io_time", bool) if "io_time" in t else True,
         )
 

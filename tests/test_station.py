@@ -120,3 +120,69 @@ def test_cli_station_check(capsys: pytest.CaptureFixture[str], tmp_path) -> None
     assert main(["station", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert re.search(r"bad.toml: \[station.rig\]: must be 'dnpu' or 'reservoir'", err)
+
+
+@pytest.mark.parametrize(
+    ("station", "old", "new", "named"),
+    [
+        (
+            "sim-dnpu",
+            "electrode_channels = [1, 2, 3, 4, 5, 6, 7]",
+            "electrode_channels = [1.9, 2, 3, 4, 5, 6, 7]",
+            r"dnpu\.electrode_channels.*integers",
+        ),
+        (
+            "sim-dnpu",
+            "electrode_channels = [1, 2, 3, 4, 5, 6, 7]",
+            "electrode_channels = [1, 1, 3, 4, 5, 6, 7]",
+            r"dnpu\.electrode_channels.*repeats",
+        ),
+        (
+            "sim-dnpu",
+            "input_electrodes = [0, 1]",
+            "input_electrodes = [0, 0]",
+            r"dnpu\.input_electrodes.*repeats",
+        ),
+        (
+            "sim-dnpu",
+            "digitizer_channel = 1",
+            "digitizer_channel = 9",
+            r"dnpu\.digitizer_channel.*9.*outside 1\.\.4",
+        ),
+        ("sim-dnpu", "marker_output = 1", "marker_output = 0", r"dnpu\.marker_output.*0.*1\.\.5"),
+        (
+            "sim-dnpu",
+            "tia_gain_na_per_v = 100.0",
+            "tia_gain_na_per_v = -100.0",
+            r"dnpu\.tia_gain_na_per_v.*-100",
+        ),
+        (
+            "sim-dnpu",
+            "tia_gain_na_per_v = 100.0",
+            'tia_gain_na_per_v = "1e2"',
+            r"dnpu\.tia_gain_na_per_v.*must be a number",
+        ),
+        ("sim-reservoir", "node_count = 100", "node_count = 0", r"reservoir\.node_count.*0"),
+        ("sim-reservoir", "bias_v = 0.0", "bias_v = 7.0", r"reservoir\.bias_v.*7\.0.*-5\.0"),
+    ],
+)
+def test_bad_rig_values_are_refused_with_the_key_named(
+    station: str, old: str, new: str, named: str
+) -> None:
+    text = builtin_text(station)
+    assert old in text
+    with pytest.raises(StationError, match=named) as err:
+        parse_station(text.replace(old, new), "lab.toml")
+    assert "lab.toml" in str(err.value)
+
+
+def test_tia_rails_come_from_the_station_or_the_read_out_model() -> None:
+    from labrig.physics.noise import TiaParams
+
+    dnpu = load_station("sim-dnpu").dnpu
+    assert dnpu is not None and dnpu.tia_saturation_v == TiaParams().saturation_v
+    text = builtin_text("sim-dnpu").replace(
+        "tia_bandwidth_hz = 3000.0", "tia_bandwidth_hz = 3000.0\ntia_saturation_v = 10.0"
+    )
+    rig = parse_station(text, "lab.toml").dnpu
+    assert rig is not None and rig.tia_saturation_v == 10.0

@@ -27,7 +27,7 @@ from labrig.procedures.base import (
 )
 from labrig.procedures.rig_procedure import RigProcedure
 
-TIA_FULL_SCALE_V = 4.0  # digitiser window: the TIA saturates near +/-3.5 V
+TIA_FULL_SCALE_V = 4.0  # digitiser half-window, V: a little beyond the TIA's rails
 
 
 @register_procedure

@@ -359,7 +359,7 @@ class HgeTraining(RigProcedure):
     def _clipped(self, current_na: FloatArray) -> bool:
         dnpu = self.require_rig().station.dnpu
         assert dnpu is not None
-        limit = TIA_CLIP_FRACTION * 3.5 * dnpu.tia_gain_na_per_v
+        limit = TIA_CLIP_FRACTION * dnpu.tia_saturation_v * dnpu.tia_gain_na_per_v
         return bool(np.max(np.abs(current_na)) >= limit)
 
     def _measure(self, controls_v: FloatArray) -> Measurement:

@@ -85,6 +85,7 @@ def _build_device(station: Station, bench: Bench) -> object:
             tia = TiaParams(
                 gain_na_per_v=station.dnpu.tia_gain_na_per_v,
                 bandwidth_hz=station.dnpu.tia_bandwidth_hz,
+                saturation_v=station.dnpu.tia_saturation_v,
             )
         return DnpuPart(bench, model, ReadoutChain(tia))
     if spec.device == "reservoir":
