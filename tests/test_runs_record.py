@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -258,3 +259,32 @@ def test_the_writer_goes_ahead_when_a_reader_holds_the_hdf5_lock(tmp_path: Path)
         reader.communicate("\n", timeout=30)
     with h5py.File(path, "r") as f:
         assert list(f["b"][:]) == [1.0, 1.0]
+
+
+def test_a_row_extended_but_never_written_is_not_read_as_an_event(tmp_path: Path) -> None:
+    # An interrupt between a dataset's set_extent and its write (a second Ctrl-C mid-append)
+    # leaves a row that holds only the fill value. Neither readers nor a resume may take it
+    # for event 0.
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    start = _start()
+    writer = RecordWriter.create(run_dir, start)
+    for seq in range(5):
+        writer.append_event(
+            EventDoc(start.run_uid, seq, float(seq), {"x": float(seq)}, {"v": np.full(3, seq)})
+        )
+    writer.close()
+    with h5py.File(run_dir / "run.h5", "a") as f:
+        events = f["events"]
+        for name in ("time", "segment", "scalars/x", "arrays/v", "array_seq/v"):
+            events[name].resize(6, axis=0)  # written (or not) but for seq_num / array_seq
+        events["seq_num"].resize((6,))  # extended, never written
+    record = RunRecord.open(run_dir)
+    assert record.events.seq_num.tolist() == [0, 1, 2, 3, 4]
+    assert record.events.arrays["v"].shape == (5, 3)
+    np.testing.assert_array_equal(record.events.arrays["v"][:, 0], [0, 1, 2, 3, 4])
+    resumed = dataclasses.replace(start, segment=1, first_seq_num=5)
+    writer, removed = RecordWriter.reopen(run_dir, resumed, keep_through_seq=4)
+    writer.close()
+    assert removed == 1  # the unwritten row went, the five events stayed
+    assert RunRecord.open(run_dir).events.seq_num.tolist() == [0, 1, 2, 3, 4]

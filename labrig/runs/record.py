@@ -91,6 +91,8 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.h5"
+#: What a seq_num or array_seq row reads before it has been written.
+UNWRITTEN_SEQ = -1
 LOCK_FILE = ".writer.lock"
 FORMAT_VERSION = 1
 _JSON_FIELDS = ("parameters", "parameter_units", "station", "snapshot", "versions", "seeds", "host")
@@ -307,7 +309,16 @@ class RecordWriter:
             _write_start(f.create_group("start"), start)
             events = f.create_group("events")
             for name, dtype in (("seq_num", np.int64), ("time", np.float64), ("segment", np.int32)):
-                events.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
+                # seq_num rows read -1 until written: a row extended but never written (an
+                # interrupt between the two) is then told from event 0.
+                events.create_dataset(
+                    name,
+                    (0,),
+                    maxshape=(None,),
+                    dtype=dtype,
+                    chunks=(1024,),
+                    fillvalue=UNWRITTEN_SEQ if name == "seq_num" else 0,
+                )
             events.create_group("scalars")
             events.create_group("arrays")
             events.create_group("array_seq")
@@ -383,7 +394,7 @@ class RecordWriter:
         for name, ds in events["arrays"].items():
             seq_ds = events["array_seq"][name]
             rows = min(ds.shape[0], seq_ds.shape[0])
-            k = int(np.count_nonzero(seq_ds[:rows] <= last_seq))
+            k = _rows_through(seq_ds[:rows], last_seq)
             ds.resize(k, axis=0)
             seq_ds.resize((k,))
         return removed
@@ -510,7 +521,12 @@ class RecordWriter:
                 ds.attrs["array_name"] = name
                 ds.attrs["part"] = len(parts)
                 events["array_seq"].create_dataset(
-                    dsname, (0,), maxshape=(None,), dtype=np.int64, chunks=(1024,)
+                    dsname,
+                    (0,),
+                    maxshape=(None,),
+                    dtype=np.int64,
+                    chunks=(1024,),
+                    fillvalue=UNWRITTEN_SEQ,
                 )
                 parts.append(_ArrayPart(dsname, tuple(value.shape), value.dtype))
 
@@ -610,10 +626,20 @@ def _attr(value: object) -> Any:
 
 
 def _complete_rows(events: h5py.Group) -> int:
-    """Events every 1-D per-event dataset has a row for (a crash may leave one half-written)."""
+    """Events every 1-D per-event dataset has a row for (a crash may leave one half-written,
+    or a seq_num row extended but not yet written)."""
     lengths = [int(events[name].shape[0]) for name in ("seq_num", "time", "segment")]
     lengths += [int(ds.shape[0]) for ds in events["scalars"].values()]
-    return min(lengths)
+    n = min(lengths)
+    while n and int(events["seq_num"][n - 1]) == UNWRITTEN_SEQ:
+        n -= 1
+    return n
+
+
+def _rows_through(part_seq: np.ndarray, last_seq: int) -> int:
+    """How many leading rows of an array part belong to events up to ``last_seq`` (a row
+    extended but never written reads ``UNWRITTEN_SEQ``)."""
+    return int(np.count_nonzero((part_seq != UNWRITTEN_SEQ) & (part_seq <= last_seq)))
 
 
 def _read_json(group: h5py.Group, name: str, default: Any = None) -> Any:
@@ -688,7 +714,7 @@ def _read_events(events: h5py.Group, load_arrays: bool) -> RecordedEvents:
         seq_ds = events["array_seq"][dsname]
         rows = min(int(ds.shape[0]), int(seq_ds.shape[0]))
         part_seq = seq_ds[:rows]
-        keep = int(np.count_nonzero(part_seq <= last_seq))
+        keep = _rows_through(part_seq, last_seq)
         data = ds[:keep] if load_arrays else np.empty((0, *ds.shape[1:]), dtype=ds.dtype)
         parts.setdefault(name, []).append(
             (int(_attr(ds.attrs.get("part", 0))), part_seq[:keep], data)
