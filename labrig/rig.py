@@ -137,18 +137,22 @@ class Rig:
     def safe_state(self) -> list[str]:
         """Bring every instrument to its safe state; returns the problems met (never raises)."""
         problems: list[str] = []
-        # DACs last: a generator or lock-in output should be off before electrodes move.
-        last = {"dac": 1}
-        order = sorted(
-            self.instruments.items(),
-            key=lambda kv: last.get(self.station.instruments[kv[0]].info.role, 0),
-        )
-        for name, inst in order:
+        for name, inst in self.safe_state_order().items():
             try:
                 inst.safe_state()
             except Exception as exc:
                 problems.append(f"{name}: safe state failed: {type(exc).__name__}: {exc}")
         return problems
+
+    def safe_state_order(self) -> dict[str, Any]:
+        """The instruments in the order to make them safe: DAC banks last, so generators and
+        lock-in outputs are quiet before any electrode moves."""
+        return dict(
+            sorted(
+                self.instruments.items(),
+                key=lambda kv: self.station.instruments[kv[0]].info.role == "dac",
+            )
+        )
 
     def close(self) -> list[str]:
         """Safe state, then close every connection. Idempotent; never raises."""

@@ -392,6 +392,21 @@ class _DetachedContext:
         return False
 
 
+def drain_errors(instrument: Any, limit: int = 32) -> list[Exception]:
+    """Read ``instrument``'s error queue until it reports none (at most ``limit`` entries: a
+    queue holds a few dozen on real models); the errors, oldest first."""
+    from instruments.errors import InstrumentReportedError
+
+    found: list[Exception] = []
+    for _ in range(limit):
+        try:
+            instrument.check_errors()
+            return found
+        except InstrumentReportedError as exc:
+            found.append(exc)
+    return found
+
+
 # -------------------------------------------------------------------------------- procedure
 
 
@@ -565,17 +580,11 @@ class Procedure:
         Instrument errors are never swallowed: they land in the run record. Raise (or
         ``RunAborted``) from the procedure if an entry means the measurement is invalid.
         """
-        from instruments.errors import InstrumentReportedError
-
         found: list[Exception] = []
         for label, instrument in self.instruments.items():
-            for _ in range(32):  # a queue holds at most a few dozen entries on real models
-                try:
-                    instrument.check_errors()
-                    break
-                except InstrumentReportedError as exc:
-                    found.append(exc)
-                    self.log(f"instrument {label!r}: {exc}", "warning")
+            for exc in drain_errors(instrument):
+                found.append(exc)
+                self.log(f"instrument {label!r}: {exc}", "warning")
         return found
 
     def retry(

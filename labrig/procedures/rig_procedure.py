@@ -40,14 +40,7 @@ class RigProcedure(Procedure):
                 f"{rig.station.source} is a {rig.station.rig} station"
             )
         self.rig = rig
-        # The runner safe-states instruments in this order: DAC banks last, so generators and
-        # lock-in outputs are quiet before any electrode moves.
-        self.instruments = dict(
-            sorted(
-                rig.instruments.items(),
-                key=lambda kv: rig.station.instruments[kv[0]].info.role == "dac",
-            )
-        )
+        self.instruments = rig.safe_state_order()  # the runner makes them safe in this order
         self._device_t0_s = rig.device_time_s()
         self.log(f"station {rig.station.name!r} from {rig.station.source}: {rig.identities()}")
 

@@ -46,7 +46,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from instruments.errors import InstrumentConnectionError, InstrumentReportedError
+from instruments.errors import InstrumentConnectionError
 from instruments.roles import Instrument
 from labrig._version import __version__
 from labrig.errors import ProcedureError
@@ -55,6 +55,7 @@ from labrig.procedures.base import (
     ParameterError,
     Procedure,
     RunAborted,
+    drain_errors,
     get_procedure_class,
 )
 from labrig.runs.checkpoint import load_checkpoint, save_checkpoint
@@ -568,17 +569,6 @@ def _start_doc(
     )
 
 
-def _drain_errors(instrument: Instrument) -> list[InstrumentReportedError]:
-    found: list[InstrumentReportedError] = []
-    for _ in range(32):
-        try:
-            instrument.check_errors()
-            return found
-        except InstrumentReportedError as exc:
-            found.append(exc)
-    return found
-
-
 @dataclass
 class _Outcome:
     status: StopStatus = "success"
@@ -725,7 +715,7 @@ def _shutdown(
             context.log(f"safe_state() of {label!r} failed: {safe[label]}", "error")
     for label, instrument in dict(procedure.instruments).items():
         try:
-            for error in _drain_errors(instrument):
+            for error in drain_errors(instrument):
                 context.log(f"instrument {label!r}: {error}", "warning")
         except Exception as exc:
             context.log(f"could not read the error queue of {label!r}: {exc}", "warning")
