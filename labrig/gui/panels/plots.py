@@ -782,9 +782,7 @@ class PlotBoard(QWidget):
         """Forget the data and the panels (a new run starts)."""
         self.data = RunData()
         for panel in self.panels.values():
-            self._grid.removeWidget(panel)
-            panel.setParent(None)
-            panel.deleteLater()
+            self._drop(panel)
         self.panels = {}
         self._planned_for = None
         self._placeholder.setText(message)
@@ -868,17 +866,11 @@ class PlotBoard(QWidget):
         plans = plan_panels(data.scalars, data.shapes)
         wanted = {plan.key for plan in plans}
         for stale in [k for k in self.panels if k not in wanted]:
-            panel = self.panels.pop(stale)
-            self._grid.removeWidget(panel)
-            panel.setParent(None)
-            panel.deleteLater()
+            self._drop(self.panels.pop(stale))
         for plan in plans:
             if plan.key not in self.panels or self.panels[plan.key].plan != plan:
                 if plan.key in self.panels:
-                    old = self.panels.pop(plan.key)
-                    self._grid.removeWidget(old)
-                    old.setParent(None)
-                    old.deleteLater()
+                    self._drop(self.panels.pop(plan.key))
                 self.panels[plan.key] = PANEL_KINDS[plan.kind](plan)
         self._placeholder.hide()
         self._grid.removeWidget(self._placeholder)
@@ -887,6 +879,12 @@ class PlotBoard(QWidget):
         for i, panel in enumerate(ordered.values()):
             self._grid.addWidget(panel, i // self.columns, i % self.columns)
             panel.show()
+
+    def _drop(self, panel: Panel) -> None:
+        """Take ``panel`` off the grid and let Qt delete it."""
+        self._grid.removeWidget(panel)
+        panel.setParent(None)
+        panel.deleteLater()
 
     def panel(self, key: str) -> Panel | None:
         """The panel shown under ``key`` ("loss", "history:controls_v", "trace:trace_na", …)."""

@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import (
 )
 
 from labrig.gui.panels.plots import PlotBoard, RunData
+from labrig.gui.panels.station import table_header
 from labrig.runs.catalog import RunSummary, list_runs
 from labrig.runs.record import RecordError, RunRecord, default_runs_dir
 
@@ -45,11 +46,11 @@ class RunBrowser(QWidget):
         self.dir_label = QLabel()
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
-        _header(self.table.verticalHeader()).setVisible(False)
+        table_header(self.table.verticalHeader()).setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
-        header = _header(self.table.horizontalHeader())
+        header = table_header(self.table.horizontalHeader())
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._selected)
@@ -143,9 +144,3 @@ class RunBrowser(QWidget):
                 self.export_png(path)
             except OSError as exc:
                 self.message.emit(str(exc), "error")
-
-
-def _header(header: QHeaderView | None) -> QHeaderView:
-    if header is None:  # a QTableWidget always has both headers
-        raise RuntimeError("table without a header")
-    return header

@@ -256,10 +256,10 @@ class StationPanel(QGroupBox):
         self.title_label.setWordWrap(True)
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
-        _header(self.table.verticalHeader()).setVisible(False)
+        table_header(self.table.verticalHeader()).setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
-        header = _header(self.table.horizontalHeader())
+        header = table_header(self.table.horizontalHeader())
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
         self.reconnect_button = QPushButton("Reconnect")
@@ -341,7 +341,8 @@ def _brush(colour: str) -> Any:
     return QBrush(QColor(colour))
 
 
-def _header(header: QHeaderView | None) -> QHeaderView:
-    if header is None:  # a QTableWidget always has both headers
+def table_header(header: QHeaderView | None) -> QHeaderView:
+    """A table's header (Qt's getter is typed optional; a QTableWidget always has both)."""
+    if header is None:
         raise RuntimeError("table without a header")
     return header
