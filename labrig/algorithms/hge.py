@@ -115,9 +115,7 @@ def _collisions_in_bins(
                 coeff[i] += s
             if sum(abs(c) for c in coeff) != order:
                 continue
-            product = abs(sum(c * b for c, b in zip(coeff, bins, strict=True)))
-            folded = product % n_samples
-            folded = min(folded, n_samples - folded)
+            folded = _fold(sum(c * b for c, b in zip(coeff, bins, strict=True)), n_samples)
             if folded in where:
                 key = tuple(coeff)
                 if key[next(i for i, c in enumerate(key) if c)] < 0:
