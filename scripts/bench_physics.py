@@ -28,6 +28,9 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from labrig.algorithms.hge import AUTHORS_PLAN
+from labrig.physics.dnpu import DEFAULT_ACTIVATION_RANGES_V
+
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
     """Best wall time of ``repeats`` calls (s), after one warm-up call."""
@@ -43,9 +46,10 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
 def dnpu_voltages(fs: float = 10e3, duration: float = 0.3) -> np.ndarray:
     t = np.arange(round(fs * duration)) / fs
     v = np.zeros((t.size, 7))
-    v[:, 0] = -1.2 + 1.8 * t / duration  # input ramp across the range
-    v[:, 1] = 0.6 - 1.8 * t / duration
-    plan = zip((200, 360, 520, 760, 920), (0.03, 0.01, 0.01, 0.005, 0.005), strict=True)
+    (lo0, hi0), (lo1, hi1) = DEFAULT_ACTIVATION_RANGES_V[:2]
+    v[:, 0] = lo0 + (hi0 - lo0) * t / duration  # input ramps across their ranges
+    v[:, 1] = hi1 - (hi1 - lo1) * t / duration
+    plan = zip(AUTHORS_PLAN.frequencies_hz, AUTHORS_PLAN.amplitudes_v, strict=True)
     for j, (f, a) in enumerate(plan):
         v[:, 2 + j] = -0.3 + a * np.sin(2 * np.pi * f * t)
     return v

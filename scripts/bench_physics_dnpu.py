@@ -30,6 +30,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from labrig.algorithms.hge import AUTHORS_PLAN  # noqa: E402
 from labrig.physics.dnpu import (  # noqa: E402
     ACTIVATION_COUNT,
     COMMON_GATES,
@@ -40,8 +41,9 @@ from labrig.physics.dnpu import (  # noqa: E402
 
 FS_HZ = 10e3
 TRACE_SAMPLES = 3000
-HGE_FREQS_HZ = np.array([0, 0, 200, 360, 520, 760, 920], dtype=float)
-HGE_AMPS_V = np.array([0, 0, 30e-3, 10e-3, 10e-3, 5e-3, 5e-3])
+# The authors' HGE plan on the controls (electrodes 2-6); the inputs (0, 1) carry none.
+HGE_FREQS_HZ = np.array([0.0, 0.0, *AUTHORS_PLAN.frequencies_hz])
+HGE_AMPS_V = np.array([0.0, 0.0, *AUTHORS_PLAN.amplitudes_v])
 
 
 def _ranges(model: DnpuModel) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labrig.algorithms.hge import AUTHORS_PLAN
 from labrig.algorithms.tasks import GATE_NAMES, boolean_task
 from labrig.physics.dnpu import (
     ACTIVATION_COUNT,
@@ -114,13 +115,21 @@ def test_gradient_single_row_shape(dnpu: DnpuModel) -> None:
     assert g.shape == (ACTIVATION_COUNT,)
 
 
+def _authors_sines(t: np.ndarray) -> np.ndarray:
+    """The HGE perturbations of the authors' plan on the five controls (electrodes 2-6)."""
+    sines = np.zeros((t.size, 7))
+    for k, (f, a) in enumerate(
+        zip(AUTHORS_PLAN.frequencies_hz, AUTHORS_PLAN.amplitudes_v, strict=True)
+    ):
+        sines[:, 2 + k] = a * np.sin(2 * np.pi * f * t)
+    return sines
+
+
 def test_trace_matches_pointwise_solution_including_a_jump(dnpu: DnpuModel) -> None:
     fs = 10e3
     t = np.arange(1000) / fs
     base = _random_voltages(dnpu, 1, seed=8)[0]
-    amps = np.array([0, 0, 30e-3, 10e-3, 10e-3, 5e-3, 5e-3])
-    freqs = np.array([0, 0, 200, 360, 520, 760, 920])
-    v = base + amps * np.sin(2 * np.pi * freqs * t[:, None])
+    v = base + _authors_sines(t)
     v[600:, 0] += 0.8  # an input step: the fast path must fall back, not smear it
     fast = dnpu.current_trace_na(v)
     exact = dnpu.current_na(v)
@@ -132,9 +141,7 @@ def _hge_trace(model: DnpuModel, n: int, seed: int) -> np.ndarray:
     """A slow input ramp plus HGE-like sines (5-30 mV, 200-920 Hz) on the controls, 10 kHz."""
     t = np.arange(n) / 10e3
     base = _random_voltages(model, 1, seed=seed)[0]
-    amps = np.array([0, 0, 30e-3, 10e-3, 10e-3, 5e-3, 5e-3])
-    freqs = np.array([0, 0, 200, 360, 520, 760, 920])
-    v = base + amps * np.sin(2 * np.pi * freqs * t[:, None])
+    v = base + _authors_sines(t)
     v[:, 0] += np.linspace(0.0, 0.3, n)
     return v
 
