@@ -288,3 +288,35 @@ def test_a_row_extended_but_never_written_is_not_read_as_an_event(tmp_path: Path
     writer.close()
     assert removed == 1  # the unwritten row went, the five events stayed
     assert RunRecord.open(run_dir).events.seq_num.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_writer_killed_outside_swmr_mode_leaves_a_readable_resumable_record(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    start = _start()
+    writer = RecordWriter.create(run_dir, start)
+    for seq in range(3):
+        writer.append_event(EventDoc(start.run_uid, seq, float(seq), {"x": float(seq)}, {}))
+    writer.close()
+    # A process that dies while it has the file open for creating datasets (outside SWMR).
+    code = textwrap.dedent(
+        f"""
+        import os, h5py
+        f = h5py.File({str(run_dir / "run.h5")!r}, "r+", libver="latest")
+        f["events/scalars"].create_dataset("late", (3,), maxshape=(None,), dtype="f8")
+        f.flush()
+        os._exit(0)
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(OSError, match="already open for write"):
+        h5py.File(run_dir / "run.h5", "r").close()  # as HDF5 left it
+    record = RunRecord.open(run_dir)
+    assert record.status == "crashed"
+    assert record.events.scalars["x"].tolist() == [0.0, 1.0, 2.0]
+    resumed = dataclasses.replace(start, segment=1, first_seq_num=3)
+    writer, removed = RecordWriter.reopen(run_dir, resumed, keep_through_seq=2)
+    writer.close()
+    assert removed == 0 and len(RunRecord.open(run_dir).events) == 3

@@ -35,7 +35,10 @@ without ``swmr=True``, HDF5 refuses a crashed file because its "open for writing
 set.) New datasets (a scalar first seen mid-run, a shape change, the stop group) are created
 after briefly closing and reopening the file outside SWMR mode, because SWMR does not support
 creating objects while readers may be looking; that costs about 0.1 ms and happens rarely.
-Readers see datasets created after they opened the file only when they reopen it.
+Readers see datasets created after they opened the file only when they reopen it. A writer
+killed in that window leaves the plain "open for writing" flag, which no h5py open accepts:
+:meth:`RunRecord.open` and a resume then clear it (as ``h5clear -s`` would, and only when no
+writer holds the lock) and read every event flushed before.
 
 Who is writing: the writer holds an advisory lock (``flock``) on ``.writer.lock`` in the run
 folder for as long as it runs; the operating system releases it if the process dies. A record
@@ -269,6 +272,81 @@ def _open_for_writing(path: Path) -> h5py.File:
                 return h5py.File(path, "r+", libver="latest", locking=False)
             time.sleep(delay)
             delay = min(2 * delay, 0.1)
+
+
+# ------------------------------------------------------------------ crashed writers' flags
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: HDF5's refusal to open a file whose writer died outside SWMR mode (or in it, for a
+#: non-SWMR open): the superblock still says "open for writing".
+_OPEN_FOR_WRITE_ERRORS = ("already open for write", "not already open for SWMR writing")
+
+
+def _lookup3(data: bytes) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle`` (initval 0): HDF5's metadata checksum."""
+    mask = 0xFFFFFFFF
+
+    def rot(x: int, k: int) -> int:
+        return ((x << k) | (x >> (32 - k))) & mask
+
+    def word(i: int) -> int:
+        return int.from_bytes(data[i : i + 4].ljust(4, b"\0"), "little")
+
+    length = len(data)
+    a = b = c = (0xDEADBEEF + length) & mask
+    k = 0
+    while length > 12:
+        a, b, c = (a + word(k)) & mask, (b + word(k + 4)) & mask, (c + word(k + 8)) & mask
+        a = ((a - c) & mask) ^ rot(c, 4)
+        c = (c + b) & mask
+        b = ((b - a) & mask) ^ rot(a, 6)
+        a = (a + c) & mask
+        c = ((c - b) & mask) ^ rot(b, 8)
+        b = (b + a) & mask
+        a = ((a - c) & mask) ^ rot(c, 16)
+        c = (c + b) & mask
+        b = ((b - a) & mask) ^ rot(a, 19)
+        a = (a + c) & mask
+        c = ((c - b) & mask) ^ rot(b, 4)
+        b = (b + a) & mask
+        length -= 12
+        k += 12
+    if length == 0:
+        return c
+    a, b, c = (a + word(k)) & mask, (b + word(k + 4)) & mask, (c + word(k + 8)) & mask
+    c = (c ^ b) - rot(b, 14) & mask
+    a = (a ^ c) - rot(c, 11) & mask
+    b = (b ^ a) - rot(a, 25) & mask
+    c = (c ^ b) - rot(b, 16) & mask
+    a = (a ^ c) - rot(c, 4) & mask
+    b = (b ^ a) - rot(a, 14) & mask
+    c = (c ^ b) - rot(b, 24) & mask
+    return c
+
+
+def _clear_write_flags(path: Path) -> bool:
+    """Clear the "open for writing" flags a dead writer left in ``path``'s superblock (what
+    ``h5clear -s`` does), so the events it flushed can be read. Only for a record no writer
+    holds (see :func:`is_being_written`). True if flags were cleared."""
+    with open(path, "r+b") as handle:
+        head = handle.read(64)
+        # Superblock version 2/3: signature, version, offset size, length size, flags, four
+        # addresses, then the checksum of everything before it.
+        if len(head) < 12 or head[:8] != _HDF5_SIGNATURE or head[8] not in (2, 3):
+            return False
+        end = 12 + 4 * head[9]
+        if head[11] == 0 or len(head) < end + 4:
+            return False
+        block = head[:11] + b"\0" + head[12:end]
+        handle.seek(0)
+        handle.write(block + _lookup3(block).to_bytes(4, "little"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
+def _is_open_for_write_error(exc: BaseException) -> bool:
+    return any(text in str(exc) for text in _OPEN_FOR_WRITE_ERRORS)
 
 
 class RecordWriter:
@@ -579,6 +657,11 @@ class RecordWriter:
 def _repair(path: Path) -> None:
     """Copy a crashed record (its 'open for writing' flag still set) into a clean file."""
     tmp = path.with_name(path.name + ".repair")
+    try:
+        h5py.File(path, "r", swmr=True).close()
+    except OSError as exc:  # died outside SWMR mode: the caller holds the writer lock now
+        if not (_is_open_for_write_error(exc) and _clear_write_flags(path)):
+            raise
     with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
         for key, value in src.attrs.items():
             dst.attrs[key] = value
@@ -822,6 +905,15 @@ class RunRecord:
                 with h5py.File(h5_path, "r", swmr=True) as f:
                     return cls._from_file(f, run_dir, load_arrays)
             except (OSError, KeyError) as exc:
+                # A writer that died while adding datasets left the file flagged "open for
+                # writing": with no writer alive, clear the flag and read what it flushed.
+                if (
+                    _is_open_for_write_error(exc)
+                    and not is_being_written(run_dir)
+                    and _clear_write_flags(h5_path)
+                ):
+                    _logger.warning("%s: cleared the flags of a writer that died", h5_path)
+                    continue
                 if time.monotonic() >= deadline or not h5_path.exists():
                     raise RecordError(f"{h5_path}: cannot read run record ({exc})") from exc
                 time.sleep(0.02)
