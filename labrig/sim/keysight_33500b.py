@@ -475,6 +475,20 @@ class Keysight33500BEmulator(ScpiEmulator):
 
         self.tree.add(pattern, write=write, query=query)
 
+    def _number_setting(
+        self, pattern: str, attr: str, lo: float, hi: float, default: float
+    ) -> None:
+        """Register a numeric channel setting held as ``attr``: MIN/MAX/DEF accepted, values
+        clamped to ``[lo, hi]`` (as the instrument does), reported in NR3."""
+
+        def write(ctx: Context, args: Args) -> None:
+            setattr(self.channels[self._ch(ctx)], attr, self._number(args, lo, hi, default))
+
+        def query(ctx: Context, args: Args) -> str:
+            return format_nr3(getattr(self.channels[self._ch(ctx)], attr))
+
+        self.tree.add(pattern, write=write, query=query)
+
     def _flag_setting(self, pattern: str, attr: str, *, instrument: bool = False) -> None:
         """Register an ON/OFF setting held as ``attr`` (bool), reported as 1 or 0."""
 
@@ -578,10 +592,12 @@ class Keysight33500BEmulator(ScpiEmulator):
         add(f"{volt}:LOW", write=self._w_low, query=self._q_low)
         add(f"{src}:VOLTage:UNIT", write=self._w_unit, query=self._q_unit)
         add(f"{src}:VOLTage:RANGe:AUTO", write=self._w_range_auto, query=self._q_range_auto)
-        add(f"{src}:PHASe[:ADJust]", write=self._w_phase, query=self._q_phase)
+        self._number_setting(f"{src}:PHASe[:ADJust]", "phase_deg", -360.0, 360.0, 0.0)
         add(f"{src}:PHASe:SYNChronize", write=self._w_phase_sync)
-        add(f"{src}:FUNCtion:SQUare:DCYCle", write=self._w_duty, query=self._q_duty)
-        add(f"{src}:FUNCtion:RAMP:SYMMetry", write=self._w_symmetry, query=self._q_symmetry)
+        self._number_setting(f"{src}:FUNCtion:SQUare:DCYCle", "square_duty_pct", 0.01, 99.98, 50.0)
+        self._number_setting(
+            f"{src}:FUNCtion:RAMP:SYMMetry", "ramp_symmetry_pct", 0.0, 100.0, 100.0
+        )
         arb = f"{src}:FUNCtion:ARBitrary"
         add(arb, write=self._w_arb_select, query=self._q_arb_select)
         add(f"{arb}:SRATe", write=self._w_srate, query=self._q_srate)
@@ -605,8 +621,8 @@ class Keysight33500BEmulator(ScpiEmulator):
         add(f"{burst}:STATe", write=self._w_burst_state, query=self._q_burst_state)
         add(f"{burst}:MODE", write=self._w_burst_mode, query=self._q_burst_mode)
         add(f"{burst}:NCYCles", write=self._w_burst_cycles, query=self._q_burst_cycles)
-        add(f"{burst}:INTernal:PERiod", write=self._w_burst_period, query=self._q_burst_period)
-        add(f"{burst}:PHASe", write=self._w_burst_phase, query=self._q_burst_phase)
+        self._number_setting(f"{burst}:INTernal:PERiod", "burst_period_s", 1e-6, 8000.0, 0.01)
+        self._number_setting(f"{burst}:PHASe", "burst_phase_deg", -360.0, 360.0, 0.0)
         self._keyword_setting(
             f"{burst}:GATE:POLarity", "burst_gate_polarity", ["NORMal", "INVerted"]
         )
@@ -616,9 +632,9 @@ class Keysight33500BEmulator(ScpiEmulator):
         add("TRIGger#[:IMMediate]", write=self._w_trigger_now)
         add("TRIGger#:SOURce", write=self._w_trig_source, query=self._q_trig_source)
         self._keyword_setting("TRIGger#:SLOPe", "trigger_slope", ["POSitive", "NEGative"])
-        add("TRIGger#:DELay", write=self._w_trig_delay, query=self._q_trig_delay)
+        self._number_setting("TRIGger#:DELay", "trigger_delay_s", 0.0, 1000.0, 0.0)
         add("TRIGger#:COUNt", write=self._w_trig_count, query=self._q_trig_count)
-        add("TRIGger#:TIMer", write=self._w_trig_timer, query=self._q_trig_timer)
+        self._number_setting("TRIGger#:TIMer", "trigger_timer_s", 1e-6, 8000.0, 1e-3)
         add("OUTPut#[:STATe]", write=self._w_output, query=self._q_output)
         add("OUTPut#:LOAD", write=self._w_load, query=self._q_load)
         self._keyword_setting("OUTPut#:POLarity", "polarity", ["NORMal", "INVerted"])
@@ -658,28 +674,10 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _q_frequency(self, ctx: Context, args: Args) -> str:
         return format_nr3(self.channels[self._ch(ctx)].frequency_hz)
 
-    def _w_phase(self, ctx: Context, args: Args) -> None:
-        self.channels[self._ch(ctx)].phase_deg = self._number(args, -360.0, 360.0, 0.0)
-
-    def _q_phase(self, ctx: Context, args: Args) -> str:
-        return format_nr3(self.channels[self._ch(ctx)].phase_deg)
-
     def _w_phase_sync(self, ctx: Context, args: Args) -> None:
         args.require(0, 0)
         for n in self.channels:
             self._restart(n)
-
-    def _w_duty(self, ctx: Context, args: Args) -> None:
-        self.channels[self._ch(ctx)].square_duty_pct = self._number(args, 0.01, 99.98, 50.0)
-
-    def _q_duty(self, ctx: Context, args: Args) -> str:
-        return format_nr3(self.channels[self._ch(ctx)].square_duty_pct)
-
-    def _w_symmetry(self, ctx: Context, args: Args) -> None:
-        self.channels[self._ch(ctx)].ramp_symmetry_pct = self._number(args, 0.0, 100.0, 100.0)
-
-    def _q_symmetry(self, ctx: Context, args: Args) -> str:
-        return format_nr3(self.channels[self._ch(ctx)].ramp_symmetry_pct)
 
     # ------------------------------------------------------------------ amplitude and offset
     def _fit_amplitude(self, n: int) -> None:
@@ -1020,18 +1018,6 @@ class Keysight33500BEmulator(ScpiEmulator):
         cycles = self.channels[self._ch(ctx)].burst_cycles
         return INFINITY_REPLY if math.isinf(cycles) else format_nr3(cycles)
 
-    def _w_burst_period(self, ctx: Context, args: Args) -> None:
-        self.channels[self._ch(ctx)].burst_period_s = self._number(args, 1e-6, 8000.0, 0.01)
-
-    def _q_burst_period(self, ctx: Context, args: Args) -> str:
-        return format_nr3(self.channels[self._ch(ctx)].burst_period_s)
-
-    def _w_burst_phase(self, ctx: Context, args: Args) -> None:
-        self.channels[self._ch(ctx)].burst_phase_deg = self._number(args, -360.0, 360.0, 0.0)
-
-    def _q_burst_phase(self, ctx: Context, args: Args) -> str:
-        return format_nr3(self.channels[self._ch(ctx)].burst_phase_deg)
-
     # ------------------------------------------------------------------ trigger
     def _w_trigger_now(self, ctx: Context, args: Args) -> None:
         args.require(0, 0)
@@ -1045,12 +1031,6 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _q_trig_source(self, ctx: Context, args: Args) -> str:
         return self.channels[self._ch(ctx)].trigger_source
 
-    def _w_trig_delay(self, ctx: Context, args: Args) -> None:
-        self.channels[self._ch(ctx)].trigger_delay_s = self._number(args, 0.0, 1000.0, 0.0)
-
-    def _q_trig_delay(self, ctx: Context, args: Args) -> str:
-        return format_nr3(self.channels[self._ch(ctx)].trigger_delay_s)
-
     def _w_trig_count(self, ctx: Context, args: Args) -> None:
         value = self._number(args, 1.0, 1e6, 1.0, extra={"INFinity": math.inf})
         self.channels[self._ch(ctx)].trigger_count = value if math.isinf(value) else round(value)
@@ -1058,12 +1038,6 @@ class Keysight33500BEmulator(ScpiEmulator):
     def _q_trig_count(self, ctx: Context, args: Args) -> str:
         count = self.channels[self._ch(ctx)].trigger_count
         return INFINITY_REPLY if math.isinf(count) else format_nr3(count)
-
-    def _w_trig_timer(self, ctx: Context, args: Args) -> None:
-        self.channels[self._ch(ctx)].trigger_timer_s = self._number(args, 1e-6, 8000.0, 1e-3)
-
-    def _q_trig_timer(self, ctx: Context, args: Args) -> str:
-        return format_nr3(self.channels[self._ch(ctx)].trigger_timer_s)
 
     # ------------------------------------------------------------------ APPLy
     def _apply_writer(self, function: str) -> WriteHandler:
