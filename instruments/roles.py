@@ -119,6 +119,23 @@ class Digitizer(Instrument, Protocol):
         """Digitise one record now (``:DIGitize``) and return it."""
         ...
 
+    @property
+    def max_record_points(self) -> int:
+        """The longest record (points) one acquisition can transfer."""
+        ...
+
+    def record_points(self, duration_s: float, sample_rate_hz: float) -> int:
+        """The shortest record length (points) this digitiser offers that samples
+        ``duration_s`` (s) at ``sample_rate_hz`` (Sa/s) or faster.
+
+        :raises ValueError: no record is that long (the message names the limit).
+        """
+        ...
+
+    def set_points(self, n: int) -> None:
+        """Transfer ``n`` points per record (one of the lengths :meth:`record_points` gives)."""
+        ...
+
 
 @runtime_checkable
 class DacBank(Instrument, Protocol):

@@ -1,6 +1,7 @@
 """Sub-commands of ``labrig`` that run procedures or look at runs.
 
-``measure iv|transfer``, ``train hge|dfa``, ``runs [list|show]``, ``report``, ``resume``, ``gui``.
+``measure iv|transfer``, ``calibrate``, ``train hge|dfa``, ``runs [list|show]``, ``report``,
+``resume``, ``gui``.
 Each procedure command maps its options onto the procedure's declared parameters, runs it through
 the runner (records, checkpoints, safe shutdown on every path), prints a short summary and, with
 ``--json``, one JSON object as the last line of standard output.
@@ -94,11 +95,31 @@ def cmd_measure_iv(args: argparse.Namespace) -> int:
     return STATUS_EXIT.get(result.status, 1)
 
 
+def _save_calibration(result: Any, target: str | None) -> dict[str, Path]:
+    """Write the calibration a transfer run measured into its run folder and to ``target``."""
+    from labrig.calibration import ReservoirCalibration, save_calibration
+
+    values = result.summary.get("calibration")
+    if result.status != "success" or not values:
+        return {}
+    cal = ReservoirCalibration(**{**values, "run": str(result.run_dir)})
+    files = {"calibration_record": save_calibration(cal, Path(result.run_dir) / "calibration.toml")}
+    if target:
+        files["calibration"] = save_calibration(cal, target)
+    return files
+
+
 def cmd_measure_transfer(args: argparse.Namespace) -> int:
     from labrig.procedures.characterise import TransferCurve, write_transfer_outputs
 
     result = _run(TransferCurve(station=args.station, **_given(args, ("points",))), args)
     files = write_transfer_outputs(result.run_dir) if result.n_events else {}
+    files.update(_save_calibration(result, getattr(args, "save", None)))
+    if getattr(args, "calibrate", False) and "calibration" not in files and not args.json:
+        print(
+            "  no calibration file: give --save PATH, or reference one in the station "
+            '([reservoir] calibration = "reservoir-cal.toml")'
+        )
     if not args.json:
         print(f"transfer: {result.status} — record {result.run_dir}")
         for key, value in result.summary.items():
@@ -108,6 +129,19 @@ def cmd_measure_transfer(args: argparse.Namespace) -> int:
     else:
         _print_json(_result_json(result, {k: str(v) for k, v in files.items()}))
     return STATUS_EXIT.get(result.status, 1)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``labrig calibrate``: measure the reservoir's optics and save them where the station
+    says (``[reservoir] calibration``), or to ``--save PATH``."""
+    from labrig.station import load_station
+
+    if args.save is None:
+        station = load_station(args.station)
+        if station.reservoir is not None and station.reservoir.calibration is not None:
+            args.save = str(station.reservoir.calibration)
+    args.calibrate = True
+    return cmd_measure_transfer(args)
 
 
 # ------------------------------------------------------------------------------------- train
@@ -291,7 +325,21 @@ def register(sub: Any) -> None:
     tr = measure.add_parser("transfer", help="reservoir: modulator transfer curve and impulse")
     _add_common(tr, "sim-reservoir")
     tr.add_argument("--points", type=int, help="drive levels")
+    tr.add_argument("--save", default=None, help="also write the calibration file PATH")
     tr.set_defaults(handler=cmd_measure_transfer)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="reservoir: measure V_pi, bias point, PD levels and loop delay; save the calibration",
+    )
+    _add_common(cal, "sim-reservoir")
+    cal.add_argument("--points", type=int, help="drive levels")
+    cal.add_argument(
+        "--save",
+        default=None,
+        help="calibration file to write (default: the one the station references)",
+    )
+    cal.set_defaults(handler=cmd_calibrate)
 
     train = sub.add_parser("train", help="in-the-loop training").add_subparsers(
         dest="train_command", required=True
