@@ -154,21 +154,29 @@ def fit_mzm(drive_v: npt.ArrayLike, pd_v: npt.ArrayLike) -> tuple[dict[str, floa
     if span <= 0:
         raise CalibrationError("fit_mzm: the drive levels are all equal")
 
-    def design(v_pi: float, null: float) -> FloatArray:
-        return np.sin(np.pi / (2.0 * v_pi) * (v - null)) ** 2
-
-    best: tuple[float, float, float, float, float] | None = None
-    for v_pi in np.geomspace(span / 8.0, 2.0 * span, 160):
-        for null in np.linspace(-v_pi, v_pi, 64, endpoint=False):
-            s = design(float(v_pi), float(null))
-            a = np.column_stack([np.ones_like(s), s])
-            coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-            r = float(np.sum((a @ coef - y) ** 2))
-            if coef[1] > 0 and (best is None or r < best[0]):
-                best = (r, float(v_pi), float(null), float(coef[0]), float(coef[1]))
-    if best is None:
+    # Every grid node at once: for each (V_pi, V_null), the least-squares line y ~ dark + amp s
+    # has amp = cov(s, y) / var(s) and residual sum (var(y) - cov^2 / var(s)) * n.
+    v_pis = np.geomspace(span / 8.0, 2.0 * span, 160)
+    frac = np.arange(64) / 64.0
+    nulls = (2.0 * frac[None, :] - 1.0) * v_pis[:, None]  # (160, 64) over [-V_pi, V_pi)
+    kappa = (np.pi / (2.0 * v_pis))[:, None, None]
+    s_all = np.sin(kappa * (v[None, None, :] - nulls[:, :, None])) ** 2  # (160, 64, n)
+    s_c = s_all - s_all.mean(axis=2, keepdims=True)
+    y_c = y - y.mean()
+    var_s = np.einsum("ijk,ijk->ij", s_c, s_c)
+    cov = np.einsum("ijk,k->ij", s_c, y_c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        amp_grid = cov / var_s
+        rss = float(y_c @ y_c) - cov * amp_grid
+    rss = np.where((var_s > 1e-12) & (amp_grid > 0), rss, np.inf)
+    i, j = np.unravel_index(int(np.argmin(rss)), rss.shape)
+    if not np.isfinite(rss[i, j]):
         raise CalibrationError("fit_mzm: no sin^2 with positive swing fits the curve")
-    _, v_pi0, null0, dark0, amp0 = best
+    v_pi0, null0, amp0 = float(v_pis[i]), float(nulls[i, j]), float(amp_grid[i, j])
+    dark0 = float(y.mean() - amp0 * s_all[i, j].mean())
+
+    def design(v_pi: float, null: float) -> FloatArray:
+        return np.asarray(np.sin(np.pi / (2.0 * v_pi) * (v - null)) ** 2, dtype=float)
 
     def residual(p: FloatArray) -> FloatArray:
         return np.asarray(p[2] + p[3] * design(p[0], p[1]) - y, dtype=float)
