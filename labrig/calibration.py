@@ -43,7 +43,7 @@ import math
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,30 @@ FloatArray = npt.NDArray[np.float64]
 
 class CalibrationError(ProcedureError):
     """A calibration file that cannot be used, or a measurement that cannot be fitted."""
+
+
+class ReservoirTwin(Protocol):
+    """A node-level model of the reservoir rig with its exact derivatives (the digital twin).
+
+    Drives ``J`` are AWG volts per node slot, ``(batch, N)`` held ``periods`` periods (or a
+    sequence ``(batch, T, N)``); states are photodetector volts. Only a simulated station can
+    supply one (:attr:`labrig.rig.Rig.twin`); the baselines that need a model of the rig
+    (plain DFA, backpropagation through the twin) take it as an explicit input.
+    """
+
+    def layer_nodes(self, J: npt.ArrayLike, *, periods: int = 3) -> FloatArray:
+        """Noise-free node states for drives ``J``."""
+        ...
+
+    def layer_derivative_diag(self, J: npt.ArrayLike, *, periods: int = 3) -> FloatArray:
+        """``dX_i/dJ_i``, same shape as ``J``."""
+        ...
+
+    def layer_vjp(
+        self, J: npt.ArrayLike, grad_out: npt.ArrayLike, *, periods: int = 3
+    ) -> FloatArray:
+        """``grad_out^T dX/dJ``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -274,6 +298,7 @@ def load_calibration(path: str | Path) -> ReservoirCalibration:
 __all__ = [
     "CalibrationError",
     "ReservoirCalibration",
+    "ReservoirTwin",
     "fit_feedback",
     "fit_mzm",
     "load_calibration",

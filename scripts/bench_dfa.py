@@ -37,7 +37,7 @@ import numpy as np
 from labrig.algorithms import dfa as dfa_alg
 from labrig.algorithms.optim import make_optimizer
 from labrig.procedures.dfa import DfaTraining, load_task
-from labrig.procedures.runner import run_procedure
+from labrig.shell import run_on_station
 
 PAPER_TABLE_1 = {
     "MNIST": {"simulation": 98.96, "hardware": 97.80},
@@ -117,7 +117,8 @@ def plan_for(args: argparse.Namespace) -> Plan:
 def run(label: str, **values: Any) -> dict[str, Any]:
     """One ``dfa`` run; returns its summary plus device and wall time."""
     t0, c0 = time.perf_counter(), time.process_time()
-    result = run_procedure(DfaTraining(**values), echo=False, handle_signals=False)
+    station = values.pop("station", "sim-reservoir")
+    result = run_on_station(DfaTraining(**values), station, echo=False, handle_signals=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = dict(result.summary)
     s.update(

@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from labrig.algorithms.hge import AUTHORS_PLAN
 from labrig.physics.dnpu import DEFAULT_ACTIVATION_RANGES_V
+from labrig.rig import open_rig
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -104,6 +105,8 @@ def main() -> None:
     from labrig.procedures.hge import HgeTraining
 
     proc = HgeTraining()
+    hge_rig = open_rig("sim-dnpu")
+    proc.bind_rig(hge_rig)
     proc.startup()
     try:
         controls = np.array([-0.3, -0.5, -0.2, -0.4, -0.1])
@@ -123,7 +126,7 @@ def main() -> None:
             "(incl. trace upload and record transfer)",
         )
     finally:
-        proc.require_rig().close()
+        hge_rig.close()  # safe state, then close
 
     # -- reservoir
     from labrig.physics.reservoir import DelayReservoir, ReservoirParams
@@ -165,6 +168,8 @@ def main() -> None:
     from labrig.procedures.dfa import DfaTraining
 
     dfa = DfaTraining(nodes=100, train_samples=8)
+    dfa_rig = open_rig("sim-reservoir")
+    dfa.bind_rig(dfa_rig)
     dfa.startup()
     try:
         rig = dfa.require_rig()
@@ -184,17 +189,16 @@ def main() -> None:
             "(incl. waveform upload and 4 M-point record transfer)",
         )
     finally:
-        for inst in dfa.instruments.values():
-            inst.safe_state()
-        dfa.release()
+        dfa_rig.close()  # safe state, then close
 
     # -- one aug-DFA epoch as the procedure runs it (device and wall per epoch, its own figures)
-    from labrig.procedures.runner import run_procedure
+    from labrig.shell import run_on_station
 
     n = args.epoch_samples
     with tempfile.TemporaryDirectory(prefix="bench-physics-") as runs:
-        result = run_procedure(
+        result = run_on_station(
             DfaTraining(epochs=2, train_samples=n, test_samples=max(32, n // 3)),
+            "sim-reservoir",
             runs_dir=runs,
             echo=False,
             handle_signals=False,

@@ -19,9 +19,10 @@ from labrig.calibration import (
     save_calibration,
 )
 from labrig.cli import main
+from labrig.errors import ProcedureError
 from labrig.procedures.characterise import TransferCurve
 from labrig.procedures.dfa import DfaTraining
-from labrig.procedures.runner import run_procedure
+from labrig.shell import run_on_station
 from labrig.station import builtin_station_path, load_station
 
 # A bench whose modulator and photodetector are not the simulator's defaults (V_pi 4 V,
@@ -118,9 +119,7 @@ def test_station_resolves_its_calibration_file_next_to_itself(tmp_path: Path) ->
 @pytest.mark.slow
 def test_transfer_recovers_non_default_optics_and_checks_sin2(tmp_path: Path) -> None:
     station = alt_station(tmp_path)
-    result = run_procedure(
-        TransferCurve(station=str(station), points=121), runs_dir=tmp_path, echo=False
-    )
+    result = run_on_station(TransferCurve(points=121), station, runs_dir=tmp_path)
     assert result.status == "success", result.reason
     s = result.summary
     cal = s["calibration"]
@@ -139,7 +138,7 @@ def test_transfer_recovers_non_default_optics_and_checks_sin2(tmp_path: Path) ->
 
 def test_transfer_curve_first_point_is_settled(tmp_path: Path) -> None:
     """The first level used to be read before the loop had settled (it jumped 0.08 V)."""
-    result = run_procedure(TransferCurve(points=41), runs_dir=tmp_path, echo=False)
+    result = run_on_station(TransferCurve(points=41), "sim-reservoir", runs_dir=tmp_path)
     assert result.status == "success", result.reason
     from labrig.runs.record import RunRecord
 
@@ -166,8 +165,8 @@ def test_cli_calibrate_writes_the_station_calibration(tmp_path: Path) -> None:
 
 
 def test_twin_methods_need_a_twin_and_aug_dfa_records_its_calibration(tmp_path: Path) -> None:
-    proc = DfaTraining(station=str(alt_station(tmp_path)), nodes=20, train_samples=32, epochs=1)
-    result = run_procedure(proc, runs_dir=tmp_path, echo=False)
+    proc = DfaTraining(nodes=20, train_samples=32, epochs=1)
+    result = run_on_station(proc, alt_station(tmp_path), runs_dir=tmp_path)
     assert result.status == "success", result.reason
     cal = result.summary["calibration"]
     assert cal["source"] == "measured at start-up"
@@ -189,8 +188,8 @@ def test_a_calibration_for_another_loop_is_refused(tmp_path: Path) -> None:
         node_count=50,
     )
     save_calibration(cal, tmp_path / "cal.toml")
-    proc = DfaTraining(station=str(alt_station(tmp_path, "cal.toml")), nodes=20, epochs=1)
-    result = run_procedure(proc, runs_dir=tmp_path, echo=False)
+    proc = DfaTraining(nodes=20, epochs=1)
+    result = run_on_station(proc, alt_station(tmp_path, "cal.toml"), runs_dir=tmp_path)
     assert result.status == "failed"
     assert "is for 50 nodes" in str(result.reason)
 
@@ -217,7 +216,7 @@ def test_aug_dfa_on_digits_needs_the_measured_calibration(tmp_path: Path, assume
         save_calibration(defaults, tmp_path / "defaults.toml")
         cal_name = "defaults.toml"
     station = alt_station(tmp_path, cal_name)
-    result = run_procedure(DfaTraining(station=str(station)), runs_dir=tmp_path, echo=False)
+    result = run_on_station(DfaTraining(), station, runs_dir=tmp_path)
     assert result.status == "success", result.reason
     acc = result.summary["test_accuracy"]
     if assumed:
@@ -239,10 +238,8 @@ def test_served_bench_with_other_optics_trains_aug_dfa_and_refuses_twin_methods(
     served = start_server(str(alt_station(tmp_path)), client)
     try:
         assert "[bench]" not in client.read_text()
-        result = run_procedure(
-            DfaTraining(station=str(client), nodes=40, epochs=3, train_samples=512),
-            runs_dir=tmp_path,
-            echo=False,
+        result = run_on_station(
+            DfaTraining(nodes=40, epochs=3, train_samples=512), client, runs_dir=tmp_path
         )
         assert result.status == "success", result.reason
         cal = result.summary["calibration"]
@@ -252,12 +249,7 @@ def test_served_bench_with_other_optics_trains_aug_dfa_and_refuses_twin_methods(
         # (chance: 10 %); the digits bar is for the CLI defaults, tested above.
         assert result.summary["test_accuracy"] > 0.45
         for method in ("dfa", "bp-twin"):
-            refused = run_procedure(
-                DfaTraining(station=str(client), method=method, nodes=10),
-                runs_dir=tmp_path,
-                echo=False,
-            )
-            assert refused.status == "failed"
-            assert "only the digital twin of a simulated station" in str(refused.reason)
+            with pytest.raises(ProcedureError, match="only the digital twin of a simulated"):
+                run_on_station(DfaTraining(method=method, nodes=10), client, runs_dir=tmp_path)
     finally:
         stop_server(served.process)

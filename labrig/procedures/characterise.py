@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from instruments.roles import Digitizer
 from labrig.calibration import ReservoirCalibration, fit_feedback, fit_mzm
 from labrig.errors import ProcedureError
 from labrig.procedures.base import (
@@ -34,11 +35,9 @@ from labrig.procedures.base import (
     StrParameter,
     register_procedure,
 )
-from labrig.procedures.rig_procedure import RigProcedure
+from labrig.procedures.rig_procedure import RigProcedure, RigRoles
 
 if TYPE_CHECKING:
-    from instruments.roles import Digitizer
-    from labrig.rig import Rig
     from labrig.station import ReservoirRig
 
 FloatArray = npt.NDArray[np.float64]
@@ -187,11 +186,11 @@ OPEN_LOOP_GUARD_PERIODS = 6  # dark loop delays between open-loop pulses: the ec
 WIDE_RANGE_V = 16.0  # scope full screen for the first, unscaled look at the photodetector
 
 
-def scope_points(duration_s: float, drive_rate_hz: float, scope: Digitizer) -> int:
-    """The scope record that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its rate
-    (too sparse a record attenuates the drive's top frequencies when resampled)."""
+def scope_points(scope: Digitizer, duration_s: float, drive_rate_hz: float) -> int:
+    """The record of ``scope`` that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its
+    rate (too sparse a record attenuates the drive's top frequencies when resampled)."""
     try:
-        return scope.record_points(duration_s, OVERSAMPLING * drive_rate_hz)
+        return scope.record_points_for(duration_s, OVERSAMPLING * drive_rate_hz)
     except ValueError as exc:
         raise ProcedureError(f"this drive does not fit one scope record: {exc}") from exc
 
@@ -245,7 +244,7 @@ class ReservoirProbe:
     """Plays drive waveforms on the reservoir rig's AWG (at the node rate) and records the
     photodetector from the waveform's start: the measurements a calibration needs."""
 
-    def __init__(self, rig: Rig, wait: Callable[[float], None]) -> None:
+    def __init__(self, rig: RigRoles, wait: Callable[[float], None]) -> None:
         res = rig.station.reservoir
         if res is None:
             raise ProcedureError(f"{rig.station.source} has no [reservoir] table")
@@ -270,7 +269,7 @@ class ReservoirProbe:
             trigger="external",
             trigger_level_v=1.0,
         )
-        scope.set_points(scope_points(duration, fs, scope))
+        scope.set_points(scope_points(scope, duration, fs))
         scope.arm()
         awg.trigger()
         self.wait(duration)
@@ -385,7 +384,7 @@ class ReservoirProbe:
 
 
 def measure_reservoir(
-    rig: Rig,
+    rig: RigRoles,
     wait: Callable[[float], None],
     levels: FloatArray,
     hold_periods: int = 5,
@@ -505,7 +504,7 @@ class TransferCurve(RigProcedure):
 
     def calibration(self) -> ReservoirCalibration | None:
         """The calibration this run measured (None before it ran)."""
-        m = getattr(self, "_measurement", None)
+        m: ReservoirMeasurement | None = getattr(self, "_measurement", None)
         if m is None or self.rig is None or self.rig.station.reservoir is None:
             return None
         return m.calibration(self.rig.station.reservoir)

@@ -100,7 +100,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -116,7 +116,7 @@ from labrig.algorithms.datasets import (
     nmse,
 )
 from labrig.algorithms.optim import Optimizer, make_optimizer
-from labrig.calibration import CalibrationError, ReservoirCalibration
+from labrig.calibration import CalibrationError, ReservoirCalibration, ReservoirTwin
 from labrig.errors import ProcedureError
 from labrig.procedures.base import (
     BoolParameter,
@@ -128,6 +128,9 @@ from labrig.procedures.base import (
 )
 from labrig.procedures.characterise import completion_timeout_s, measure_reservoir
 from labrig.procedures.rig_procedure import RigProcedure
+
+if TYPE_CHECKING:
+    from labrig.station import Station
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -397,7 +400,7 @@ class ReservoirLayer:
 def _record_points(scope: Any, duration_s: float, fs_scope: float) -> int:
     """The smallest allowed scope record that samples ``duration_s`` at ``fs_scope`` or faster."""
     try:
-        return int(scope.record_points(duration_s, fs_scope))
+        return int(scope.record_points_for(duration_s, fs_scope))
     except ValueError as exc:
         raise ProcedureError(f"this waveform does not fit one scope record: {exc}") from exc
 
@@ -510,6 +513,28 @@ class DfaTraining(RigProcedure):
     )
 
     # ---------------------------------------------------------------- set-up
+    def check_station(self, station: Station) -> None:
+        """Refuse before anything is connected: plain DFA or bp-twin where no twin can be had
+        (they need a model of the rig), a station without a reservoir, more nodes than the
+        loop has."""
+        super().check_station(station)
+        if self.method in ("dfa", "bp-twin") and station.bench is None:
+            need = "derivative f'" if self.method == "dfa" else "vector-Jacobian product"
+            raise ProcedureError(
+                f"method {self.method!r} needs the reservoir's {need}, which only the digital "
+                f"twin of a simulated station provides; {station.source} has no [bench] (real "
+                "hardware or a served bench). Use 'aug-dfa' (no model needed) or 'readout'."
+            )
+        if station.reservoir is None:
+            raise ProcedureError(
+                f"the dfa procedure needs a [reservoir] station ({station.source})"
+            )
+        if self.nodes > station.reservoir.node_count:
+            raise ProcedureError(
+                f"nodes = {self.nodes} exceeds the loop's node_count = "
+                f"{station.reservoir.node_count} ({station.source})"
+            )
+
     def startup(self) -> None:
         # Checks that need no instrument come first: a refused run touches nothing.
         self._task = load_task(self.task, self.seed, self.narma_window)
@@ -541,7 +566,7 @@ class DfaTraining(RigProcedure):
                 f"{res.node_count} ({rig.station.source})"
             )
         # A model of the rig is an explicit input that only a simulated station supplies.
-        self._twin: Any = None
+        self._twin: ReservoirTwin | None = None
         if self.method in ("dfa", "bp-twin"):
             self._twin = rig.twin
             if self._twin is None:
@@ -647,7 +672,7 @@ class DfaTraining(RigProcedure):
             layer.scope_range_v, layer.scope_offset_v = scope_range, scope_offset
             layer.forget_setup()
 
-    def twin(self) -> Any:
+    def twin(self) -> ReservoirTwin | None:
         """The digital twin the rig supplied (``dfa`` and ``bp-twin`` only; None otherwise)."""
         return self._twin
 
@@ -711,6 +736,7 @@ class DfaTraining(RigProcedure):
     def _twin_fprime(self, a: FloatArray) -> FloatArray:
         """``dh_i/da_i`` of the twin (plain DFA's ``f'``)."""
         full, inside = self._twin_drive(a)
+        assert self._twin is not None  # dfa's startup refused a rig without one
         diag = self._twin.layer_derivative_diag(full, periods=self._spec.settle_periods)
         return self._volts_per_unit / self._state_half * inside * diag[:, : self.nodes]
 
@@ -719,6 +745,7 @@ class DfaTraining(RigProcedure):
         full, inside = self._twin_drive(a)
         g_full = np.zeros_like(full)
         g_full[:, : self.nodes] = grad_h
+        assert self._twin is not None  # bp-twin's startup refused a rig without one
         g = self._twin.layer_vjp(full, g_full, periods=self._spec.settle_periods)
         return self._volts_per_unit / self._state_half * inside * g[:, : self.nodes]
 
