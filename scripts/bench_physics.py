@@ -188,6 +188,36 @@ def main() -> None:
             devices[i],
             "(incl. waveform upload and 4 M-point record transfer)",
         )
+        # Where that wall time goes: the host's encode and decode, and the loop simulation
+        # of the same waveform (with and without its PD noise) at the bench's internal rate.
+        from labrig.algorithms import reservoir_io as rio
+
+        layer = dfa._layer
+        drive = dfa._drive(a)
+        full = np.full((drive.shape[0], layer.spec.node_count), layer.spec.guard_drive_v)
+        full[:, : dfa.nodes] = drive
+        enc = best_of(lambda: rio.encode(full, layer.spec, layer.fs_awg), args.repeats)
+        wave, layout = rio.encode(full, layer.spec, layer.fs_awg)
+        assert layer.last_trace is not None
+        dec = best_of(
+            lambda: rio.decode_detailed(
+                layer.last_trace, layer.last_fs_trace, layout, cal_states=layer.cal_states
+            ),
+            args.repeats,
+        )
+        model = rig.built.device.model  # type: ignore[attr-defined]
+        quiet = best_of(lambda: model.respond_internal(wave, layer.fs_awg, 0.0), args.repeats)
+        noisy = best_of(
+            lambda: model.respond_internal(wave, layer.fs_awg, 0.0, np.random.default_rng(0)),
+            args.repeats,
+        )
+        steps = wave.size * round(model.params.internal_rate_hz / layer.fs_awg)
+        print(
+            f"  of which: encode {enc * 1e3:.1f} ms, decode {dec * 1e3:.1f} ms, loop "
+            f"{quiet * 1e3:.1f} ms + PD noise {(noisy - quiet) * 1e3:.1f} ms "
+            f"({steps / 1e6:.2f} M internal steps, {noisy / steps * 1e9:.1f} ns/step); the rest "
+            f"is SCPI, the emulators' waveform shaping and capture, and transfers"
+        )
     finally:
         dfa_rig.close()  # safe state, then close
 

@@ -57,7 +57,7 @@ time is reported separately (``projection_device_time_s``).
 
 Tasks (``task``): ``digits`` (scikit-learn 8x8, 1347 train / 450 test), ``mnist1d`` (40-step
 sequences, 4000 / 1000), ``mnist:PATH`` and ``fmnist:PATH`` (IDX folder or ``.npz``), and
-``narma10``. Inputs are centred on the training set's mean of each input and scaled by one
+``narma10`` (2000 training steps, a held-out series of 2000). Inputs are centred on the training set's mean of each input and scaled by one
 deviation over all inputs (they share a unit). NARMA10's samples are the last ``narma_window``
 inputs ``u(n-w+1..n)`` (the test windows reach back into the training inputs), the target is
 ``y(n+1)`` (standardised for training), the loss is the squared error and the score the test NMSE.
@@ -180,7 +180,7 @@ def _narma_windows(u: FloatArray, window: int) -> FloatArray:
 
 
 def load_task(
-    spec: str, seed: int, narma_window: int = 20, narma_steps: tuple[int, int] = (2000, 1000)
+    spec: str, seed: int, narma_window: int = 20, narma_steps: tuple[int, int] = (2000, 2000)
 ) -> PreparedTask:
     """Load and standardise a task named as on the command line (see the module docstring)."""
     key = spec.strip()
