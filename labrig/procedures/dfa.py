@@ -57,10 +57,11 @@ time is reported separately (``projection_device_time_s``).
 
 Tasks (``task``): ``digits`` (scikit-learn 8x8, 1347 train / 450 test), ``mnist1d`` (40-step
 sequences, 4000 / 1000), ``mnist:PATH`` and ``fmnist:PATH`` (IDX folder or ``.npz``), and
-``narma10`` (2000 training steps, a held-out series of 2000). Inputs are centred on the training set's mean of each input and scaled by one
-deviation over all inputs (they share a unit). NARMA10's samples are the last ``narma_window``
-inputs ``u(n-w+1..n)`` (the test windows reach back into the training inputs), the target is
-``y(n+1)`` (standardised for training), the loss is the squared error and the score the test NMSE.
+``narma10`` (2000 training steps, a held-out series of 2000). Inputs are centred on the
+training set's mean of each input and scaled by one deviation over all inputs (they share a
+unit). NARMA10's samples are the last ``narma_window`` inputs ``u(n-w+1..n)`` (the test windows
+reach back into the training inputs), the target is ``y(n+1)`` (standardised for training), the
+loss is the squared error and the score the test NMSE.
 
 Sequences (``sequence_mode``; ``auto`` = ``temporal`` for ``mnist1d`` and ``narma10``, ``static``
 otherwise). *static*: the whole sequence is one input vector, masked onto the nodes and held from
