@@ -154,8 +154,23 @@ EVENT_NODE_ROWS = 16  # samples shown in the node-state image of an event
 #: learning rate or the ridge penalty at 0. MNIST-1D runs in temporal mode with a ridge
 #: readout, where larger steps push the drives out of the AWG's window.
 TASK_SETTINGS: dict[str, dict[str, float]] = {
-    "default": {"learning_rate": 0.01, "ridge_lambda": 0.01},
+    "default": {
+        "learning_rate": 0.01,
+        "ridge_lambda": 0.01,
+        "drive_per_v_pi": 0.25,
+        "operating_point": 0.5,
+    },
     "mnist1d": {"learning_rate": 3e-4, "ridge_lambda": 1.0},
+    # NARMA10 (readout-only, 100 nodes, NMSE on 2000 held-out steps, scripts/bench_dfa.py): a
+    # gentle drive where the closed loop has slope. At 0.75 V_pi: V_pi/16 per unit 0.16,
+    # V_pi/8 0.24, V_pi/4 0.23, V_pi/2 0.74; at quadrature (0.5 V_pi) the feedback pushes the
+    # closed loop to the top of the fringe and the states carry nothing (NMSE 1.0 at V_pi/16).
+    "narma10": {
+        "learning_rate": 3e-3,
+        "ridge_lambda": 1.0,
+        "drive_per_v_pi": 0.0625,
+        "operating_point": 0.75,
+    },
 }
 
 
@@ -462,11 +477,12 @@ class DfaTraining(RigProcedure):
     )
     operating_point = FloatParameter(
         "Operating point",
-        default=0.5,
+        default=0.0,
         minimum=-1.0,
         maximum=1.0,
         help="drive at a = 0, in units of the measured V_pi above the modulator's null "
-        "(0.5: quadrature on the rising slope)",
+        "(0.5: quadrature on the rising slope; 0, the dark null itself: the task's value, "
+        "TASK_SETTINGS: quadrature, NARMA10 0.75)",
     )
     volts_per_unit = FloatParameter(
         "Drive scale",
@@ -474,7 +490,8 @@ class DfaTraining(RigProcedure):
         default=0.0,
         minimum=0.0,
         maximum=10.0,
-        help="V of drive per unit of a (0: a quarter of the measured V_pi)",
+        help="V of drive per unit of a (0: the task's fraction of the measured V_pi, "
+        "TASK_SETTINGS: a quarter; NARMA10 a sixteenth)",
     )
     weight_scale = FloatParameter("Initial weight scale", default=1.0, minimum=0.0)
     feedback_scale = FloatParameter("Feedback (B) scale", default=1.0, minimum=0.0)
@@ -497,6 +514,13 @@ class DfaTraining(RigProcedure):
     settle_periods = IntegerParameter("Held periods per sample", default=3, minimum=1)
     guard_periods = IntegerParameter("Dark guard periods", default=3, minimum=1)
     narma_window = IntegerParameter("NARMA10 input window", default=20, minimum=10, maximum=200)
+    narma_train_steps = IntegerParameter(
+        "NARMA10 training steps",
+        default=2000,
+        minimum=100,
+        maximum=100_000,
+        help="training windows before the held-out series of 2000 steps",
+    )
     sequence_mode = ChoiceParameter(
         "Sequence presentation",
         choices=("auto", "static", "temporal"),
@@ -538,7 +562,9 @@ class DfaTraining(RigProcedure):
 
     def startup(self) -> None:
         # Checks that need no instrument come first: a refused run touches nothing.
-        self._task = load_task(self.task, self.seed, self.narma_window)
+        self._task = load_task(
+            self.task, self.seed, self.narma_window, (self.narma_train_steps, 2000)
+        )
         self._temporal = self.sequence_mode == "temporal" or (
             self.sequence_mode == "auto" and self._task.name in SEQUENCE_TASKS
         )
@@ -628,10 +654,13 @@ class DfaTraining(RigProcedure):
             if abs(dark) > AWG_WINDOW_V:
                 raise CalibrationError(f"the null drive {dark:g} V is outside +/-{AWG_WINDOW_V} V")
             bright = cal.bright_drive(AWG_WINDOW_V)
-            self._drive_offset_v = cal.drive_at(self.operating_point, AWG_WINDOW_V)
+            op = self.operating_point or self._task_setting("operating_point")
+            self._drive_offset_v = cal.drive_at(op, AWG_WINDOW_V)
         except CalibrationError as exc:
             raise ProcedureError(f"{where}: {exc}") from exc
-        self._volts_per_unit = self.volts_per_unit or cal.v_pi_v / 4.0
+        self._volts_per_unit = self.volts_per_unit or cal.v_pi_v * self._task_setting(
+            "drive_per_v_pi"
+        )
         self._calibration = cal
         self._spec = rio.FrameSpec(
             node_count=res.node_count,
@@ -846,7 +875,7 @@ class DfaTraining(RigProcedure):
 
     def _task_setting(self, name: str) -> float:
         family = self.task.split(":", 1)[0].lower()
-        return TASK_SETTINGS.get(family, TASK_SETTINGS["default"])[name]
+        return TASK_SETTINGS.get(family, {}).get(name, TASK_SETTINGS["default"][name])
 
     @property
     def base_learning_rate(self) -> float:
