@@ -38,7 +38,7 @@ def check_station_for(
 
     Raises :class:`StationError` naming the file and the problem.
     """
-    loaded = station if isinstance(station, Station) else load_station(station)
+    loaded = station if isinstance(station, Station) else load_station(os.fspath(station))
     kind = getattr(procedure_cls, "rig_kind", None)
     if kind is not None and loaded.rig != kind:
         raise StationError(
