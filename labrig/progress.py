@@ -9,9 +9,9 @@
 On a terminal it draws a `rich` progress bar on standard error — step k of n, loss, accuracy,
 device time, elapsed and remaining time (the run's warnings, which Python's logging prints on
 standard error, appear above it). Elsewhere (a log file, CI) it prints one plain line per step,
-at most one a second (and always the last), so a captured log still shows how a run went. It writes nothing to standard output:
-``--json`` output stays one clean object. It only reads documents: it never slows the run (the
-stream delivers them on the subscriber's own thread).
+at most one a second (and always the last), so a captured log still shows how a run went.
+It writes nothing to standard output: ``--json`` output stays one clean object. It only reads
+documents: it never slows the run (the stream delivers them on the subscriber's own thread).
 """
 
 from __future__ import annotations
