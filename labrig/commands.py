@@ -470,6 +470,7 @@ def tell_result(
         print_json(
             {
                 **summary,
+                **files,  # each written file also under its own label ("csv", "png")
                 "files": files,
                 "last": last,
                 "best": best,

@@ -24,7 +24,7 @@ def test_runs_list_and_show(iv_run: Path, capsys: pytest.CaptureFixture[str]) ->
     runs_dir = iv_run.parent
     assert main(["runs", "--out", str(runs_dir), "--json"]) == 0
     listing = last_json(capsys.readouterr().out)
-    assert [Path(r["path"]).name for r in listing["runs"]] == [iv_run.name]
+    assert [Path(r["run_dir"]).name for r in listing["runs"]] == [iv_run.name]
     assert listing["runs"][0]["status"] == "success"
     assert main(["runs", "--out", str(runs_dir), "show", str(iv_run), "--json"]) == 0
     shown = last_json(capsys.readouterr().out)
