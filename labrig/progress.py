@@ -79,8 +79,11 @@ class ProgressReporter:
         file: IO[str] | None = None,
         live: bool | None = None,
         line_interval_s: float = 1.0,
+        width: int | None = None,
     ) -> None:
-        self.console = Console(file=file, stderr=file is None, highlight=False, soft_wrap=True)
+        self.console = Console(
+            file=file, stderr=file is None, highlight=False, soft_wrap=True, width=width
+        )
         self.live = self.console.is_terminal if live is None else live
         self.step_name = plan.step_name if plan is not None else "step"
         self.total: int | None = plan.steps if plan is not None else None
@@ -114,11 +117,11 @@ class ProgressReporter:
         self.events = doc.first_seq_num
         what = f"{doc.procedure} {doc.parameters.get('task', '')}".strip()
         if self.live:
+            what = f"{what} {self.step_name}s"
             self._progress = Progress(
                 TextColumn("{task.description}"),
-                BarColumn(bar_width=24),
+                BarColumn(bar_width=16),
                 MofNCompleteColumn(),
-                TextColumn(self.step_name + "s"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
