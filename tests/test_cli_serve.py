@@ -6,8 +6,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pyvisa
 import pytest
+import pyvisa
 
 from tests.test_sim_serve import start_server
 
