@@ -251,7 +251,7 @@ def prepare(spec: ProcedureCommand, args: argparse.Namespace) -> tuple[Procedure
 
     Raises :class:`UsageError` (one line, exit 2) for any refusal.
     """
-    from labrig.errors import StationError
+    from labrig.errors import ProcedureError, StationError
     from labrig.preflight import PlanError, check_plan, check_station_for
     from labrig.procedures.base import ParameterError
 
@@ -290,6 +290,12 @@ def prepare(spec: ProcedureCommand, args: argparse.Namespace) -> tuple[Procedure
         plan: RunPlan = plan_of(station)
     except ParameterError as exc:
         raise _parameter_error(exc, cls.name, raw) from exc
+    check = getattr(procedure, "check_station", None)
+    if check is not None:  # what else the procedure refuses of this station
+        try:
+            check(station)
+        except ProcedureError as exc:
+            raise _station_error(StationError(station.source, "", str(exc)), args.station) from exc
     crossings = check_plan(plan, station)
     if crossings and not getattr(args, "dry_run", False):
         raise UsageError(str(PlanError(plan, crossings)) + "; see --dry-run")
@@ -354,21 +360,14 @@ def _run(
     args: argparse.Namespace,
     subscribers: Sequence[Callable[[Any], None]],
 ) -> RunResult:
-    """Run on the station. The shell's ``run_on_station`` opens the rig where it exists;
-    procedures that still open their station themselves go straight to the runner."""
-    try:
-        from labrig.shell import run_on_station  # type: ignore[attr-defined]
-    except ImportError:
-        from labrig.procedures.runner import run_procedure
+    """Run on the station through the shell: it opens the rig, hands it over, runs the
+    procedure (records, checkpoints, the safe state on every exit path) and closes the rig."""
+    from labrig.procedures.rig_procedure import RigProcedure
+    from labrig.shell import run_on_station
 
-        return run_procedure(
-            procedure,
-            runs_dir=getattr(args, "out", None),
-            station_text=station.text,
-            subscribers=subscribers,
-            echo=True,
-        )
-    return run_on_station(  # type: ignore[no-any-return]
+    if not isinstance(procedure, RigProcedure):
+        raise UsageError(f"procedure {procedure.name!r} does not run on a station")
+    return run_on_station(
         procedure,
         station,
         runs_dir=getattr(args, "out", None),
@@ -712,16 +711,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    # The record names its procedure class's import path: resume imports it from there.
-    from labrig.procedures.runner import resume_run
+    # The record names its procedure class's import path and holds the station it ran on.
     from labrig.runs.record import RunRecord
+    from labrig.shell import resume_on_station
 
     run_dir = _resolve(args, args.run)
     record = RunRecord.open(run_dir, load_arrays=False)
     spec = next((s for s in PROCEDURE_COMMANDS if s.name == record.start.procedure), None)
     reporter = _reporter(args, None)
     try:
-        result = resume_run(run_dir, subscribers=[reporter] if reporter else [], echo=not args.json)
+        result = resume_on_station(
+            run_dir,
+            station=args.station,
+            subscribers=[reporter] if reporter else [],
+            echo=not args.json,
+        )
     finally:
         if reporter is not None:
             reporter.close()
@@ -798,6 +802,12 @@ def register(sub: Any) -> None:
 
     resume = sub.add_parser("resume", help="continue a crashed or aborted run in its record")
     resume.add_argument("run", help="run name, a unique prefix of it, or its folder")
+    resume.add_argument(
+        "--station",
+        default=None,
+        metavar="NAME|FILE",
+        help="station to resume on (default: the one recorded in the run)",
+    )
     _add_output_options(resume)
     resume.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     resume.set_defaults(handler=cmd_resume, json=False, out=None)
