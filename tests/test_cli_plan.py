@@ -3,17 +3,19 @@ against the station's limits without opening anything; the same check before a r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+from instruments.errors import ChannelLimits
 from labrig.cli import main
 from labrig.preflight import check_plan
 from labrig.procedures.dfa import AWG_WINDOW_V, DfaTraining
 from labrig.procedures.hge import HgeTraining
-from labrig.procedures.runner import run_procedure
-from labrig.station import builtin_station_path, load_station, parse_station
+from labrig.shell import run_on_station
+from labrig.station import ChannelSpec, Station, load_station
 from tests.test_cli_errors import crossing_dnpu_station
 
 
@@ -21,17 +23,15 @@ def _json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def tight_awg_station(tmp_path: Path, limit_v: float = 3.0) -> Path:
-    """sim-reservoir with the modulator's RF input (AWG channel 1) limited to +/-limit_v."""
-    text = builtin_station_path("sim-reservoir").read_text()
-    extra = (
-        '\n[[channels]]\ninstrument = "awg"\nchannel = 1\nlabel = "modulator RF"\n'
-        f"min_v = {-limit_v}\nmax_v = {limit_v}\nmax_slew_v_per_s = 1e9\n"
-    )
-    text = text.replace("\n[reservoir]", extra + "\n[reservoir]", 1)
-    path = tmp_path / "tight-awg.toml"
-    path.write_text(text)
-    return path
+def tight_awg_station(limit_v: float = 3.0) -> Station:
+    """sim-reservoir with the modulator's RF input (AWG channel 1) limited to +/-limit_v.
+
+    A station file cannot say this yet (its [[channels]] limits are DAC channels; the AWG is
+    held to its hardware range), so the station is built here: the plan check reads any
+    channel's limits from the station, whatever instrument it is on."""
+    base = load_station("sim-reservoir")
+    rf = ChannelSpec("awg", 1, ChannelLimits(-limit_v, limit_v, 1e9, 0.0, "modulator RF", "test"))
+    return dataclasses.replace(base, channels=(*base.channels, rf), source="tight-awg")
 
 
 def test_hge_dry_run_lists_every_electrode_with_its_sine_and_passes(
@@ -61,7 +61,7 @@ def test_hge_plan_holds_what_a_run_really_drives(tmp_path: Path) -> None:
     station = load_station("sim-dnpu")
     procedure = HgeTraining(max_iterations=3, initializations=1, task="XNOR")
     plan = procedure.plan(station)
-    result = run_procedure(procedure, runs_dir=tmp_path, echo=False)
+    result = run_on_station(procedure, station, runs_dir=tmp_path)
     assert result.status == "success", result.reason
     seen = result.summary["voltage_extremes_v"]
     for c in plan.channels:
@@ -101,35 +101,42 @@ def test_dfa_dry_run_states_the_awg_window_and_the_bias(
     assert not (tmp_path / "runs").exists()
 
 
-def test_dfa_dry_run_on_a_station_the_plan_crosses(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_dfa_plan_on_a_station_the_plan_crosses() -> None:
+    plan = DfaTraining(epochs=1, train_samples=50).plan(load_station("sim-reservoir"))
+    (crossing,) = check_plan(plan, tight_awg_station(3.0))
+    assert crossing.channel.role == "modulator RF drive"
+    assert (crossing.limit_min_v, crossing.limit_max_v) == (-3.0, 3.0)
+    assert "awg:1 (modulator RF drive) would go down to -4.9 V and up to +4.9 V" in str(crossing)
+    assert check_plan(plan, tight_awg_station(5.0)) == []
+    assert check_plan(plan, load_station("sim-reservoir")) == []
+
+
+def test_dfa_plan_is_checked_before_a_real_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    station = tight_awg_station(tmp_path)
-    code = main(["train", "dfa", "--station", str(station), "--dry-run", "--out", str(tmp_path)])
+    import labrig.preflight
+
+    monkeypatch.setattr(
+        labrig.preflight, "check_station_for", lambda station, cls: tight_awg_station(3.0)
+    )
+    runs = tmp_path / "runs"
+    assert main(["train", "dfa", "--out", str(runs), "--dry-run"]) == 2
     out = capsys.readouterr().out
-    assert code == 2
     crossing = next(line for line in out.splitlines() if "CROSSES" in line)
     assert "awg:1" in crossing and "[-4.9, +4.9] V" in crossing and "[-3, +3] V" in crossing
-    # a real run is refused by the same check, before a run folder exists
-    runs = tmp_path / "runs"
-    assert main(["train", "dfa", "--station", str(station), "--out", str(runs)]) == 2
+    assert main(["train", "dfa", "--out", str(runs)]) == 2
     err = capsys.readouterr().err
     assert "awg:1 (modulator RF drive) would go down to -4.9 V and up to +4.9 V" in err
     assert not runs.exists()
 
 
-def test_more_epochs_and_samples_plan_more_device_time(tmp_path: Path) -> None:
+def test_more_epochs_and_samples_plan_more_device_time() -> None:
     station = load_station("sim-reservoir")
     short = DfaTraining(epochs=2, train_samples=100).plan(station)
     longer = DfaTraining(epochs=4, train_samples=100).plan(station)
     more = DfaTraining(epochs=2, train_samples=400).plan(station)
     assert longer.device_time_s == pytest.approx(2 * short.device_time_s)
     assert more.device_time_s > short.device_time_s
-    assert check_plan(short, station) == []
-    tight = parse_station(tight_awg_station(tmp_path, 3.0).read_text(), "tight")
-    assert [c.channel.role for c in check_plan(short, tight)] == ["modulator RF drive"]
-    roomy = parse_station(tight_awg_station(tmp_path, 5.0).read_text(), "roomy")
-    assert check_plan(short, roomy) == []
 
 
 @pytest.mark.parametrize("command", [["measure", "iv"], ["measure", "transfer"]])

@@ -415,9 +415,9 @@ class TransferCurve(RigProcedure):
                 res.bias_dac,
                 res.bias_channel,
                 "modulator bias",
-                min(res.bias_v, 0.0),
-                max(res.bias_v, 0.0),
-                f"DC bias {res.bias_v:+g} V",
+                res.bias_v,
+                res.bias_v,
+                f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
             ),
         )
         return RunPlan(

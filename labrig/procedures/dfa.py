@@ -1082,9 +1082,9 @@ class DfaTraining(RigProcedure):
                 res.bias_dac,
                 res.bias_channel,
                 "modulator bias",
-                min(res.bias_v, 0.0),
-                max(res.bias_v, 0.0),
-                f"DC bias {res.bias_v:+g} V from the 0 V it starts at",
+                res.bias_v,
+                res.bias_v,
+                f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
             ),
         )
         return RunPlan(
