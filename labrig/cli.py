@@ -129,7 +129,10 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``labrig`` parser. With ``argv``, only the procedure command it names gets its
+    options (importing a procedure module takes a second or more: ``labrig runs`` need not
+    pay it); without, every command is complete (for help and tests)."""
     parser = argparse.ArgumentParser(
         prog="labrig",
         description="Run a physical-neural-network lab: instruments, in-the-loop training, runs.",
@@ -177,19 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=cmd_sim_serve)
 
-    _add_optional_commands(sub)
+    _add_optional_commands(sub, argv)
     return parser
 
 
-def _add_optional_commands(sub: Any) -> None:
+def _add_optional_commands(sub: Any, argv: Sequence[str] | None) -> None:
     """Commands whose modules register themselves (procedures, runs, GUI)."""
     from labrig import commands
 
-    commands.register(sub)
+    commands.register(sub, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:

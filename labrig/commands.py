@@ -746,8 +746,11 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------- parser
-def register(sub: Any) -> None:
-    """Add every sub-command of this module to the ``labrig`` parser's sub-parsers ``sub``."""
+def register(sub: Any, argv: Sequence[str] | None = None) -> None:
+    """Add every sub-command of this module to the ``labrig`` parser's sub-parsers ``sub``.
+
+    With ``argv`` (the command line about to be parsed), a procedure command it does not name
+    gets a parser without its options, so its module is not imported."""
     groups: dict[str, Any] = {}
     for title, text in (
         ("measure", "characterisation procedures"),
@@ -756,8 +759,12 @@ def register(sub: Any) -> None:
         groups[title] = sub.add_parser(title, help=text).add_subparsers(
             dest=f"{title}_command", required=True
         )
+    words = set(argv) if argv is not None else None
     for spec in PROCEDURE_COMMANDS:
-        _add_procedure_command(groups[spec.group], spec)
+        if words is None or {spec.group, spec.name} <= words:
+            _add_procedure_command(groups[spec.group], spec)
+        else:
+            groups[spec.group].add_parser(spec.name, help=spec.help)
 
     runs = sub.add_parser("runs", help="past runs: list them, show one")
     _add_output_options(runs)
