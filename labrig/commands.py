@@ -331,8 +331,8 @@ def _print_plan(plan: RunPlan, station: Station, args: argparse.Namespace) -> in
         for line in plan.details:
             print(f"  {line}")
         print(
-            f"  at most {plan.steps} {plan.step_name}s, device time at most "
-            f"{duration(plan.device_time_s)} (instrument I/O not included)"
+            f"  at most {plan.steps} {plan.step_name}s; device time for playback and settling "
+            f"at most {duration(plan.device_time_s)} (instrument transfers come on top)"
         )
         print("  channels driven, with their extremes and the station's limits:")
         for c in plan.channels:

@@ -146,5 +146,5 @@ def test_every_procedure_has_a_dry_run(
     assert main([*command, "--dry-run", "--out", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "ok: every extreme is within the station's limits" in out
-    assert "device time at most" in out
+    assert "device time for playback and settling at most" in out
     assert not (tmp_path / "runs").exists()

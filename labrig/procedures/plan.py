@@ -45,8 +45,9 @@ class ChannelPlan:
 @dataclass(frozen=True)
 class RunPlan:
     """A procedure's plan: ``steps`` units of ``step_name`` (at most), the channels it drives,
-    and ``device_time_s``, the hardware time it needs at most (an estimate: instrument I/O is
-    not included). ``details`` are lines a person reads ("4 cases x (50 ms + 20 ms)")."""
+    and ``device_time_s``, the time the hardware spends playing, settling and acquiring over
+    those steps (instrument transfers, which depend on the link, come on top). ``details`` are
+    lines a person reads ("4 cases x (50 ms + 20 ms)")."""
 
     procedure: str
     step_name: str
