@@ -152,16 +152,23 @@ def test_transfer_curve_first_point_is_settled(tmp_path: Path) -> None:
     assert steps[0] < 2.0 * float(np.median(steps[1:])) + 0.01
 
 
-def test_cli_calibrate_writes_the_station_calibration(tmp_path: Path) -> None:
+def test_cli_measure_transfer_saves_the_station_calibration(tmp_path: Path) -> None:
     station = alt_station(tmp_path, calibration="reservoir-cal.toml")
     code = main(
-        ["calibrate", "--station", str(station), "--points", "61", "--out", str(tmp_path), "--json"]
-    )
+        [
+            "measure", "transfer", "--station", str(station), "--points", "61",
+            "--save", "station", "--out", str(tmp_path), "--json", "-q",
+        ]
+    )  # fmt: skip
     assert code == 0
     cal = load_calibration(tmp_path / "reservoir-cal.toml")
     assert cal.v_pi_v == pytest.approx(ALT_V_PI, rel=0.02)
     assert cal.eta_v == pytest.approx(ALT_ETA, rel=0.02)
-    assert cal.run and (Path(cal.run) / "calibration.toml").is_file()
+    # ... and the same calibration beside the run's record
+    runs = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    beside = load_calibration(runs[0] / "calibration.toml")
+    assert beside.v_pi_v == cal.v_pi_v and beside.run == str(runs[0])
 
 
 def test_twin_methods_need_a_twin_and_aug_dfa_records_its_calibration(tmp_path: Path) -> None:

@@ -27,20 +27,25 @@ import numpy as np
 import numpy.typing as npt
 
 from instruments.roles import Digitizer
-from labrig.calibration import ReservoirCalibration, fit_feedback, fit_mzm
+from labrig.calibration import ReservoirCalibration, fit_feedback, fit_mzm, save_calibration
 from labrig.errors import ProcedureError
 from labrig.procedures.base import (
     FloatParameter,
     IntegerParameter,
+    ParameterError,
     StrParameter,
     register_procedure,
 )
+from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure, RigRoles
 
 if TYPE_CHECKING:
     from labrig.station import ReservoirRig
 
 FloatArray = npt.NDArray[np.float64]
+
+if TYPE_CHECKING:
+    from labrig.station import Station
 
 TIA_FULL_SCALE_V = 4.0  # digitiser half-window, V: a little beyond the TIA's rails
 
@@ -177,6 +182,71 @@ class IvSweep(RigProcedure):
         self._currents = [float(x) for x in np.asarray(state["currents"]).ravel()]
         self._stds = [float(x) for x in np.asarray(state["stds"]).ravel()]
         self.restore_rig_state(state)
+
+    def plan(self, station: Station) -> RunPlan:
+        """What this sweep will do on ``station`` (parameters and wiring only): the swept
+        electrode from ``start_v`` to ``stop_v``, the others at ``others_v``, the device time.
+        Raises :class:`ParameterError` for a voltage outside an activation range. Opens nothing.
+        """
+        dnpu = station.dnpu
+        if dnpu is None:
+            raise ProcedureError(f"the iv procedure needs a [dnpu] station ({station.source})")
+        k = self.electrode
+        if k >= len(dnpu.electrode_channels):
+            raise ParameterError(
+                "electrode",
+                k,
+                f"is not among the {len(dnpu.electrode_channels)} electrodes",
+                station.source,
+            )
+        lo, hi = dnpu.activation_ranges_v[k]
+        for name in ("start_v", "stop_v"):
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ParameterError(
+                    name,
+                    value,
+                    f"is outside electrode {k}'s activation range [{lo:g}, {hi:g}] V",
+                    station.source,
+                )
+        channels = [
+            ChannelPlan(
+                dnpu.dac,
+                dnpu.electrode_channels[k],
+                f"electrode {k} (swept)",
+                min(self.start_v, self.stop_v),
+                max(self.start_v, self.stop_v),
+                f"{self.points} points from {self.start_v:+g} V to {self.stop_v:+g} V",
+            )
+        ]
+        for j, channel in enumerate(dnpu.electrode_channels):
+            if j == k:
+                continue
+            jlo, jhi = dnpu.activation_ranges_v[j]
+            if not jlo <= self.others_v <= jhi:
+                raise ParameterError(
+                    "others_v",
+                    self.others_v,
+                    f"is outside electrode {j}'s activation range [{jlo:g}, {jhi:g}] V",
+                    station.source,
+                )
+            channels.append(
+                ChannelPlan(
+                    dnpu.dac, channel, f"electrode {j}", self.others_v, self.others_v, "held"
+                )
+            )
+        per_point_s = self.settle_s + self.acquisition_s
+        return RunPlan(
+            procedure=self.name,
+            step_name="point",
+            steps=self.points,
+            channels=tuple(channels),
+            device_time_s=self.points * per_point_s,
+            details=(
+                f"{self.points} points x ({self.settle_s:g} s settle + "
+                f"{self.acquisition_s:g} s acquisition)",
+            ),
+        )
 
 
 # ------------------------------------------------------------------------------ reservoir optics
@@ -461,6 +531,12 @@ class TransferCurve(RigProcedure):
         help="added for one node slot to the operating drive (the steepest point)",
     )
     echoes = IntegerParameter("Echoes recorded", default=8, minimum=1, maximum=50)
+    save_calibration = StrParameter(
+        "Save calibration",
+        default="",
+        help="write the calibration to this file ('station': the file the station references, "
+        "[reservoir] calibration); it is always in the run's summary and calibration.toml",
+    )
 
     _done = False
 
@@ -501,6 +577,24 @@ class TransferCurve(RigProcedure):
             {"impulse_t_s": m.impulse_t_s, "impulse_pd_v": m.impulse_pd_v},
         )
         self._done = True
+        target = self._calibration_target()
+        cal = self.calibration()
+        if target is not None and cal is not None:
+            self._saved_to = save_calibration(cal, target)
+            self.log(f"calibration saved to {self._saved_to}")
+
+    def _calibration_target(self) -> Path | None:
+        if not self.save_calibration:
+            return None
+        if self.save_calibration != "station":
+            return Path(self.save_calibration)
+        res = self.require_rig().station.reservoir
+        if res is None or res.calibration is None:
+            raise ProcedureError(
+                f"save_calibration = 'station', but {self.require_rig().station.source} "
+                'references no calibration file ([reservoir] calibration = "...")'
+            )
+        return res.calibration
 
     def calibration(self) -> ReservoirCalibration | None:
         """The calibration this run measured (None before it ran)."""
@@ -528,6 +622,9 @@ class TransferCurve(RigProcedure):
         out.update(m.impulse)
         if cal is not None:
             out["calibration"] = cal.as_dict()
+        saved = getattr(self, "_saved_to", None)
+        if saved is not None:
+            out["calibration_file"] = str(saved)
         return out
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -536,6 +633,53 @@ class TransferCurve(RigProcedure):
     def restore_state(self, state: dict[str, Any]) -> None:
         self._done = bool(state["done"])
         self.restore_rig_state(state)
+
+    def plan(self, station: Station) -> RunPlan:
+        """What this measurement will do on ``station`` (parameters and wiring only): the AWG
+        drive's staircase and impulse, the modulator bias, and the play time. Opens nothing."""
+        res = station.reservoir
+        if res is None:
+            raise ProcedureError(
+                f"the transfer procedure needs a [reservoir] station ({station.source})"
+            )
+        period_s = res.node_count * res.node_duration_s
+        # Two settled staircases (a wide look, then ranged), the open-loop pulses, the impulse.
+        staircase_s = 2 * (SETTLE_PERIODS + self.points * self.hold_periods) * period_s
+        open_loop_s = (self.points * (OPEN_LOOP_GUARD_PERIODS + 0.5) + 6) * period_s
+        impulse_s = (SETTLE_PERIODS + 1.2 * (self.echoes + 1.5)) * period_s
+        staircase_s += open_loop_s
+        levels = (self.drive_min_v, self.drive_max_v, -4.9, 4.9)
+        channels = (
+            ChannelPlan(
+                res.awg,
+                res.awg_channel,
+                "modulator RF drive",
+                min(levels),
+                max(levels),
+                f"{self.points} levels from {self.drive_min_v:+g} V to {self.drive_max_v:+g} V "
+                f"(settled and open-loop), a {self.pulse_v:+g} V impulse at the steepest level "
+                "(within +/-4.9 V)",
+            ),
+            ChannelPlan(
+                res.bias_dac,
+                res.bias_channel,
+                "modulator bias",
+                res.bias_v,
+                res.bias_v,
+                f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
+            ),
+        )
+        return RunPlan(
+            procedure=self.name,
+            step_name="point",
+            steps=self.points + 1,
+            channels=channels,
+            device_time_s=staircase_s + impulse_s,
+            details=(
+                f"staircase: {self.points} levels x {self.hold_periods} loop periods of "
+                f"{period_s * 1e6:g} us; impulse: {self.echoes} echoes",
+            ),
+        )
 
 
 # ------------------------------------------------------------------------------------ outputs
@@ -618,4 +762,9 @@ def write_transfer_outputs(run_dir: Path) -> dict[str, Path]:
     png = Path(run_dir) / "transfer.png"
     fig.savefig(png)
     plt.close(fig)
-    return {"csv": csv, "png": png}
+    out = {"csv": csv, "png": png}
+    values = record.stop.summary.get("calibration") if record.stop is not None else None
+    if values:  # the calibration beside the record it was measured in
+        cal = ReservoirCalibration(**{**values, "run": str(run_dir)})
+        out["calibration"] = save_calibration(cal, Path(run_dir) / "calibration.toml")
+    return out

@@ -117,17 +117,24 @@ from labrig.algorithms.datasets import (
     nmse,
 )
 from labrig.algorithms.optim import Optimizer, make_optimizer
-from labrig.calibration import CalibrationError, ReservoirCalibration, ReservoirTwin
+from labrig.calibration import (
+    CalibrationError,
+    ReservoirCalibration,
+    ReservoirTwin,
+    load_calibration,
+)
 from labrig.errors import ProcedureError
 from labrig.procedures.base import (
     BoolParameter,
     ChoiceParameter,
     FloatParameter,
     IntegerParameter,
+    ParameterError,
     StrParameter,
     register_procedure,
 )
 from labrig.procedures.characterise import completion_timeout_s, measure_reservoir
+from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure
 
 if TYPE_CHECKING:
@@ -142,6 +149,7 @@ AWG_WAVEFORM_NAME = "LABRIGDFA"
 # The 33500B into 50 ohm reaches +/-5 V; the amplitude and offset it is sent are rounded, so a
 # waveform touching exactly 5 V can be refused. Keep 0.1 V inside.
 AWG_WINDOW_V = 4.9
+PLAN_SCOPE_POINTS = 4_000_000  # a scope record's length for the plan's estimate only
 STARTUP_LEVELS = 81  # drive levels of the start-up calibration (no calibration file)
 SYNC_TRIGGER_LEVEL_V = 1.0  # the AWG's sync output is a 0 / 3.3 V marker
 EVENT_TRACE_POINTS = 1000  # at most this many points of drive and PD trace per event
@@ -1111,6 +1119,144 @@ class DfaTraining(RigProcedure):
         hist = state.get("history") or {}
         n = len(next(iter(hist.values()))) if hist else 0
         self._history = [{k: float(np.asarray(v)[i]) for k, v in hist.items()} for i in range(n)]
+
+    # ---------------------------------------------------------------- plan
+    def plan(self, station: Station) -> RunPlan:
+        """What this run will do on ``station``, from the parameters and the wiring alone: the
+        AWG drive's extremes (the AWG window the drives are limited to, the dark and bright
+        calibration levels), the modulator bias, the epochs and the device time at most (the
+        waveforms' play time; instrument I/O not included). Loads the task (so a bad task or
+        data path is refused here) and raises :class:`ParameterError` for settings the station
+        cannot run. Opens nothing."""
+        res = station.reservoir
+        if res is None:
+            raise ProcedureError(
+                f"the dfa procedure needs a [reservoir] station ({station.source})"
+            )
+        try:
+            task = load_task(self.task, self.seed, self.narma_window)
+        except ProcedureError as exc:
+            problem = str(exc)
+            if problem.startswith("unknown task"):
+                problem = "is not a task; " + problem.split("; ", 1)[-1]
+            else:
+                problem = "cannot be loaded: " + problem.split(": ", 1)[-1]
+            raise ParameterError("task", self.task, problem) from exc
+        temporal = self.sequence_mode == "temporal" or (
+            self.sequence_mode == "auto" and task.name in SEQUENCE_TASKS
+        )
+        if temporal and self.method in ("dfa", "bp-twin"):
+            raise ParameterError(
+                "method",
+                self.method,
+                "has no sequence (temporal) form; use aug-dfa or readout, or sequence-mode static",
+            )
+        if self.method in ("dfa", "bp-twin") and station.bench is None:
+            raise ParameterError(
+                "method",
+                self.method,
+                "needs a model of the rig, which only the digital twin of a simulated station "
+                f"provides; {station.source} has no [bench] (use aug-dfa or readout)",
+            )
+        if self.nodes > res.node_count:
+            raise ParameterError(
+                "nodes",
+                self.nodes,
+                f"exceeds the loop's node_count {res.node_count}",
+                station.source,
+            )
+        # The optics are measured, not assumed: the station's calibration file if it has one,
+        # else the start-up measurement (its play time is added; the loop's desynchronisation
+        # is taken as one node for this estimate).
+        cal = None
+        if res.calibration is not None:
+            try:
+                cal = load_calibration(res.calibration)
+            except CalibrationError as exc:
+                raise ProcedureError(f"{station.source}: {exc}") from exc
+        desync = cal.desync_nodes if cal is not None else 1
+        steps_per_sample = task.x_train.shape[1] if temporal else self.settle_periods
+        spec = rio.FrameSpec(
+            node_count=res.node_count,
+            node_duration_s=res.node_duration_s,
+            desync_nodes=max(desync, 0),
+            settle_periods=steps_per_sample,
+            guard_periods=max(self.guard_periods, _min_guard(res.node_count, max(desync, 0))),
+            v_min=-AWG_WINDOW_V,
+            v_max=AWG_WINDOW_V,
+        )
+        scope_points = PLAN_SCOPE_POINTS
+
+        def pass_s(samples: int) -> float:
+            """Play time of one physical pass of ``samples`` samples (chunked as the layer)."""
+            chunks = rio.chunk(
+                samples, spec, self.awg_rate_hz, self.scope_rate_hz, AWG_MAX_POINTS, scope_points
+            )
+            return sum(spec.duration_s(sl.stop - sl.start) for sl in chunks)
+
+        n_train = min(self.train_samples or len(task.x_train), len(task.x_train))
+        n_test = min(self.test_samples or len(task.x_test), len(task.x_test))
+        if self.method == "readout":
+            epochs = 1
+            epoch_s = self.layers * (pass_s(n_train) + pass_s(n_test))
+        else:
+            epochs = self.epochs
+            batches = [
+                min(self.batch_size, n_train - start)
+                for start in range(0, n_train, self.batch_size)
+            ]
+            train_s = sum(pass_s(b) for b in batches)
+            if self.physical_projection:  # one more pass per batch, with a reference sample
+                train_s += sum(pass_s(b + 1) for b in batches)
+            epoch_s = self.layers * (train_s + pass_s(n_test))
+            ridge = self.readout == "ridge" or (self.readout == "auto" and temporal)
+            if ridge:  # the readout is refitted on the whole training set every epoch
+                epoch_s += self.layers * pass_s(n_train)
+        startup_s = 0.0
+        if cal is None:
+            period_s = res.node_count * res.node_duration_s
+            startup_s = period_s * (
+                2 * (40 + STARTUP_LEVELS * 5) + STARTUP_LEVELS * 6.5 + 40 + 1 + 3.5 * 1.2
+            )
+        optics = (
+            f"calibration {res.calibration}"
+            if cal is not None
+            else "the optics measured at start-up (no calibration file)"
+        )
+        levels = (-AWG_WINDOW_V, AWG_WINDOW_V)
+        channels = (
+            ChannelPlan(
+                res.awg,
+                res.awg_channel,
+                "modulator RF drive",
+                min(levels),
+                max(levels),
+                f"drive at the operating point + a scale per unit, both from {optics}, limited "
+                f"to the AWG window +/-{AWG_WINDOW_V:g} V",
+            ),
+            ChannelPlan(
+                res.bias_dac,
+                res.bias_channel,
+                "modulator bias",
+                res.bias_v,
+                res.bias_v,
+                f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
+            ),
+        )
+        return RunPlan(
+            procedure=self.name,
+            step_name="epoch",
+            steps=epochs,
+            channels=channels,
+            device_time_s=startup_s + epochs * epoch_s,
+            details=(
+                f"task {task.name}: {n_train} training / {n_test} test samples, "
+                f"{'temporal' if temporal else 'static'} presentation",
+                f"{self.method}, {self.layers} physical layer(s) x {self.nodes} nodes of "
+                f"{res.node_count} in the loop ({res.node_duration_s * 1e9:g} ns per node)",
+                f"{epochs} epoch(s) of {epoch_s:.3g} s play time each",
+            ),
+        )
 
 
 def _min_guard(node_count: int, desync: int) -> int:
