@@ -1248,13 +1248,18 @@ class DfaTraining(RigProcedure):
             step_name="epoch",
             steps=epochs,
             channels=channels,
-            device_time_s=startup_s + epochs * epoch_s,
+            device_time_s=epochs * epoch_s,
             details=(
                 f"task {task.name}: {n_train} training / {n_test} test samples, "
                 f"{'temporal' if temporal else 'static'} presentation",
                 f"{self.method}, {self.layers} physical layer(s) x {self.nodes} nodes of "
                 f"{res.node_count} in the loop ({res.node_duration_s * 1e9:g} ns per node)",
                 f"{epochs} epoch(s) of {epoch_s:.3g} s play time each",
+                *(
+                    (f"first, the optics measured at start-up: {startup_s * 1e3:.3g} ms play time",)
+                    if startup_s
+                    else ()
+                ),
             ),
         )
 
