@@ -908,6 +908,22 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         self.write(f"sour:volt:mode fix,{everywhere}")
         self._armed.clear()
 
+    def hold_levels(self, channels: Sequence[int] | None = None) -> dict[int, float]:
+        """Stop every DC ramp on ``channels`` (default all) where it is now, and return the
+        present levels ``{channel: V}``. A channel still slewing towards a level someone else
+        set gets its present level as the new target: nothing moves, so nothing is checked
+        against the limits (a level outside them is for the caller to judge)."""
+        numbers = list(range(1, CHANNEL_COUNT + 1)) if channels is None else list(channels)
+        levels: dict[int, float] = {}
+        for channel in numbers:
+            self.channel(channel)
+            present, target = self._dc_levels(channel)
+            if present != target:
+                self.write(f"sour{channel}:volt {format_number(present)}")
+            levels[channel] = present
+        self.check_errors(context="hold_levels")
+        return levels
+
     def safe_state(self) -> None:
         """Stop every generator (:meth:`disarm_all`), ramp each limited channel to its
         ``safe_v`` at its slew limit, and wait until there."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ def _print_json(obj: dict[str, Any]) -> None:
 
 def _run(procedure: Any, args: argparse.Namespace) -> Any:
     from labrig.procedures.runner import run_procedure
+    from labrig.takeover import RAMP_INTO_RANGE_ENV
+
+    if getattr(args, "ramp_into_range", False):  # read when the rig is taken over
+        os.environ[RAMP_INTO_RANGE_ENV] = "1"
 
     return run_procedure(procedure, runs_dir=args.out, echo=not args.json)
 
@@ -71,6 +76,12 @@ def _add_common(parser: argparse.ArgumentParser, station_default: str) -> None:
     )
     parser.add_argument("--out", default=None, help="runs directory (default: LABRIG_RUNS_DIR)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument(
+        "--ramp-into-range",
+        action="store_true",
+        help="at connect, ramp an output found outside the station's limits into range (at "
+        "its slew limit) instead of refusing to start",
+    )
 
 
 # ------------------------------------------------------------------------------------- measure

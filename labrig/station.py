@@ -206,6 +206,9 @@ class Station:
     reservoir: ReservoirRig | None = None
     bench: BenchSpec | None = None
     description: str = ""
+    #: ``[station] ramp_into_range``: at takeover, ramp a channel found outside its limits into
+    #: range (at its slew limit) instead of refusing to start.
+    ramp_into_range: bool = False
 
     @property
     def simulated_in_process(self) -> bool:
@@ -339,7 +342,10 @@ class _Parser:
             {"station", "instruments"},
         )
         head = self.table(
-            top["station"], "station", {"name", "rig", "description"}, {"name", "rig"}
+            top["station"],
+            "station",
+            {"name", "rig", "description", "ramp_into_range"},
+            {"name", "rig"},
         )
         name = self.typed(head, "station", "name", str)
         rig = self.typed(head, "station", "rig", str)
@@ -372,6 +378,11 @@ class _Parser:
             reservoir=reservoir,
             bench=bench,
             description=str(head.get("description", "")),
+            ramp_into_range=(
+                self.typed(head, "station", "ramp_into_range", bool)
+                if "ramp_into_range" in head
+                else False
+            ),
         )
 
     def instruments(self, data: Any) -> dict[str, InstrumentSpec]:

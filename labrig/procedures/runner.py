@@ -638,7 +638,14 @@ def _execute(
                 context.log(f"could not store the snapshot after startup: {exc}", "warning")
             # A procedure that opens its station in startup() knows the station (limits,
             # wiring, file text) and the bench's seeds only now: complete the start document.
-            for name, read in (("station", procedure.station_info), ("seeds", procedure.seeds)):
+            takeover = getattr(getattr(procedure, "rig", None), "takeover", None)
+            for line in takeover.warnings() if takeover is not None else []:
+                context.log(f"takeover: {line}", "warning")
+            for name, read in (
+                ("station", procedure.station_info),
+                ("seeds", procedure.seeds),
+                ("takeover", lambda: takeover.as_document() if takeover is not None else {}),
+            ):
                 try:
                     value = to_jsonable(read())
                     if value:
