@@ -46,7 +46,6 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from instruments.errors import InstrumentConnectionError
 from instruments.roles import Instrument
 from labrig._version import __version__
 from labrig.errors import ProcedureError
@@ -90,9 +89,12 @@ T = TypeVar("T")
 _logger = logging.getLogger("labrig.runner")
 
 # A garbled reply surfaces as a UnicodeDecodeError from PyVISA: a transport fault, retried.
+# A connection the other end dropped surfaces from a socket as the built-in
+# ConnectionResetError / BrokenPipeError / ConnectionAbortedError (all ConnectionError, as is
+# InstrumentConnectionError) and from VISA as a VisaIOError (VI_ERROR_CONN_LOST, ...).
 # (LimitError, a ValueError, is deliberately not among these.)
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    InstrumentConnectionError,
+    ConnectionError,
     TimeoutError,
     UnicodeDecodeError,
 )
@@ -123,7 +125,8 @@ def retry(
 
     Up to ``attempts`` calls in all, waiting ``backoff_s``, then twice as long each time (at most
     ``max_backoff_s``). Only ``retry_on`` errors are retried (by default
-    ``InstrumentConnectionError``, ``TimeoutError`` and pyvisa's ``VisaIOError``); anything else,
+    ``ConnectionError`` (``InstrumentConnectionError``, ``ConnectionResetError``,
+    ``BrokenPipeError``), ``TimeoutError`` and pyvisa's ``VisaIOError``); anything else,
     an ``InstrumentReportedError`` or a ``LimitError`` say, propagates at once. ``reconnect`` is
     called before each new attempt (re-open the session). The wait ends early if
     ``should_stop()`` turns true, raising :class:`RunAborted`.
