@@ -49,3 +49,42 @@ def served_station(name: str, directory: Path) -> Iterator[ServedBench]:
         path = directory / f"served-{name}.toml"
         path.write_text(served_station_text(station, server.resources()))
         yield ServedBench(built, server, path)
+
+
+def safety_problems(served: ServedBench) -> list[str]:
+    """What is not safe on the bench now: a limited DAC channel away from its ``safe_v``, a
+    generator still running, or a voltage ever logged outside a channel's limits."""
+    station = load_station(served.station_file)
+    problems: list[str] = []
+    levels = served.dac_levels()
+    running = served.running()
+    for spec in station.channels:
+        lim, ch = spec.limits, spec.channel
+        if abs(levels[ch] - lim.safe_v) > 1e-6:
+            problems.append(f"{spec.instrument} ch{ch} at {levels[ch]:.6g} V, safe {lim.safe_v}")
+        if running[ch]:
+            problems.append(f"{spec.instrument} ch{ch} still runs {running[ch]}")
+        logged = served.built.bench.voltage_extremes.get(f"{spec.instrument}.ch{ch}")
+        if logged is not None and not (
+            lim.min_v - 1e-9 <= logged[0] and logged[1] <= lim.max_v + 1e-9
+        ):
+            problems.append(
+                f"{spec.instrument} ch{ch} reached {logged} outside [{lim.min_v}, {lim.max_v}]"
+            )
+    return problems
+
+
+def inject(served: ServedBench, kind: str, instrument: str, after_s: float, value: float = 0.0):
+    """Schedule one fault ``after_s`` of bench time from now through the bench's own endpoint
+    (``SIM:FAULt:ADD``, as an outside harness does); faults left unfired before are dropped.
+    Returns the bench's record of the fault (``.fired`` says whether it hit)."""
+    from labrig.sim.control import BenchClient
+
+    plan = served.built.bench.faults
+    plan.faults.clear()
+    client = BenchClient(served.server.resources()["bench"], visa_library="@py")
+    try:
+        client.add_fault(kind, instrument, at_time_s=client.time_s() + after_s, value=value)
+    finally:
+        client.adapter.close()
+    return plan.faults[-1]
