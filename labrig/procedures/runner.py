@@ -57,7 +57,7 @@ from labrig.procedures.base import (
     drain_errors,
     get_procedure_class,
 )
-from labrig.runs.checkpoint import load_checkpoint, save_checkpoint
+from labrig.runs.checkpoint import resume_point, save_checkpoint
 from labrig.runs.documents import (
     EventDoc,
     LogDoc,
@@ -895,8 +895,10 @@ def resume_run(
     ``overrides`` (e.g. more iterations), passed to ``prepare`` (give it its instruments), then
     run as a new segment: ``startup()``, ``restore_state(checkpoint)``, ``execute()``. Events
     continue from the checkpoint's seq_num + 1; later events in the record are dropped first.
+    A run killed before its first checkpoint starts again from the beginning (no
+    ``restore_state``; every event it wrote is dropped), same parameters and seeds.
 
-    Raises :class:`RecordError` if the record is live or has no checkpoint and
+    Raises :class:`RecordError` if the record is live or its checkpoints unreadable and
     :class:`ProcedureError` if the run already succeeded or its class cannot be found.
     """
     t0 = time.monotonic()
@@ -905,7 +907,9 @@ def resume_run(
         raise RecordError(f"{run_dir}: the run is still being written; cannot resume it")
     if record.status == "success":
         raise ProcedureError(f"{run_dir}: the run finished successfully; nothing to resume")
-    checkpoint = load_checkpoint(Path(run_dir))
+    # None: killed before its first checkpoint; started again from the beginning (event 0),
+    # in the same record, with the same parameters and seeds.
+    checkpoint = resume_point(Path(run_dir))
     cls = get_procedure_class(record.start.procedure, record.start.procedure_class)
     # The latest segment's parameters: an override given to an earlier resume still holds.
     latest = record.segments[-1]
@@ -916,7 +920,7 @@ def resume_run(
     except ParameterError as exc:
         where = "override" if exc.parameter in (overrides or {}) else f"recorded in {run_dir}"
         raise ParameterError(exc.parameter, exc.value, exc.problem, where) from None
-    procedure.resumed = True
+    procedure.resumed = checkpoint is not None
     if prepare is not None:
         prepare(procedure)
     controller = controller or RunController()
@@ -928,13 +932,16 @@ def resume_run(
             record.start.run_uid,
             latest.station_text,
             segment=segment,
-            first_seq=checkpoint.seq_num + 1,
+            first_seq=checkpoint.seq_num + 1 if checkpoint is not None else 0,
         )
-        writer, removed = RecordWriter.reopen(Path(run_dir), start, checkpoint.seq_num)
+        keep_through = checkpoint.seq_num if checkpoint is not None else -1
+        writer, removed = RecordWriter.reopen(Path(run_dir), start, keep_through)
     except BaseException:
         _safe_state_only(procedure)
         controller._end_if_running()
         raise
+    if checkpoint is None:
+        _logger.info("resume: no checkpoint; starting again from the beginning")
     if removed:
         _logger.info("resume: dropped %d event(s) recorded after the checkpoint", removed)
     return _execute(
@@ -947,8 +954,8 @@ def resume_run(
         echo=echo,
         drain_timeout_s=drain_timeout_s,
         checkpointing=True,
-        resume_state=checkpoint.state,
-        prior_wall_s=checkpoint.wall_time_s,
-        prior_device_s=checkpoint.device_time_s,
+        resume_state=checkpoint.state if checkpoint is not None else None,
+        prior_wall_s=checkpoint.wall_time_s if checkpoint is not None else 0.0,
+        prior_device_s=checkpoint.device_time_s if checkpoint is not None else 0.0,
         t0=t0,
     )

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from labrig.runs.checkpoint import checkpoint_paths
+from labrig.runs.checkpoint import checkpoint_paths, is_resumable
 from labrig.runs.record import RUN_FILE, RecordError, RunRecord, default_runs_dir
 
 __all__ = ["RunSummary", "list_runs", "summarize_run"]
@@ -80,7 +80,7 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
         last_loss=_last_loss(record.events.scalars),
         run_uid=record.start.run_uid,
         reason=record.stop.reason if record.stop is not None else "",
-        resumable=resumable and record.status not in ("success", "running"),
+        resumable=is_resumable(folder, record.status),
     )
 
 
