@@ -191,7 +191,7 @@ def _check(
         assert result.status in ("aborted", "failed") and result.reason, result
         tally["ended_with_reason"] += 1
         if fault.kind == "error":
-            assert "reported error -300" in result.reason, result.reason
+            assert f"{fault.instrument} reported error" in result.reason, result.reason
     assert all(s.startswith("ok") for s in result.safe_state.values()), result.safe_state
     assert safety_problems(served) == []
     tally["safe"] += 1

@@ -797,7 +797,11 @@ def _make_safe(
     procedure: Procedure, label: str, instrument: Any, log: Callable[[str, LogLevel], None]
 ) -> str:
     """Bring one instrument to its safe state: "ok", "ok after reconnecting" (the connection
-    had dropped and the procedure reopened it), or the error."""
+    had dropped and the procedure reopened it), or the error.
+
+    Errors already in the instrument's queue are read (and logged) first: they belong to
+    whatever ran before, and must not make the safe state look failed (nor stop it)."""
+    _drain_before_safe_state(label, instrument, log)
     try:
         instrument.safe_state()
         return "ok"
@@ -814,6 +818,20 @@ def _make_safe(
         return f"{first}; after reconnecting: {type(exc).__name__}: {exc}"
     log(f"safe_state() of {label!r} needed a reconnect ({first})", "warning")
     return "ok after reconnecting"
+
+
+def _drain_before_safe_state(
+    label: str, instrument: Any, log: Callable[[str, LogLevel], None]
+) -> None:
+    read = getattr(instrument, "read_error_entries", None)
+    if not callable(read):
+        return
+    try:
+        listed = "; ".join(f"{code}, {message!r}" for code, message in read())
+    except Exception:  # e.g. a dead connection: the safe state itself will reconnect
+        return
+    if listed:
+        log(f"{label}: error queue held, before its safe state: {listed}", "warning")
 
 
 def _release(procedure: Procedure, log: Callable[[str, LogLevel], None]) -> None:
