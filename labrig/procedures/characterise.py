@@ -212,7 +212,7 @@ class TransferCurve(RigProcedure):
         Repeated on fresh connections after a transport fault (the play sets up everything)."""
         return self.with_retry(
             lambda: self._play_and_record_once(drive, fs),
-            list(self.require_rig().instruments),
+            list(self.instruments),
             what="transfer playback",
         )
 

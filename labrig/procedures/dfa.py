@@ -576,7 +576,7 @@ class DfaTraining(RigProcedure):
             self.scope_rate_hz,
             cal,
             self.wait,
-            retry=lambda call: self.with_retry(call, list(rig.instruments), "reservoir pass"),
+            retry=lambda call: self.with_retry(call, list(self.instruments), "reservoir pass"),
         )
         # Output on before any checkpoint is restored, so a resumed run's clock restarts from
         # the same instrument state as the uninterrupted run's (see ReservoirLayer.forget_setup).

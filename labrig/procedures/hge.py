@@ -375,7 +375,7 @@ class HgeTraining(RigProcedure):
         # measurement (each sets every instrument it uses, so a fresh connection is enough).
         return self.with_retry(
             lambda: measure(controls_v),
-            list(self.require_rig().instruments),
+            list(self.instruments),
             what=f"{self.mode} measurement",
         )
 
