@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from labrig.procedures.characterise import IvSweep
-from labrig.procedures.runner import run_procedure
 from labrig.runs.record import RunRecord
+from labrig.shell import run_on_station
 
 
 class FaultyIv(IvSweep):
@@ -45,7 +45,7 @@ def run_with(
     proc.target = target
     proc.after_commands = after_commands
     t0 = time.monotonic()
-    result = run_procedure(proc, runs_dir=tmp_path, echo=False, handle_signals=False)
+    result = run_on_station(proc, "sim-dnpu", runs_dir=tmp_path, echo=False, handle_signals=False)
     return result, time.monotonic() - t0
 
 
@@ -100,8 +100,12 @@ class FailingIv(IvSweep):
 def test_a_safe_state_that_meets_a_dropped_connection_reaches_safety_on_a_fresh_one(
     tmp_path: Path,
 ) -> None:
-    result = run_procedure(
-        FailingIv(electrode=3, points=2), runs_dir=tmp_path, echo=False, handle_signals=False
+    result = run_on_station(
+        FailingIv(electrode=3, points=2),
+        "sim-dnpu",
+        runs_dir=tmp_path,
+        echo=False,
+        handle_signals=False,
     )
     assert result.status == "failed"
     assert "own failure" in result.reason

@@ -26,8 +26,9 @@ from served_bench import ServedBench, inject, safety_problems, served_station
 from labrig.procedures.characterise import IvSweep, TransferCurve
 from labrig.procedures.dfa import DfaTraining
 from labrig.procedures.hge import HgeTraining
-from labrig.procedures.runner import RunResult, run_procedure
+from labrig.procedures.runner import RunResult
 from labrig.runs.record import RunRecord
+from labrig.shell import run_on_station
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +45,8 @@ def reservoir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedBench]
         yield served
 
 
-def hge(served: ServedBench, mode: str) -> HgeTraining:
+def hge(mode: str) -> HgeTraining:
     return HgeTraining(
-        station=str(served.station_file),
         task="NAND",
         mode=mode,
         max_iterations=2,
@@ -54,10 +54,8 @@ def hge(served: ServedBench, mode: str) -> HgeTraining:
     )
 
 
-def dfa(served: ServedBench) -> DfaTraining:
-    return DfaTraining(
-        station=str(served.station_file), epochs=2, train_samples=64, test_samples=32
-    )
+def dfa() -> DfaTraining:
+    return DfaTraining(epochs=2, train_samples=64, test_samples=32)
 
 
 def run_faulted(
@@ -71,7 +69,9 @@ def run_faulted(
 ) -> tuple[RunResult, Any, RunRecord]:
     served.reset_evidence()
     fault = inject(served, kind, instrument, after_s, value)
-    result = run_procedure(procedure, runs_dir=runs_dir, echo=False, handle_signals=False)
+    result = run_on_station(
+        procedure, served.station_file, runs_dir=runs_dir, echo=False, handle_signals=False
+    )
     served.built.bench.faults.faults.clear()
     return result, fault, RunRecord.open(result.run_dir)
 
@@ -95,7 +95,7 @@ DROPS = [
 def test_hge_survives_a_dropped_connection(
     dnpu: ServedBench, mode: str, instrument: str, tmp_path: Path
 ) -> None:
-    result, fault, record = run_faulted(dnpu, hge(dnpu, mode), "drop", instrument, 1.9, tmp_path)
+    result, fault, record = run_faulted(dnpu, hge(mode), "drop", instrument, 1.9, tmp_path)
     assert fault.fired
     assert result.status == "success", result.reason
     assert f"reconnected {instrument}" in logs(record)
@@ -109,9 +109,7 @@ def test_hge_survives_a_dropped_connection(
 def test_aug_dfa_survives_a_dropped_connection(
     reservoir: ServedBench, instrument: str, tmp_path: Path
 ) -> None:
-    result, fault, record = run_faulted(
-        reservoir, dfa(reservoir), "drop", instrument, 0.4, tmp_path
-    )
+    result, fault, record = run_faulted(reservoir, dfa(), "drop", instrument, 0.4, tmp_path)
     assert fault.fired
     assert result.status == "success", result.reason
     assert f"reconnected {instrument}" in logs(record)
@@ -124,7 +122,7 @@ def test_aug_dfa_reaches_safety_on_a_fresh_dac_connection(
 ) -> None:
     # The bias DAC is idle during training: its dropped connection is met by the safe state,
     # which reopens it.
-    result, fault, record = run_faulted(reservoir, dfa(reservoir), "drop", "dac", 0.4, tmp_path)
+    result, fault, record = run_faulted(reservoir, dfa(), "drop", "dac", 0.4, tmp_path)
     assert fault.fired
     assert result.status == "success", result.reason
     assert result.safe_state["dac"] == "ok after reconnecting"
@@ -135,7 +133,7 @@ def test_aug_dfa_reaches_safety_on_a_fresh_dac_connection(
 def test_the_iv_sweep_survives_a_dropped_dac_connection_over_tcp(
     dnpu: ServedBench, tmp_path: Path
 ) -> None:
-    proc = IvSweep(station=str(dnpu.station_file), electrode=3, points=6, settle_s=0.05)
+    proc = IvSweep(electrode=3, points=6, settle_s=0.05)
     result, fault, record = run_faulted(dnpu, proc, "drop", "dac", 0.1, tmp_path)
     assert fault.fired
     assert result.status == "success", result.reason
@@ -147,7 +145,7 @@ def test_the_iv_sweep_survives_a_dropped_dac_connection_over_tcp(
 def test_the_transfer_sweep_survives_a_dropped_awg_connection_over_tcp(
     reservoir: ServedBench, tmp_path: Path
 ) -> None:
-    proc = TransferCurve(station=str(reservoir.station_file), points=8)
+    proc = TransferCurve(points=8)
     result, fault, record = run_faulted(reservoir, proc, "drop", "awg", 0.05, tmp_path)
     assert fault.fired
     assert result.status == "success", result.reason
@@ -212,9 +210,7 @@ def test_suite_hge(
 ) -> None:
     # The lock-in mode uses every instrument of the DNPU station.
     mode = "lockin" if instrument == "lockin1" else "digital"
-    result, fault, record = run_faulted(
-        dnpu, hge(dnpu, mode), kind, instrument, 1.9, tmp_path, value
-    )
+    result, fault, record = run_faulted(dnpu, hge(mode), kind, instrument, 1.9, tmp_path, value)
     assert fault.fired, "the fault must hit the run"
     _check(result, fault, record, dnpu, tally)
     if kind in ("drop", "silence", "delay", "drift"):
@@ -230,9 +226,7 @@ def test_suite_aug_dfa(
     instrument: str,
     tmp_path: Path,
 ) -> None:
-    result, fault, record = run_faulted(
-        reservoir, dfa(reservoir), kind, instrument, 0.4, tmp_path, value
-    )
+    result, fault, record = run_faulted(reservoir, dfa(), kind, instrument, 0.4, tmp_path, value)
     assert fault.fired, "the fault must hit the run"
     _check(result, fault, record, reservoir, tally)
     if kind in ("drop", "silence", "delay", "drift"):

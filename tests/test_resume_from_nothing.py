@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from labrig.procedures.characterise import IvSweep
-from labrig.procedures.runner import resume_run, run_procedure
 from labrig.runs.catalog import list_runs
 from labrig.runs.checkpoint import checkpoint_paths, is_resumable, resume_point
 from labrig.runs.record import RunRecord
+from labrig.shell import resume_on_station, run_on_station
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = {"electrode": 3, "start_v": -0.4, "stop_v": 0.4, "points": 4}
@@ -27,13 +27,13 @@ PARAMS = {"electrode": 3, "start_v": -0.4, "stop_v": 0.4, "points": 4}
 KILLED = f"""
 import os, signal, sys
 from labrig.procedures.characterise import IvSweep
-from labrig.procedures.runner import run_procedure
+from labrig.shell import run_on_station
 
 def killed(self):
     os.kill(os.getpid(), signal.SIGKILL)
 
 IvSweep.execute = killed
-run_procedure(IvSweep(**{PARAMS!r}), runs_dir=sys.argv[1], echo=False)
+run_on_station(IvSweep(**{PARAMS!r}), "sim-dnpu", runs_dir=sys.argv[1])
 """
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_beginning(
     assert listed.status == "crashed" and listed.resumable
     assert resume_point(run_dir) is None  # from the beginning
 
-    result = resume_run(run_dir, echo=False, handle_signals=False)
+    result = resume_on_station(run_dir, echo=False, handle_signals=False)
     assert result.status == "success", result.reason
     assert result.run_dir == run_dir
     record = RunRecord.open(run_dir)
@@ -71,8 +71,8 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_beginning(
     assert listed.status == "success" and not listed.resumable
 
     # the same numbers as a run never interrupted (same seeds, a fresh seeded bench)
-    plain = run_procedure(
-        IvSweep(**PARAMS), runs_dir=tmp_path / "plain", echo=False, handle_signals=False
+    plain = run_on_station(
+        IvSweep(**PARAMS), "sim-dnpu", runs_dir=tmp_path / "plain", handle_signals=False
     )
     again = RunRecord.open(plain.run_dir)
     np.testing.assert_array_equal(
@@ -85,16 +85,3 @@ def test_only_unfinished_runs_are_resumable(tmp_path: Path) -> None:
         assert is_resumable(tmp_path, status)
     for status in ("success", "running", "unreadable"):
         assert not is_resumable(tmp_path, status)
-
-
-def test_a_run_failed_at_startup_is_listed_resumable_and_starts_again(tmp_path: Path) -> None:
-    # e.g. refused at takeover: once the operator has fixed the rig, `labrig resume` runs it
-    result = run_procedure(
-        IvSweep(**PARAMS, station=str(tmp_path / "missing.toml")),
-        runs_dir=tmp_path,
-        echo=False,
-        handle_signals=False,
-    )
-    assert result.status == "failed"
-    (listed,) = list_runs(tmp_path)
-    assert listed.resumable

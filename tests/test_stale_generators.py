@@ -19,6 +19,7 @@ from served_bench import ServedBench, served_station
 from instruments.errors import ChannelLimits, GeneratorStateError, LimitError
 from instruments.qdevil_qdac2 import QDac2
 from labrig.rig import open_rig
+from labrig.station import load_station
 
 ELECTRODE = ChannelLimits(
     min_v=-1.2, max_v=0.6, max_slew_v_per_s=10.0, safe_v=0.0, label="electrode 3", source="test"
@@ -109,30 +110,58 @@ def stale_sine(bench: ServedBench) -> Iterator[QDac2]:
     other.adapter.close()
 
 
-def test_a_new_rig_refuses_a_level_the_stale_sine_would_push_past_the_limit(
+def limited_dac(bench: ServedBench) -> QDac2:
+    """A driver on the served DAC holding the station's limits, as the rig installs them —
+    its limit check alone, without the rig's takeover (which would stop the sine first)."""
+    dac = QDac2(bench.server.resources()["dac"], name="dac", visa_library="@py")
+    for spec in load_station(bench.station_file).channels:
+        dac.set_limits(spec.channel, spec.limits)
+    return dac
+
+
+def test_the_limit_check_refuses_a_level_a_stale_sine_would_push_past_the_limit(
     bench: ServedBench, stale_sine: QDac2
 ) -> None:
-    with open_rig(str(bench.station_file)) as rig:
-        limit = rig.dac.limits(3).max_v  # 0.4 V on the built-in station
+    # The issue's numbers: a 0.1 V sine on channel 3 (limit 0.4 V), set_voltage(3, 0.4).
+    dac = limited_dac(bench)
+    try:
+        limit = dac.limits(3).max_v  # 0.4 V on the built-in station
         with pytest.raises(LimitError, match="armed sine"):
-            rig.dac.set_voltage(3, limit)
-        rig.dac.set_voltage(3, limit - 0.1)  # with the sine on top: exactly at the limit
-        rig.wait(0.3)  # three periods of the sine
+            dac.set_voltage(3, limit)
+        dac.set_voltage(3, limit - 0.1)  # with the sine on top: exactly at the limit
+        dac.ask("*OPC?")
+        bench.built.bench.clock.advance(0.3)  # three periods of the sine
+        dac.ask("sour3:volt?")
         low, high = bench.extremes("dac.ch3")
         assert high <= limit + 1e-9, (low, high)
         assert high == pytest.approx(limit, abs=1e-6)  # the sine really did play on top
+        with pytest.raises(LimitError):
+            dac.ramp_to({3: 0.35, 4: 0.1})
+        with pytest.raises(LimitError):
+            dac.play_traces({3: np.full(4, 0.35)}, 1e6)
+        _, high = bench.extremes("dac.ch3")
+        assert high <= limit + 1e-9
+    finally:
+        dac.safe_state()
+        dac.adapter.close()
 
 
-def test_ramps_and_sines_count_the_stale_generator_too(
-    bench: ServedBench, stale_sine: QDac2
+def test_an_open_rig_counts_a_sine_another_process_starts_while_it_runs(
+    bench: ServedBench,
 ) -> None:
-    with open_rig(str(bench.station_file)) as rig:
-        with pytest.raises(LimitError):
-            rig.dac.ramp_to({3: 0.35, 4: 0.1})
-        with pytest.raises(LimitError):
-            rig.dac.play_traces({3: np.full(4, 0.35)}, 1e6)
-    _, high = bench.extremes("dac.ch3")
-    assert high <= 0.4 + 1e-9
+    other = QDac2(bench.server.resources()["dac"], name="another process", visa_library="@py")
+    try:
+        with open_rig(str(bench.station_file)) as rig:
+            bench.reset_evidence()
+            other.start_sines({3: (10.0, 0.1)}, trigger="immediate")
+            with pytest.raises(LimitError, match="armed sine"):
+                rig.dac.set_voltage(3, 0.4)
+            rig.wait(0.2)
+            _, high = bench.extremes("dac.ch3")
+            assert high <= 0.4 + 1e-9
+        assert bench.running()[3] == []  # the rig's safe state stopped it too
+    finally:
+        other.adapter.close()
 
 
 def test_safe_state_stops_a_continuously_armed_generator_that_abort_leaves_armed(
@@ -144,11 +173,12 @@ def test_safe_state_stops_a_continuously_armed_generator_that_abort_leaves_armed
             "sour5:sine:freq 10;:sour5:sine:span 0.2;:sour5:sine:trig:sour bus;"
             ":sour5:sine:init:cont on"
         )
-        with open_rig(str(bench.station_file)) as rig:
-            assert rig.dac.generator_state([5])[5] == {"sine": (-0.1, 0.1)}
-            rig.dac.safe_state()
-            other.trigger()  # would restart a sine still armed
-            assert rig.dac.generator_state([5])[5] == {}
+        dac = limited_dac(bench)
+        assert dac.generator_state([5])[5] == {"sine": (-0.1, 0.1)}
+        dac.safe_state()
+        other.trigger()  # would restart a sine still armed
+        assert dac.generator_state([5])[5] == {}
+        dac.adapter.close()
         assert bench.running()[5] == []
     finally:
         other.adapter.close()

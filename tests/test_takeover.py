@@ -18,9 +18,9 @@ from served_bench import ServedBench, served_station
 
 from instruments.qdevil_qdac2 import QDac2
 from labrig.procedures.characterise import IvSweep
-from labrig.procedures.runner import run_procedure
 from labrig.rig import open_rig
 from labrig.runs.record import RunRecord
+from labrig.shell import run_on_station
 from labrig.station import parse_station
 from labrig.takeover import RAMP_INTO_RANGE_ENV, TakeoverRefused, ramp_into_range_requested
 
@@ -59,8 +59,9 @@ def test_errors_left_by_someone_else_are_recorded_not_blamed_on_the_run(
 ) -> None:
     _raw(bench, "dac", "sour3:volt 20")  # -222, data out of range
     _raw(bench, "lockin1", "SLVL 99")  # execution error
-    result = run_procedure(
-        IvSweep(station=str(bench.station_file), electrode=3, points=3),
+    result = run_on_station(
+        IvSweep(electrode=3, points=3),
+        bench.station_file,
         runs_dir=tmp_path,
         echo=False,
         handle_signals=False,

@@ -15,9 +15,9 @@ which measured 1.5-3 ms per iteration here against ~0.3 ms for a rename to a fre
 Round-trips exactly: float64 arrays bit for bit, Python ints beyond 64 bits (a PCG64 state),
 numpy scalars with their dtype, tuples as tuples, bytes as bytes.
 
-Resume a run with :func:`resume` (the runner does the work); :func:`resume_point` says where
-it starts (None: from the beginning, for a run killed before its first checkpoint) and
-:func:`is_resumable` whether a run can be resumed at all.
+Resume a run with :func:`labrig.shell.resume_on_station` (the runner does the work);
+:func:`resume_point` says where it starts (None: from the beginning, for a run killed before its
+first checkpoint) and :func:`is_resumable` whether a run can be resumed at all.
 """
 
 from __future__ import annotations
@@ -37,11 +37,8 @@ import numpy as np
 from labrig.runs.record import RecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping
 
-    from labrig.procedures.base import Procedure
-    from labrig.procedures.runner import RunResult
-    from labrig.runs.stream import Subscriber
 
 __all__ = [
     "RESUMABLE_STATUSES",
@@ -51,7 +48,6 @@ __all__ = [
     "encode_state",
     "is_resumable",
     "load_checkpoint",
-    "resume",
     "resume_point",
     "save_checkpoint",
 ]
@@ -249,27 +245,3 @@ def is_resumable(run_dir: str | os.PathLike[str], status: str) -> bool:
     written, a successful one or an unreadable record (its parameters are lost) cannot."""
     del run_dir  # any unfinished run can be started again from the beginning
     return status in RESUMABLE_STATUSES
-
-
-def resume(
-    run_dir: str | os.PathLike[str],
-    *,
-    overrides: Mapping[str, object] | None = None,
-    subscribers: Sequence[Subscriber] = (),
-    handle_signals: bool = True,
-    prepare: Callable[[Procedure], None] | None = None,
-) -> RunResult:
-    """Continue a crashed or aborted run from its checkpoint, appending to the same record.
-
-    See :func:`labrig.procedures.runner.resume_run` for the arguments.
-    """
-    # The runner imports this module; import it here to keep the dependency one-way at load.
-    from labrig.procedures.runner import resume_run
-
-    return resume_run(
-        Path(run_dir),
-        overrides=overrides,
-        subscribers=subscribers,
-        handle_signals=handle_signals,
-        prepare=prepare,
-    )
