@@ -21,7 +21,7 @@ from typing import Any
 from instruments.errors import InstrumentConnectionError
 from instruments.roles import DacBank, Digitizer, Instrument, LockIn, WaveformGenerator
 from labrig.station import IN_PROCESS, MODELS, Station, load_station
-from labrig.takeover import take_over
+from labrig.takeover import drain_after_reconnect, take_over
 
 
 def _load(dotted: str) -> Any:
@@ -94,6 +94,7 @@ class Rig:
         for ch in self.station.channels:
             if ch.instrument == name:
                 inst.set_limits(ch.channel, ch.limits)
+        drain_after_reconnect(name, inst)  # what the dropped session left is not the next's
         self.instruments[name] = inst
         return inst
 

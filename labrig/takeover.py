@@ -168,6 +168,20 @@ def take_over(rig: Rig, ramp_into_range: bool | None = None) -> Takeover:
     return report
 
 
+def drain_after_reconnect(name: str, inst: Any) -> list[tuple[int, str]]:
+    """Read and clear ``inst``'s error queue on a fresh connection (after a dropped one), so
+    that an error a half-received command left there is not reported later as an error of the
+    next command; what was found is logged as a warning and returned."""
+    report = Takeover()
+    entries = _drain(inst, name, report)
+    for line in report.problems:
+        _logger.warning("reconnect: %s", line)
+    if entries:
+        listed = "; ".join(f"{code}, {message!r}" for code, message in entries)
+        _logger.warning("reconnect: %s: error queue held (cleared): %s", name, listed)
+    return entries
+
+
 def _drain(inst: Any, name: str, report: Takeover) -> list[tuple[int, str]]:
     read = getattr(inst, "read_error_entries", None)
     if read is None:
@@ -232,6 +246,7 @@ __all__ = [
     "OutOfRange",
     "Takeover",
     "TakeoverRefused",
+    "drain_after_reconnect",
     "ramp_into_range_requested",
     "take_over",
 ]

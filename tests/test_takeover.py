@@ -147,3 +147,13 @@ def test_the_operator_option_from_the_environment_and_the_station(
     assert parse_station(text).ramp_into_range
     assert not parse_station(Path("labrig/stations/sim-dnpu.toml").read_text()).ramp_into_range
     assert os.environ[RAMP_INTO_RANGE_ENV] == "1"
+
+
+def test_an_error_left_before_a_reconnect_is_not_blamed_on_the_next_command(
+    bench: ServedBench, someone_else: QDac2
+) -> None:
+    with open_rig(str(bench.station_file)) as rig:
+        _raw(bench, "dac", "sour3:volt 20")  # what a half-received command could leave
+        rig.reconnect("dac")
+        rig.dac.set_voltage(1, 0.1)  # no "dac reported error -222 after 'sour1:volt 0.1'"
+        assert rig.dac.read_error_entries() == []
