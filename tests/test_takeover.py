@@ -157,3 +157,27 @@ def test_an_error_left_before_a_reconnect_is_not_blamed_on_the_next_command(
         rig.reconnect("dac")
         rig.dac.set_voltage(1, 0.1)  # no "dac reported error -222 after 'sour1:volt 0.1'"
         assert rig.dac.read_error_entries() == []
+
+
+def test_the_cli_refuses_then_ramps_into_range_with_the_flag(
+    bench: ServedBench,
+    someone_else: QDac2,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from labrig.cli import main
+
+    monkeypatch.delenv(RAMP_INTO_RANGE_ENV, raising=False)
+    someone_else.ramp_to({1: 1.0})
+    argv = ["measure", "iv", "--station", str(bench.station_file), "--out", str(tmp_path)]
+    argv += ["--points", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "refusing to start" in err and "dac channel 1" in err and "--ramp-into-range" in err
+    assert not any(tmp_path.iterdir())  # refused before any run folder exists
+    assert bench.dac_levels()[1] == pytest.approx(1.0)
+    assert main([*argv, "--ramp-into-range"]) == 0
+    (run_dir,) = list(tmp_path.iterdir())
+    takeover = RunRecord.open(run_dir).start_extra["takeover"]
+    assert takeover["ramped_into_range"] == {"dac:1": [pytest.approx(1.0), 0.7]}
