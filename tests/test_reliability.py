@@ -68,7 +68,7 @@ def run_faulted(
     value: float = 0.0,
 ) -> tuple[RunResult, Any, RunRecord]:
     served.reset_evidence()
-    fault = inject(served, kind, instrument, after_s, value)
+    fault = inject(served, kind, instrument, after_s, value) if kind else None
     result = run_on_station(
         procedure, served.station_file, runs_dir=runs_dir, echo=False, handle_signals=False
     )
@@ -99,6 +99,8 @@ def test_hge_survives_a_dropped_connection(
     assert fault.fired
     assert result.status == "success", result.reason
     assert f"reconnected {instrument}" in logs(record)
+    # the interrupted measurement itself was repeated (not only a start-up query)
+    assert "measurement: attempt 1/3" in logs(record) or "playback: attempt 1/3" in logs(record)
     assert record.stop is not None and record.stop.status == "success"
     assert len(record.events) == result.n_events > 0
     assert all(state == "ok" for state in result.safe_state.values()), result.safe_state
@@ -113,6 +115,7 @@ def test_aug_dfa_survives_a_dropped_connection(
     assert fault.fired
     assert result.status == "success", result.reason
     assert f"reconnected {instrument}" in logs(record)
+    assert "reservoir pass: attempt 1/3" in logs(record)
     assert len(record.events) == result.n_events > 0
     assert safety_problems(reservoir) == []
 
@@ -130,26 +133,49 @@ def test_aug_dfa_reaches_safety_on_a_fresh_dac_connection(
     assert safety_problems(reservoir) == []
 
 
+class DropInExecute:
+    """Schedules the drop once the procedure executes (its start-up takes bench time that
+    depends on what the takeover met): ``drop_after_s`` of bench time from there."""
+
+    drop: tuple[str, float] = ("dac", 0.0)
+
+    def execute(self) -> None:
+        rig: Any = self.require_rig()  # type: ignore[attr-defined]
+        instrument, after_s = self.drop
+        rig.bench_client.add_fault("drop", instrument, at_time_s=rig.device_time_s() + after_s)
+        super().execute()  # type: ignore[misc]
+
+
+class DropInIv(DropInExecute, IvSweep):
+    pass
+
+
+class DropInTransfer(DropInExecute, TransferCurve):
+    pass
+
+
 def test_the_iv_sweep_survives_a_dropped_dac_connection_over_tcp(
     dnpu: ServedBench, tmp_path: Path
 ) -> None:
-    proc = IvSweep(electrode=3, points=6, settle_s=0.05)
-    result, fault, record = run_faulted(dnpu, proc, "drop", "dac", 0.1, tmp_path)
-    assert fault.fired
+    proc = DropInIv(electrode=3, points=6, settle_s=0.05)
+    proc.drop = ("dac", 0.1)
+    result, _, record = run_faulted(dnpu, proc, "", "", 0.0, tmp_path)
     assert result.status == "success", result.reason
     assert result.n_events == 6
     assert "reconnected dac" in logs(record)
+    assert "acquisition at point" in logs(record)  # the sweep's own point was repeated
     assert safety_problems(dnpu) == []
 
 
 def test_the_transfer_sweep_survives_a_dropped_awg_connection_over_tcp(
     reservoir: ServedBench, tmp_path: Path
 ) -> None:
-    proc = TransferCurve(points=8)
-    result, fault, record = run_faulted(reservoir, proc, "drop", "awg", 0.05, tmp_path)
-    assert fault.fired
+    proc = DropInTransfer(points=8)
+    proc.drop = ("awg", 0.0)
+    result, _, record = run_faulted(reservoir, proc, "", "", 0.0, tmp_path)
     assert result.status == "success", result.reason
     assert "reconnected awg" in logs(record)
+    assert "transfer playback" in logs(record)  # the playback itself was repeated
     assert safety_problems(reservoir) == []
 
 
