@@ -20,6 +20,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -198,6 +199,12 @@ def _add_procedure_command(sub: Any, spec: ProcedureCommand) -> None:
         help="print the plan (channels, voltage extremes, device time), check it against the "
         "station's limits and stop: nothing is opened or moved",
     )
+    parser.add_argument(
+        "--ramp-into-range",
+        action="store_true",
+        help="at connect, ramp an output found outside the station's limits into range (at "
+        "its slew limit) instead of refusing to start",
+    )
     _add_output_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     parser.set_defaults(
@@ -368,6 +375,10 @@ def _run(
 
     if not isinstance(procedure, RigProcedure):
         raise UsageError(f"procedure {procedure.name!r} does not run on a station")
+    if getattr(args, "ramp_into_range", False):  # read when the rig is taken over
+        from labrig.takeover import RAMP_INTO_RANGE_ENV
+
+        os.environ[RAMP_INTO_RANGE_ENV] = "1"
     return run_on_station(
         procedure,
         station,

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from labrig.station import ReservoirRig
 
 FloatArray = npt.NDArray[np.float64]
+Retry = Callable[[Callable[[], tuple[FloatArray, FloatArray]]], tuple[FloatArray, FloatArray]]
 
 if TYPE_CHECKING:
     from labrig.station import Station
@@ -124,17 +125,24 @@ class IvSweep(RigProcedure):
             [dnpu.digitizer],
             what="digitiser configuration",
         )
-        rig.dac.ramp_to({**fixed, channel: float(voltages[self._next_point])})
+        self.with_retry(
+            lambda: rig.dac.ramp_to({**fixed, channel: float(voltages[self._next_point])}),
+            [dnpu.dac],
+            what="starting levels",
+        )
         for i in range(self._next_point, self.points):
             if self.should_stop():
                 return
             v = float(voltages[i])
-            rig.dac.ramp_to({channel: v})
-            self.wait(self.settle_s)
+
+            def point(v: float = v) -> Any:
+                # repeated whole after a dropped connection: the level is re-set, then measured
+                rig.dac.ramp_to({channel: v})
+                self.wait(self.settle_s)
+                return rig.digitizer.acquire(dnpu.digitizer_channel)
+
             trace = self.with_retry(
-                lambda: rig.digitizer.acquire(dnpu.digitizer_channel),
-                [dnpu.digitizer],
-                what=f"acquisition at point {i}",
+                point, [dnpu.dac, dnpu.digitizer], what=f"acquisition at point {i}"
             )
             current = np.asarray(trace.volts) * dnpu.tia_gain_na_per_v
             self._next_point = i + 1
@@ -314,7 +322,14 @@ class ReservoirProbe:
     """Plays drive waveforms on the reservoir rig's AWG (at the node rate) and records the
     photodetector from the waveform's start: the measurements a calibration needs."""
 
-    def __init__(self, rig: RigRoles, wait: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        rig: RigRoles,
+        wait: Callable[[float], None],
+        retry: Retry | None = None,
+    ) -> None:
+        # ``retry(call)`` repeats a play after a dropped connection (RigProcedure.with_retry).
+        self.retry: Retry = retry if retry is not None else (lambda call: call())
         res = rig.station.reservoir
         if res is None:
             raise ProcedureError(f"{rig.station.source} has no [reservoir] table")
@@ -324,7 +339,11 @@ class ReservoirProbe:
         self.range_v, self.offset_v = WIDE_RANGE_V, 0.0
 
     def play(self, drive: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Play ``drive`` (V, one value per node slot) once; the PD record (times, volts)."""
+        """Play ``drive`` (V, one value per node slot) once; the PD record (times, volts).
+        Repeated on fresh connections after a transport fault (the play sets up everything)."""
+        return self.retry(lambda: self._play_once(drive))
+
+    def _play_once(self, drive: FloatArray) -> tuple[FloatArray, FloatArray]:
         rig, res, fs = self.rig, self.res, self.fs
         awg, scope = rig.awg, rig.digitizer
         awg.load_waveform(res.awg_channel, drive, fs, name="LABRIGXFER")
@@ -461,6 +480,7 @@ def measure_reservoir(
     pulse_v: float = 1.0,
     echoes: int = 6,
     window_v: float = 4.9,
+    retry: Retry | None = None,
 ) -> ReservoirMeasurement:
     """Measure the reservoir's optics on the rig, assuming nothing of them:
 
@@ -472,7 +492,7 @@ def measure_reservoir(
     3. the loop's feedback strength from the steady curve (:func:`fit_feedback`);
     4. the impulse response at the steady curve's steepest point: the loop delay.
     """
-    probe = ReservoirProbe(rig, wait)
+    probe = ReservoirProbe(rig, wait, retry)
     res = probe.res
     rig.dac.ramp_to({res.bias_channel: res.bias_v})
     probe.autorange(probe.steady_curve(levels, hold_periods))
@@ -550,7 +570,15 @@ class TransferCurve(RigProcedure):
             )
         rig = self.require_rig()
         levels = np.linspace(self.drive_min_v, self.drive_max_v, self.points)
-        m = measure_reservoir(rig, self.wait, levels, self.hold_periods, self.pulse_v, self.echoes)
+        m = measure_reservoir(
+            rig,
+            self.wait,
+            levels,
+            self.hold_periods,
+            self.pulse_v,
+            self.echoes,
+            retry=lambda call: self.with_retry(call, list(self.instruments), "transfer playback"),
+        )
         self._measurement = m
         fit = m.open_fit
         kappa = math.pi / (2.0 * fit["v_pi_v"])

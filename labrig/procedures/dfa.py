@@ -302,6 +302,7 @@ class ReservoirLayer:
         wait: Callable[[float], None],
         scope_range_v: float = 1.6,
         scope_offset_v: float = 0.5,
+        retry: Callable[[Callable[[], FloatArray]], FloatArray] | None = None,
     ) -> None:
         res = rig.station.reservoir
         if res is None:
@@ -325,6 +326,8 @@ class ReservoirLayer:
         self.last_states: FloatArray | None = None
         self._output_on = False
         self._scope_setup: tuple[float, int] | None = None
+        # Repeats a chunk after a dropped connection (RigProcedure.with_retry), or calls once.
+        self._retry = retry if retry is not None else (lambda call: call())
 
     def __call__(self, drive_v: FloatArray) -> FloatArray:
         drive = np.asarray(drive_v, dtype=float)
@@ -343,7 +346,7 @@ class ReservoirLayer:
             self.rig.digitizer.max_record_points,
         )
         for sl in slices:
-            out[sl] = self._play(full[sl])[..., : self.nodes]
+            out[sl] = self._play_repeatable(full[sl])[..., : self.nodes]
         self.last_states = out
         return out
 
@@ -360,6 +363,20 @@ class ReservoirLayer:
         instrument traffic of an epoch (and with it the bench clock) does not depend on what
         the previous epoch played: a resumed run repeats the uninterrupted one exactly."""
         self._scope_setup = None
+
+    def _play_repeatable(self, drive: FloatArray) -> FloatArray:
+        """:meth:`_play`, repeated after a transport fault on a fresh connection: the scope is
+        then configured afresh (the AWG waveform is loaded by every play)."""
+        attempts = 0
+
+        def attempt() -> FloatArray:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                self._scope_setup = None
+            return self._play(drive)
+
+        return self._retry(attempt)
 
     def _play(self, drive: FloatArray) -> FloatArray:
         res = self.res
@@ -618,7 +635,9 @@ class DfaTraining(RigProcedure):
             # No calibration file: measure what the encoding needs (null and bright drives,
             # the photodetector's levels, the loop delay) before the first pass, and record it.
             levels = np.linspace(-AWG_WINDOW_V + 0.4, AWG_WINDOW_V - 0.4, STARTUP_LEVELS)
-            cal = measure_reservoir(rig, self.wait, levels, echoes=2).calibration(res)
+            cal = measure_reservoir(
+                rig, self.wait, levels, echoes=2, retry=self._retry_calibration
+            ).calibration(res)
             self._calibration_source = "measured at start-up"
         else:
             self._calibration_source = str(res.calibration)
@@ -704,11 +723,17 @@ class DfaTraining(RigProcedure):
                 self.wait,
                 scope_range_v=scope_range,
                 scope_offset_v=scope_offset,
+                retry=lambda call: self.with_retry(call, list(self.instruments), "reservoir pass"),
             )
         else:
             layer.spec, layer.cal_states = self._spec, cal_states
             layer.scope_range_v, layer.scope_offset_v = scope_range, scope_offset
             layer.forget_setup()
+
+    def _retry_calibration(
+        self, call: Callable[[], tuple[FloatArray, FloatArray]]
+    ) -> tuple[FloatArray, FloatArray]:
+        return self.with_retry(call, list(self.instruments), "calibration playback")
 
     def twin(self) -> ReservoirTwin | None:
         """The digital twin the rig supplied (``dfa`` and ``bp-twin`` only; None otherwise)."""

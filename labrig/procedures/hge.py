@@ -372,11 +372,17 @@ class HgeTraining(RigProcedure):
         if self.should_stop():
             raise _Stopped
         self._last_controls = np.array(controls_v, dtype=float)
-        if self.mode == "digital":
-            return self._measure_parallel(controls_v)
-        if self.mode == "sequential":
-            return self._measure_sequential(controls_v)
-        return self._measure_lockin(controls_v)
+        measure = {
+            "digital": self._measure_parallel,
+            "sequential": self._measure_sequential,
+        }.get(self.mode, self._measure_lockin)
+        # A dropped connection to any instrument: reconnect them all and repeat the whole
+        # measurement (each sets every instrument it uses, so a fresh connection is enough).
+        return self.with_retry(
+            lambda: measure(controls_v),
+            list(self.instruments),
+            what=f"{self.mode} measurement",
+        )
 
     def _measure_parallel(self, controls_v: FloatArray) -> Measurement:
         schedule = self._schedule(controls_v)
