@@ -538,7 +538,7 @@ class TransferCurve(RigProcedure):
     station = StrParameter(
         "Station", default="sim-reservoir", help="a built-in station or a station file"
     )
-    points = IntegerParameter("Drive levels", default=201, minimum=9, maximum=5001)
+    points = IntegerParameter("Drive levels", default=201, minimum=8, maximum=5001)
     drive_min_v = FloatParameter("Lowest drive", units="V", default=-4.5, minimum=-4.9, maximum=4.9)
     drive_max_v = FloatParameter("Highest drive", units="V", default=4.5, minimum=-4.9, maximum=4.9)
     hold_periods = IntegerParameter("Hold per level", default=5, minimum=1, maximum=100)

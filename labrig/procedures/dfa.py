@@ -733,7 +733,7 @@ class DfaTraining(RigProcedure):
     def _retry_calibration(
         self, call: Callable[[], tuple[FloatArray, FloatArray]]
     ) -> tuple[FloatArray, FloatArray]:
-        return self.with_retry(call, list(self.instruments), "calibration playback")
+        return self.with_retry(call, list(self.instruments), "reservoir pass")
 
     def twin(self) -> ReservoirTwin | None:
         """The digital twin the rig supplied (``dfa`` and ``bp-twin`` only; None otherwise)."""
