@@ -20,7 +20,6 @@ import argparse
 import importlib
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -374,16 +373,13 @@ def _run(
 
     if not isinstance(procedure, RigProcedure):
         raise UsageError(f"procedure {procedure.name!r} does not run on a station")
-    if getattr(args, "ramp_into_range", False):  # read when the rig is taken over
-        from labrig.takeover import RAMP_INTO_RANGE_ENV
-
-        os.environ[RAMP_INTO_RANGE_ENV] = "1"
     return run_on_station(
         procedure,
         station,
         runs_dir=getattr(args, "out", None),
         echo=True,
         subscribers=subscribers,
+        ramp_into_range=True if getattr(args, "ramp_into_range", False) else None,
     )
 
 
