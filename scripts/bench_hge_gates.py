@@ -13,6 +13,7 @@ a control set whose four outputs lie within the gap of each other.
 
 Usage::
 
+    .venv/bin/python scripts/bench_hge_gates.py --smoke                 # seconds, for CI
     .venv/bin/python scripts/bench_hge_gates.py --quick                 # gates on 2 seeds
     .venv/bin/python scripts/bench_hge_gates.py --seeds 20 --functions all
     .venv/bin/python scripts/bench_hge_gates.py --seeds 0 --modes --modes-max-iterations 40
@@ -151,6 +152,9 @@ def print_outcome(o: Outcome) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the six gates on devices 0 and 1")
+    parser.add_argument(
+        "--smoke", action="store_true", help="AND and XOR on device 0, a short budget (for CI)"
+    )
     parser.add_argument("--seeds", type=int, default=None, help="device seeds 0..N-1 (20)")
     parser.add_argument("--seed-list", default=None, help="explicit device seeds, e.g. 0,3,7")
     parser.add_argument("--functions", choices=["gates", "all"], default=None)
@@ -165,6 +169,11 @@ def main() -> int:
     )
     parser.add_argument("--json", default=None, help="write every outcome to this file")
     args = parser.parse_args()
+    if args.smoke:
+        args.seed_list = "0"
+        args.max_iterations = min(args.max_iterations, 8)
+        args.initializations = 1
+        args.brute_force = args.brute_force or 500
     if args.seed_list:
         seeds = [int(s) for s in args.seed_list.split(",")]
     else:
@@ -173,6 +182,8 @@ def main() -> int:
     samples = args.brute_force or (5000 if args.quick else 20000)
     min_gap = float(HgeTraining(task="AND").min_gap_na)
     wanted = [gate_truth(g) for g in GATES] if functions == "gates" else list(NON_CONSTANT)
+    if args.smoke:
+        wanted = [gate_truth("AND"), gate_truth("XOR")]
 
     started = time.perf_counter()
     outcomes: list[Outcome] = []
