@@ -221,7 +221,7 @@ def test_dac_noise_quantises_and_adds_its_density() -> None:
     )
     noisy = DacNoiseParams(lsb_v=0.0, noise_v_per_sqrt_hz=1e-6)
     v = noisy.apply(np.zeros(200_000), 20e3, np.random.default_rng(1))
-    f, pxx = signal.welch(v, fs=20e3, nperseg=4096)
+    _f, pxx = signal.welch(v, fs=20e3, nperseg=4096)
     assert abs(np.mean(pxx[1:]) / 1e-12 - 1) < 0.05
     with pytest.raises(ValueError, match="lsb_v"):
         DacNoiseParams(lsb_v=-1.0)
