@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from labrig.algorithms.boolean import boolean_outputs, function_table
 from labrig.algorithms.tasks import boolean_task, truth_string
-from labrig.physics.dnpu import DnpuModel, boolean_outputs, function_table
+from labrig.physics.dnpu import DnpuModel
 from labrig.procedures.hge import HgeTraining
 from labrig.procedures.runner import run_procedure
 from labrig.station import builtin_station_path

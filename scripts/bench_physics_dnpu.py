@@ -31,14 +31,13 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from labrig.algorithms.hge import AUTHORS_PLAN  # noqa: E402
-from labrig.physics.dnpu import (  # noqa: E402
-    ACTIVATION_COUNT,
+from labrig.algorithms.boolean import (  # noqa: E402
     COMMON_GATES,
-    DnpuModel,
     boolean_outputs,
     function_table,
 )
+from labrig.algorithms.hge import AUTHORS_PLAN  # noqa: E402
+from labrig.physics.dnpu import ACTIVATION_COUNT, DnpuModel  # noqa: E402
 
 FS_HZ = 10e3
 TRACE_SAMPLES = 3000
