@@ -7,12 +7,12 @@ import copy
 import numpy as np
 import pytest
 
-from labrig.algorithms.hge import AUTHORS_PLAN
+from labrig.algorithms.hge import AUTHORS_PLAN, build_case_waveforms
 from labrig.algorithms.hge_trainer import (
     HgeConfig,
     HgeTrainer,
     Measurement,
-    hge_measure,
+    parallel_measurement,
 )
 from labrig.algorithms.tasks import boolean_task, input_voltages, separable
 
@@ -201,12 +201,22 @@ def test_parallel_hge_through_waveforms_trains_xor() -> None:
         current = play_clean(schedule)
         return current + 0.2 * rng.normal(size=current.size)
 
+    def hge_measure(play, saturation_limit: float | None = None):  # type: ignore[no-untyped-def]
+        # The procedure's path: build the schedule, play it, parallel_measurement on the trace.
+        def measure(controls_v: np.ndarray) -> Measurement:
+            schedule = build_case_waveforms(vin, controls_v, AUTHORS_PLAN, ramp_s=0.02)
+            trace = play(schedule)
+            clipped = saturation_limit is not None and np.max(np.abs(trace)) >= saturation_limit
+            return parallel_measurement(trace, schedule, AUTHORS_PLAN, clipped=bool(clipped))
+
+        return measure
+
     at = np.full(5, 0.2)
     exact = exact_measure("XOR")(at)
-    clean = hge_measure(play_clean, vin, AUTHORS_PLAN, ramp_s=0.02)(at)
+    clean = hge_measure(play_clean)(at)
     np.testing.assert_allclose(clean.dI_dV, exact.dI_dV, atol=0.002 * np.abs(exact.dI_dV).max())
     np.testing.assert_allclose(clean.outputs, exact.outputs, atol=0.05)  # ≈ ¼ Σ I'' A² bias
-    measure = hge_measure(play, vin, AUTHORS_PLAN, ramp_s=0.02, saturation_limit=350.0)
+    measure = hge_measure(play, saturation_limit=350.0)
     # The authors' amplitudes are ≤ 30 mV: keep V ± A inside the ±1 V range.
     cfg = HgeConfig(control_ranges_v=((-0.97, 0.97),) * 5)
     found = [HgeTrainer(measure, task.targets, cfg, seed=s).run().found for s in range(3)]

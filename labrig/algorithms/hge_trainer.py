@@ -15,7 +15,7 @@ point seen is kept (found beats not found, then lower loss).
 
 Typical use by a procedure::
 
-    measure = hge_measure(play, case_inputs_v, plan, ramp_s=0.02)   # or any MeasureFn
+    measure = <a MeasureFn: the hge procedure plays the schedule and calls parallel_measurement>
     trainer = HgeTrainer(measure, task.targets, HgeConfig(control_ranges_v=ranges), seed=7,
                          on_iteration=record.append_iteration)
     result = trainer.run()
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from labrig.algorithms.hge import CaseSchedule, FrequencyPlan, build_case_waveforms, case_gradients
+from labrig.algorithms.hge import CaseSchedule, FrequencyPlan, case_gradients
 from labrig.algorithms.losses import LossFn, get_loss
 from labrig.algorithms.optim import Optimizer, make_optimizer
 from labrig.algorithms.tasks import separable
@@ -309,46 +309,29 @@ class HgeTrainer:
         self.best = None if best is None else dict(best)
 
 
-def hge_measure(
-    play: Callable[[CaseSchedule], npt.ArrayLike],
-    case_inputs_v: npt.ArrayLike,
+def parallel_measurement(
+    trace: npt.ArrayLike,
+    schedule: CaseSchedule,
     plan: FrequencyPlan,
     *,
-    ramp_s: float = 0.02,
-    settle_s: float = 0.0,
-    plateau_s: float | None = None,
     phase_correction_rad: float | Sequence[float] | FloatArray = 0.0,
     readout_gain: float | Sequence[float] | FloatArray = 1.0,
-    saturation_limit: float | None = None,
-    projection: bool = False,
-) -> MeasureFn:
-    """A :data:`MeasureFn` doing parallel HGE through ``play``.
+    clipped: bool = False,
+) -> Measurement:
+    """The trainer's :class:`Measurement` from one recorded playback of ``schedule`` with all
+    controls perturbed at once (parallel HGE): the only way labrig turns a trace into case
+    outputs and gradients — the ``hge`` procedure, its tests and the benchmarks all call it.
 
-    ``play(schedule) -> trace`` plays ``schedule.voltages_v`` on the electrodes and returns the
-    output current on the schedule's sample grid (in nA for ``corsig``). Outputs are the case
-    means over the demodulation windows; ``clipped`` is set when ``|trace|`` reaches
-    ``saturation_limit`` anywhere (the TIA's range, in the trace's unit).
+    ``trace`` is the output current on the schedule's sample grid (nA for ``corsig``); outputs
+    are the case means over the demodulation windows, ``dI_dV`` the demodulated gradients
+    (phase and gain of the read-out corrected per frequency); ``clipped`` says the read-out
+    saturated somewhere in the playback.
     """
-
-    def measure(controls_v: FloatArray) -> Measurement:
-        schedule = build_case_waveforms(
-            case_inputs_v,
-            controls_v,
-            plan,
-            plateau_s,
-            ramp_s,
-            settle_s=settle_s,
-        )
-        trace = np.asarray(play(schedule), dtype=float).reshape(-1)
-        grads = case_gradients(
-            trace,
-            schedule,
-            plan,
-            phase_correction_rad=phase_correction_rad,
-            readout_gain=readout_gain,
-            projection=projection,
-        )
-        clipped = saturation_limit is not None and bool(np.max(np.abs(trace)) >= saturation_limit)
-        return Measurement(outputs=grads.mean_output, dI_dV=grads.dI_dV, clipped=clipped)
-
-    return measure
+    grads = case_gradients(
+        np.asarray(trace, dtype=float).reshape(-1),
+        schedule,
+        plan,
+        phase_correction_rad=phase_correction_rad,
+        readout_gain=readout_gain,
+    )
+    return Measurement(outputs=grads.mean_output, dI_dV=grads.dI_dV, clipped=bool(clipped))
