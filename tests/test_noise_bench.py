@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from scipy import integrate, signal
 
+from labrig.errors import StationError
 from labrig.physics.noise import ClockedCurrentNoise
 from labrig.rig import Rig, open_rig
 from labrig.sim.keysight_infiniivision import ADC_HALF_SPAN, V_DIVISIONS
+from labrig.station import builtin_station_path, load_station
 
 
 def _dnpu_rig() -> tuple[Rig, Any]:
@@ -196,3 +199,22 @@ def test_the_same_instant_reads_the_same_noise_on_a_fresh_bench() -> None:
     finally:
         rig_a.close()
         rig_b.close()
+
+
+def test_noise_keys_come_from_the_station_and_are_checked(tmp_path: Path) -> None:
+    text = builtin_station_path("sim-dnpu").read_text(encoding="utf-8")
+    assert text.count("flicker_corner_hz = 100.0") == 1
+    quiet = tmp_path / "quiet.toml"
+    quiet.write_text(text.replace("flicker_corner_hz = 100.0", "flicker_corner_hz = 10.0"), "utf-8")
+    rig = open_rig(str(quiet))
+    try:
+        assert rig.built is not None
+        noise = rig.built.device.readout.noise
+        assert noise.params.flicker_corner_hz == 10.0
+        assert noise.psd_na2_per_hz(np.array([100.0]))[0] == pytest.approx(1.1e-5, rel=0.01)
+    finally:
+        rig.close()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("flicker_corner_hz = 100.0", "flicker_corner_hz = -1.0"), "utf-8")
+    with pytest.raises(StationError, match=r"bench\.flicker_corner_hz.*-1\.0"):
+        load_station(str(bad))
