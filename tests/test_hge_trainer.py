@@ -221,3 +221,63 @@ def test_parallel_hge_through_waveforms_trains_xor() -> None:
     cfg = HgeConfig(control_ranges_v=((-0.97, 0.97),) * 5)
     found = [HgeTrainer(measure, task.targets, cfg, seed=s).run().found for s in range(3)]
     assert all(found)
+
+
+def _linear_probe_trainer(**cfg_kw: object) -> tuple[HgeTrainer, list[np.ndarray]]:
+    """A device whose loss is -c0 (higher control 0 is better), never 'found'."""
+    seen: list[np.ndarray] = []
+
+    def measure(c: np.ndarray) -> Measurement:
+        seen.append(c.copy())
+        jac = np.zeros((2, 3))
+        jac[1, 0] = 1.0
+        return Measurement(np.array([0.0, c[0]]), jac)
+
+    def loss(out: np.ndarray, tgt: np.ndarray) -> tuple[float, np.ndarray]:
+        return float(-out[1]), np.array([0.0, -1.0])
+
+    settings: dict[str, object] = {"learning_rate": 0.01, **cfg_kw}
+    cfg = HgeConfig(
+        control_ranges_v=((-1.0, 1.0),) * 3,
+        optimizer="sgd",
+        max_iterations=20,
+        n_initializations=2,
+        **settings,  # type: ignore[arg-type]
+    )
+    trainer = HgeTrainer(
+        measure, [0, 1], cfg, seed=4, loss_fn=loss, found_fn=lambda o, t: (False, 0.0)
+    )
+    return trainer, seen
+
+
+def test_probes_start_descent_from_the_best_random_probe() -> None:
+    trainer, seen = _linear_probe_trainer(probes_per_start=6)
+    for _ in range(7):
+        trainer.step()
+    probes = np.array(seen[:6])
+    assert len({tuple(p) for p in probes}) == 6  # six distinct random points
+    best = probes[np.argmax(probes[:, 0])]
+    np.testing.assert_allclose(
+        seen[6], best + np.array([0.01, 0.0, 0.0])
+    )  # one SGD step from the best
+    # state round trip in the middle of probing gives the same continuation
+    t2, _ = _linear_probe_trainer(probes_per_start=6)
+    for _ in range(3):
+        t2.step()
+    state = copy.deepcopy(t2.state_dict())
+    t3, seen3 = _linear_probe_trainer(probes_per_start=6)
+    t3.load_state_dict(state)
+    for _ in range(4):
+        t3.step()
+    np.testing.assert_allclose(seen3[-1], seen[6])
+    with pytest.raises(ValueError, match="probes_per_start"):
+        HgeConfig(control_ranges_v=((0.0, 1.0),), max_iterations=5, probes_per_start=5).validate()
+
+
+def test_stalled_starts_end_early_within_the_same_budget() -> None:
+    trainer, _ = _linear_probe_trainer(stall_iterations=4, learning_rate=0.5)
+    # Control 0 reaches its bound (loss -1) in a few steps and the loss stops improving: each
+    # start ends 4 iterations later and a new one begins; the budget stays 2 x 20 measurements.
+    trainer.run()
+    assert trainer.n_measurements == 40
+    assert trainer.init_index > 2  # more starts than the two the plan gives

@@ -27,6 +27,7 @@ same measure, targets and config; the resumed run continues exactly as the unint
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,15 @@ class HgeConfig:
     ``loss``: a name from :mod:`labrig.algorithms.losses`. ``loss_threshold``: stop when the
     loss is at or below it (None: never). ``stop_when_found``: stop when the found criterion
     holds (default :func:`~labrig.algorithms.tasks.separable` with ``min_gap``).
+    ``stall_iterations``: 0 (the authors' plan) runs every start for ``max_iterations``; N > 0
+    ends a start early when its best loss has not improved by 1 % in N iterations and spends
+    the rest of the budget — ``max_iterations × n_initializations`` measurements in all — on
+    fresh random starts (a stalled start sits in a basin where the inputs barely move the
+    output; another start is cheaper than waiting there). ``probes_per_start``: each start
+    first measures this many random control sets (iterations of the start, judged by the found
+    criterion like any other) and descends from the one with the lowest loss: a rare function
+    occupies ~1 % of the control box on many devices, and a start in the wrong basin never
+    leaves it.
     """
 
     control_ranges_v: tuple[tuple[float, float], ...]
@@ -79,6 +89,8 @@ class HgeConfig:
     loss_threshold: float | None = None
     stop_when_found: bool = True
     min_gap: float = 0.0
+    stall_iterations: int = 0
+    probes_per_start: int = 0
 
     def validate(self) -> None:
         """Raise ValueError on an unusable setting."""
@@ -89,6 +101,13 @@ class HgeConfig:
                 raise ValueError(f"HgeConfig.control_ranges_v[{j}] = ({lo}, {hi}) needs low < high")
         if not self.learning_rate > 0:
             raise ValueError(f"HgeConfig.learning_rate={self.learning_rate!r} must be > 0")
+        if self.probes_per_start < 0 or self.probes_per_start >= self.max_iterations:
+            raise ValueError(
+                f"HgeConfig.probes_per_start={self.probes_per_start!r} must be in "
+                f"0..max_iterations-1 ({self.max_iterations - 1})"
+            )
+        if self.stall_iterations < 0:
+            raise ValueError(f"HgeConfig.stall_iterations={self.stall_iterations!r} must be >= 0")
         if self.max_iterations < 1 or self.n_initializations < 1:
             raise ValueError(
                 f"HgeConfig.max_iterations={self.max_iterations} and n_initializations="
@@ -162,6 +181,10 @@ class HgeTrainer:
         self.n_measurements = 0
         self.n_restarts = 0
         self.best: dict[str, Any] | None = None
+        self._start_best = math.inf  # this start's best loss, for the stall test
+        self._since_improved = 0
+        self._probes_left = 0  # random probes still to measure in this start
+        self._probe_best: tuple[float, FloatArray, FloatArray] | None = None
 
     @property
     def n_controls(self) -> int:
@@ -172,6 +195,9 @@ class HgeTrainer:
 
     def _fresh_start(self) -> None:
         self.controls_v = self._random_controls()
+        self._start_best, self._since_improved = math.inf, 0
+        self._probes_left = self.config.probes_per_start
+        self._probe_best = None
         self._optimizer = make_optimizer(self.config.optimizer, self.config.learning_rate)
 
     def _check_measurement(self, m: Measurement) -> tuple[FloatArray, FloatArray]:
@@ -208,9 +234,15 @@ class HgeTrainer:
             "found": False,
             "threshold": float("nan"),
         }
-        if m.clipped:
+        if m.clipped and self._probes_left > 0:
+            # A probe that saturates is a probe that lost.
+            self.n_restarts += 1
+            record["restart"] = True
+            self._after_probe(math.inf, controls, np.zeros(self.n_controls))
+        elif m.clipped:
             # Saturated read-out: outputs and gradients are wrong; redraw the controls.
             self._fresh_start()
+            self._probes_left = 0  # a restart after saturation goes straight to descent
             self.n_restarts += 1
             record["restart"] = True
         else:
@@ -234,11 +266,26 @@ class HgeTrainer:
             )
             if stop:
                 self.done = True
+            elif self._probes_left > 0:
+                self._after_probe(float(loss), controls, grad)
             else:
                 stepped = self._optimizer.step("controls", controls, grad)
                 self.controls_v = np.clip(stepped, self._low, self._high)
         self.iteration += 1
-        if not self.done and self.iteration >= cfg.max_iterations:
+        loss_now = float(record["loss"])
+        if np.isfinite(loss_now) and loss_now < self._start_best - 0.01 * abs(self._start_best):
+            self._start_best, self._since_improved = loss_now, 0
+        else:
+            self._since_improved += 1
+        budget = cfg.max_iterations * cfg.n_initializations
+        if not self.done and cfg.stall_iterations > 0:
+            stalled = self._since_improved >= cfg.stall_iterations
+            if self.n_measurements >= budget:
+                self.done = True
+            elif stalled or self.iteration >= cfg.max_iterations:
+                self.init_index += 1
+                self.controls_v = None
+        elif not self.done and self.iteration >= cfg.max_iterations:
             self.init_index += 1
             self.controls_v = None
             self.done = self.init_index >= cfg.n_initializations
@@ -247,6 +294,20 @@ class HgeTrainer:
         if self.on_iteration is not None:
             self.on_iteration(record)
         return record
+
+    def _after_probe(self, loss: float, controls: FloatArray, grad: FloatArray) -> None:
+        """Count one random probe; after the last, step from the best one."""
+        self._probes_left -= 1
+        if self._probe_best is None or loss < self._probe_best[0]:
+            self._probe_best = (loss, controls, grad)
+        best = self._probe_best
+        if self._probes_left > 0 or not math.isfinite(best[0]):
+            self._probes_left = max(self._probes_left, 0)
+            self.controls_v = self._random_controls()
+            return
+        self._probe_best = None
+        stepped = self._optimizer.step("controls", best[1], best[2])
+        self.controls_v = np.clip(stepped, self._low, self._high)
 
     def run(self, max_steps: int | None = None) -> TrainResult:
         """Iterate until done (or for at most ``max_steps`` more iterations); return the best."""
@@ -285,6 +346,16 @@ class HgeTrainer:
             "n_measurements": self.n_measurements,
             "n_restarts": self.n_restarts,
             "best": None if self.best is None else dict(self.best),
+            "start_best": self._start_best,
+            "since_improved": self._since_improved,
+            "probes_left": self._probes_left,
+            "probe_best": None
+            if self._probe_best is None
+            else {
+                "loss": self._probe_best[0],
+                "controls_v": np.array(self._probe_best[1]),
+                "gradient": np.array(self._probe_best[2]),
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -307,6 +378,19 @@ class HgeTrainer:
         self.n_restarts = int(state["n_restarts"])
         best = state["best"]
         self.best = None if best is None else dict(best)
+        self._start_best = float(state.get("start_best", math.inf))
+        self._since_improved = int(state.get("since_improved", 0))
+        self._probes_left = int(state.get("probes_left", 0))
+        probe = state.get("probe_best")
+        self._probe_best = (
+            None
+            if probe is None
+            else (
+                float(probe["loss"]),
+                np.asarray(probe["controls_v"], dtype=float),
+                np.asarray(probe["gradient"], dtype=float),
+            )
+        )
 
 
 def parallel_measurement(
