@@ -144,17 +144,25 @@ STUDY_CONFIGS = (
     ("fisher, 20 probes/start", "fisher", 20, 0),
     ("mse_with_fit, 20 probes/start", "mse_with_fit", 20, 0),
     ("corsig, restart after 15 stalled", "corsig", 0, 15),
+    ("corsig, 20 probes + restart after 15 stalled", "corsig", 20, 15),
+    ("corsig, 40 probes/start", "corsig", 40, 0),
 )
 
 
-def model_study(seeds: list[int], samples: int, min_gap: float, budget: tuple[int, int]) -> None:
+def model_study(
+    seeds: list[int],
+    samples: int,
+    min_gap: float,
+    budget: tuple[int, int],
+    configs: tuple[tuple[str, str, int, int], ...] = STUDY_CONFIGS,
+) -> None:
     """The trainer on the noise-free model with its exact gradient (what HGE estimates): which
     loss and restart strategy finds the realisable functions, at a fraction of the bench's cost.
     The procedure's settings otherwise (Adam, learning rate, ranges, gap)."""
     probe = HgeTraining(task="AND")
     amps = np.array(probe._frequency_plan(5).amplitudes_v)
     iterations, starts = budget
-    rows: dict[str, list[tuple[int, str, bool, int]]] = {c[0]: [] for c in STUDY_CONFIGS}
+    rows: dict[str, list[tuple[int, str, bool, int]]] = {c[0]: [] for c in configs}
     for dev in seeds:
         model = DnpuModel(seed=dev)
         ranges = np.array(model.activation_ranges_v)[2:]
@@ -167,7 +175,7 @@ def model_study(seeds: list[int], samples: int, min_gap: float, budget: tuple[in
             return Measurement(out, jac, bool(np.max(np.abs(out)) >= STUDY_CLIP_NA))
 
         able = sorted(realisable(dev, samples, min_gap) & set(NON_CONSTANT))
-        for label, loss, probes, stall in STUDY_CONFIGS:
+        for label, loss, probes, stall in configs:
             for truth in able:
                 config = HgeConfig(
                     control_ranges_v=tuple(zip(lo, hi, strict=True)),
@@ -190,7 +198,7 @@ def model_study(seeds: list[int], samples: int, min_gap: float, budget: tuple[in
         f"{starts} x {iterations} iterations:"
     )
     print(f"  {'strategy':<34} {'found':>9} {'rate':>6} {'gates':>9} {'med it':>7}")
-    for label, *_ in STUDY_CONFIGS:
+    for label, *_ in configs:
         r = rows[label]
         hits = [x for x in r if x[2]]
         g = [x for x in r if x[1] in gates]
@@ -242,6 +250,9 @@ def main() -> int:
         action="store_true",
         help="compare losses and restart strategies on the noise-free model (no bench)",
     )
+    parser.add_argument(
+        "--study-configs", default=None, help="indices into STUDY_CONFIGS, e.g. 0,3 (all)"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.seed_list = "0"
@@ -261,7 +272,11 @@ def main() -> int:
 
     started = time.perf_counter()
     if args.model_study:
-        model_study(seeds, samples, min_gap, (args.max_iterations, args.initializations))
+        chosen = STUDY_CONFIGS
+        if args.study_configs:
+            picked = [int(k) for k in args.study_configs.split(",")]
+            chosen = tuple(STUDY_CONFIGS[k] for k in picked)
+        model_study(seeds, samples, min_gap, (args.max_iterations, args.initializations), chosen)
         print(f"\nwall time {time.perf_counter() - started:.0f} s")
         return 0
     outcomes: list[Outcome] = []

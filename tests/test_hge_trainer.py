@@ -61,7 +61,9 @@ def test_xor_is_rare_for_random_controls() -> None:
 def test_trainer_finds_xor_and_stays_in_range(optimizer: str) -> None:
     task = boolean_task("XOR")
     lr = 0.02 if optimizer == "sgd" else 0.05
-    cfg = HgeConfig(control_ranges_v=CONTROL_RANGES, optimizer=optimizer, learning_rate=lr)
+    cfg = HgeConfig(
+        control_ranges_v=CONTROL_RANGES, optimizer=optimizer, learning_rate=lr, probes_per_start=0
+    )
     for seed in range(4):
         records: list[dict] = []
         trainer = HgeTrainer(
@@ -87,7 +89,7 @@ def test_trainer_descends_the_chain_rule_gradient() -> None:
     from labrig.algorithms.losses import corsig
 
     task = boolean_task("XOR")
-    cfg = HgeConfig(control_ranges_v=((-10.0, 10.0),) * 5, learning_rate=1e-3)
+    cfg = HgeConfig(control_ranges_v=((-10.0, 10.0),) * 5, learning_rate=1e-3, probes_per_start=0)
     records: list[dict] = []
     trainer = HgeTrainer(
         exact_measure("XOR"), task.targets, cfg, seed=5, on_iteration=records.append
@@ -236,11 +238,10 @@ def _linear_probe_trainer(**cfg_kw: object) -> tuple[HgeTrainer, list[np.ndarray
     def loss(out: np.ndarray, tgt: np.ndarray) -> tuple[float, np.ndarray]:
         return float(-out[1]), np.array([0.0, -1.0])
 
-    settings: dict[str, object] = {"learning_rate": 0.01, **cfg_kw}
+    settings: dict[str, object] = {"learning_rate": 0.01, "max_iterations": 20, **cfg_kw}
     cfg = HgeConfig(
         control_ranges_v=((-1.0, 1.0),) * 3,
         optimizer="sgd",
-        max_iterations=20,
         n_initializations=2,
         **settings,  # type: ignore[arg-type]
     )
@@ -251,7 +252,7 @@ def _linear_probe_trainer(**cfg_kw: object) -> tuple[HgeTrainer, list[np.ndarray
 
 
 def test_probes_start_descent_from_the_best_random_probe() -> None:
-    trainer, seen = _linear_probe_trainer(probes_per_start=6)
+    trainer, seen = _linear_probe_trainer(probes_per_start=6, max_iterations=24)
     for _ in range(7):
         trainer.step()
     probes = np.array(seen[:6])
@@ -261,21 +262,21 @@ def test_probes_start_descent_from_the_best_random_probe() -> None:
         seen[6], best + np.array([0.01, 0.0, 0.0])
     )  # one SGD step from the best
     # state round trip in the middle of probing gives the same continuation
-    t2, _ = _linear_probe_trainer(probes_per_start=6)
+    t2, _ = _linear_probe_trainer(probes_per_start=6, max_iterations=24)
     for _ in range(3):
         t2.step()
     state = copy.deepcopy(t2.state_dict())
-    t3, seen3 = _linear_probe_trainer(probes_per_start=6)
+    t3, seen3 = _linear_probe_trainer(probes_per_start=6, max_iterations=24)
     t3.load_state_dict(state)
     for _ in range(4):
         t3.step()
     np.testing.assert_allclose(seen3[-1], seen[6])
     with pytest.raises(ValueError, match="probes_per_start"):
-        HgeConfig(control_ranges_v=((0.0, 1.0),), max_iterations=5, probes_per_start=5).validate()
+        HgeConfig(control_ranges_v=((0.0, 1.0),), probes_per_start=-1).validate()
 
 
 def test_stalled_starts_end_early_within_the_same_budget() -> None:
-    trainer, _ = _linear_probe_trainer(stall_iterations=4, learning_rate=0.5)
+    trainer, _ = _linear_probe_trainer(stall_iterations=4, learning_rate=0.5, probes_per_start=0)
     # Control 0 reaches its bound (loss -1) in a few steps and the loss stops improving: each
     # start ends 4 iterations later and a new one begins; the budget stays 2 x 20 measurements.
     trainer.run()

@@ -62,7 +62,9 @@ FoundFn = Callable[[FloatArray, FloatArray], tuple[bool, float]]
 
 @dataclass(frozen=True)
 class HgeConfig:
-    """Settings of an HGE training run (defaults: the authors' 2020 settings).
+    """Settings of an HGE training run (defaults: the authors' 2020 settings, except
+    ``probes_per_start``: 20, where the authors' plan is 0 — see ``bench_hge_gates.py
+    --model-study``: on 8 devices it raises the realisable functions found from 76 % to 92 %).
 
     ``control_ranges_v``: ``(low, high)`` per control — give the station's range shrunk by the
     perturbation amplitude so ``V ± A`` stays inside. ``optimizer``: ``"sgd"`` or ``"adam"``.
@@ -74,10 +76,10 @@ class HgeConfig:
     the rest of the budget — ``max_iterations × n_initializations`` measurements in all — on
     fresh random starts (a stalled start sits in a basin where the inputs barely move the
     output; another start is cheaper than waiting there). ``probes_per_start``: each start
-    first measures this many random control sets (iterations of the start, judged by the found
-    criterion like any other) and descends from the one with the lowest loss: a rare function
-    occupies ~1 % of the control box on many devices, and a start in the wrong basin never
-    leaves it.
+    first measures this many random control sets (at most a quarter of ``max_iterations``;
+    iterations of the start, judged by the found criterion like any other) and descends from
+    the one with the lowest loss: a rare function occupies ~1 % of the control box on many
+    devices, and a start in the wrong basin never leaves it.
     """
 
     control_ranges_v: tuple[tuple[float, float], ...]
@@ -90,7 +92,7 @@ class HgeConfig:
     stop_when_found: bool = True
     min_gap: float = 0.0
     stall_iterations: int = 0
-    probes_per_start: int = 0
+    probes_per_start: int = 20
 
     def validate(self) -> None:
         """Raise ValueError on an unusable setting."""
@@ -101,11 +103,8 @@ class HgeConfig:
                 raise ValueError(f"HgeConfig.control_ranges_v[{j}] = ({lo}, {hi}) needs low < high")
         if not self.learning_rate > 0:
             raise ValueError(f"HgeConfig.learning_rate={self.learning_rate!r} must be > 0")
-        if self.probes_per_start < 0 or self.probes_per_start >= self.max_iterations:
-            raise ValueError(
-                f"HgeConfig.probes_per_start={self.probes_per_start!r} must be in "
-                f"0..max_iterations-1 ({self.max_iterations - 1})"
-            )
+        if self.probes_per_start < 0:
+            raise ValueError(f"HgeConfig.probes_per_start={self.probes_per_start!r} must be >= 0")
         if self.stall_iterations < 0:
             raise ValueError(f"HgeConfig.stall_iterations={self.stall_iterations!r} must be >= 0")
         if self.max_iterations < 1 or self.n_initializations < 1:
@@ -196,7 +195,7 @@ class HgeTrainer:
     def _fresh_start(self) -> None:
         self.controls_v = self._random_controls()
         self._start_best, self._since_improved = math.inf, 0
-        self._probes_left = self.config.probes_per_start
+        self._probes_left = min(self.config.probes_per_start, self.config.max_iterations // 4)
         self._probe_best = None
         self._optimizer = make_optimizer(self.config.optimizer, self.config.learning_rate)
 
