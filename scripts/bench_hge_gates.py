@@ -17,6 +17,11 @@ Usage::
     .venv/bin/python scripts/bench_hge_gates.py --quick                 # gates on 2 seeds
     .venv/bin/python scripts/bench_hge_gates.py --seeds 20 --functions all
     .venv/bin/python scripts/bench_hge_gates.py --seeds 0 --modes --modes-max-iterations 40
+    .venv/bin/python scripts/bench_hge_gates.py --model-study --seeds 8   # losses x restarts
+
+``--model-study`` runs the trainer on the noise-free model with its exact gradient (no bench):
+the losses (corsig, MSE-with-fit, Fisher) and restart strategies (the authors' 3 starts, random
+probes at each start, restart after a stall) compared within the same measurement budget.
 """
 
 from __future__ import annotations
