@@ -38,13 +38,17 @@ from labrig.algorithms.hge import (
     CaseSchedule,
     FrequencyPlan,
     build_case_waveforms,
-    case_gradients,
     demodulate,
     first_order_response,
     gradient_from_lockin,
     gradient_from_xy,
 )
-from labrig.algorithms.hge_trainer import HgeConfig, HgeTrainer, Measurement
+from labrig.algorithms.hge_trainer import (
+    HgeConfig,
+    HgeTrainer,
+    Measurement,
+    parallel_measurement,
+)
 from labrig.algorithms.tasks import (
     Task,
     accuracy,
@@ -389,11 +393,15 @@ class HgeTraining(RigProcedure):
         times, current = self._play("sines", controls_v)
         trace = self._on_grid(schedule, times, current)
         lag, gain = self._tia_correction(self._plan.frequencies_hz)
-        grads = case_gradients(
-            trace, schedule, self._plan, phase_correction_rad=lag, readout_gain=gain
-        )
         self._last_trace = (schedule.time_s, trace)
-        return Measurement(grads.mean_output, grads.dI_dV, self._clipped(current))
+        return parallel_measurement(
+            trace,
+            schedule,
+            self._plan,
+            phase_correction_rad=lag,
+            readout_gain=gain,
+            clipped=self._clipped(current),
+        )
 
     def _measure_sequential(self, controls_v: FloatArray) -> Measurement:
         dc = self._schedule(controls_v, with_sines=False)
