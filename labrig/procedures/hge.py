@@ -115,6 +115,14 @@ class HgeTraining(RigProcedure):
         "Iterations per start", default=100, minimum=1, maximum=10_000
     )
     initializations = IntegerParameter("Random starts", default=3, minimum=1, maximum=100)
+    probes = IntegerParameter(
+        "Random probes per start",
+        default=20,
+        minimum=0,
+        maximum=1000,
+        help="each start first measures this many random control sets (at most a quarter of its "
+        "iterations, within the same budget) and descends from the best; 0: the authors' plan",
+    )
     learning_rate = FloatParameter("Learning rate", default=0.02, minimum=1e-6, maximum=10.0)
     optimizer = ChoiceParameter("Optimiser", choices=["adam", "sgd"], default="adam")
     loss = ChoiceParameter("Loss", choices=["corsig", "mse_with_fit", "fisher"], default="corsig")
@@ -176,6 +184,7 @@ class HgeTraining(RigProcedure):
             n_initializations=self.initializations,
             loss=self.loss,
             min_gap=self.min_gap_na,
+            probes_per_start=self.probes,
         )
         self._trainer = HgeTrainer(
             self._measure,
