@@ -1,6 +1,7 @@
 """Sub-commands of ``labrig`` that run procedures or look at runs.
 
-``measure iv|transfer``, ``train hge|dfa``, ``runs [list|show]``, ``report``, ``resume``, ``gui``.
+``measure iv|transfer``, ``train hge|dfa``, ``sweep`` (:mod:`labrig.sweep.cli`), ``runs [list|show]``,
+``report``, ``resume``, ``gui``.
 Each procedure command maps its options onto the procedure's declared parameters, runs it through
 the runner (records, checkpoints, safe shutdown on every path), prints a short summary and, with
 ``--json``, one JSON object as the last line of standard output.
@@ -237,8 +238,14 @@ def _summary_dict(summary: Any) -> dict[str, Any]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from labrig.runs.report import make_report
+    from labrig.sweep.record import is_sweep_dir
 
-    files = make_report(Path(args.run_dir))
+    if is_sweep_dir(args.run_dir):  # a sweep folder: its figures (labrig/sweep/report.py)
+        from labrig.sweep.report import make_sweep_report
+
+        files = make_sweep_report(Path(args.run_dir))
+    else:
+        files = make_report(Path(args.run_dir))
     if args.json:
         _print_json({"run_dir": args.run_dir, "files": [str(f) for f in files], "status": "ok"})
     else:
@@ -336,7 +343,11 @@ def register(sub: Any) -> None:
         p.add_argument("--out", default=argparse.SUPPRESS, help="runs directory")
     runs.set_defaults(handler=cmd_runs, runs_command="list")
 
-    report = sub.add_parser("report", help="PNG plots of a run, written into its folder")
+    from labrig.sweep.cli import register as register_sweep
+
+    register_sweep(sub)
+
+    report = sub.add_parser("report", help="PNG plots of a run or a sweep, in its folder")
     report.add_argument("run_dir")
     report.add_argument("--json", action="store_true")
     report.set_defaults(handler=cmd_report)

@@ -12,20 +12,32 @@
 Modules: :mod:`~labrig.sweep.grid` (what a sweep is, sweep files, expansion into points),
 :mod:`~labrig.sweep.point` (running one point on a worker), :mod:`~labrig.sweep.record` (the
 sweep folder and its table), :mod:`~labrig.sweep.driver` (the Dask driver: resume, Ctrl-C,
-progress), :mod:`~labrig.sweep.report` (figures).
+progress), :mod:`~labrig.sweep.report` (figures), :mod:`~labrig.sweep.cli` (``labrig sweep``).
+The names below are imported on first use, so that ``labrig`` starts without loading Dask.
 """
 
-from labrig.sweep.driver import SweepResult, run_sweep
-from labrig.sweep.grid import SweepError, SweepSpec, load_sweep_file, parse_axis
-from labrig.sweep.record import is_sweep_dir, read_table
+from __future__ import annotations
 
-__all__ = [
-    "SweepError",
-    "SweepResult",
-    "SweepSpec",
-    "is_sweep_dir",
-    "load_sweep_file",
-    "parse_axis",
-    "read_table",
-    "run_sweep",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SweepError": "labrig.sweep.grid",
+    "SweepSpec": "labrig.sweep.grid",
+    "load_sweep_file": "labrig.sweep.grid",
+    "parse_axis": "labrig.sweep.grid",
+    "SweepResult": "labrig.sweep.driver",
+    "run_sweep": "labrig.sweep.driver",
+    "is_sweep_dir": "labrig.sweep.record",
+    "read_table": "labrig.sweep.record",
+    "make_sweep_report": "labrig.sweep.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'labrig.sweep' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

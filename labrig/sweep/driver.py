@@ -92,6 +92,7 @@ def plan_sweep(
 ) -> _Plan:
     """Validate ``spec`` (procedure, station, every point) before anything runs."""
     cls = procedure_class(spec.procedure)
+    spec = spec.canonical()
     station = load_station(spec.station_name())
     kind = getattr(cls, "rig_kind", None)
     if kind is not None and station.rig != kind:
@@ -283,6 +284,7 @@ def run_sweep(
     """
     t0 = time.monotonic()
     plan = plan_sweep(spec, runs_dir=runs_dir, sweep_dir=sweep_dir)
+    spec = plan.spec
     folder = plan.folder
     cls = procedure_class(spec.procedure)
     meta = {

@@ -234,6 +234,32 @@ class SweepSpec:
     def default_name(self) -> str:
         return f"{self.procedure}-{self.digest()}"
 
+    def canonical(self) -> SweepSpec:
+        """The same sweep with every value validated (``"0:3"`` -> ``[0, 1, 2]``, ``"10 mV"`` ->
+        ``0.01``), so that a sweep file and the command line that mean one sweep are one."""
+        cls = procedure_class(self.procedure)
+        declared = cls.parameters()
+        for where, names in (("fixed", self.fixed), ("grid", self.grid)):
+            for name in names:
+                self._check_name(cls, declared, name, where)
+
+        def check(name: str, value: object, where: str) -> Any:
+            self._check_name(cls, declared, name, where)
+            return self._validate(cls, declared, name, value, where)
+
+        return SweepSpec(
+            procedure=self.procedure,
+            station=self.station,
+            name=self.name,
+            fixed={n: check(n, v, "fixed") for n, v in self.fixed.items()},
+            grid={n: [check(n, v, "grid") for v in vs] for n, vs in self.grid.items()},
+            listed=tuple(
+                {n: check(n, v, f"points[{k}]") for n, v in p.items()}
+                for k, p in enumerate(self.listed)
+            ),
+            source=self.source,
+        )
+
     # ---- expansion ------------------------------------------------------------------------
 
     def axes(self) -> list[str]:
