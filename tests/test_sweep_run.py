@@ -143,6 +143,7 @@ def test_killed_sweep_completes_only_the_missing_points(tmp_path: Path, how: str
     if how == "SIGINT":
         # Running points were stopped at a step and brought to their safe state: resumable.
         stopped = before[before["status"] == "aborted"]
+        assert len(stopped) >= 1
         for run_dir in stopped["run_dir"]:
             record = RunRecord.open(sweep_dir / run_dir, load_arrays=False)
             assert record.status == "aborted" and record.stop is not None
@@ -161,7 +162,12 @@ def test_killed_sweep_completes_only_the_missing_points(tmp_path: Path, how: str
     assert all(r.status == "success" for r in records)
     assert len(set(after["run_dir"])) == 6
     if how == "SIGINT":
-        assert any(len(r.segments) > 1 for r in records)
+        from labrig.runs.checkpoint import checkpoint_paths
+
+        for point, run_dir in zip(stopped["point"], stopped["run_dir"], strict=True):
+            if checkpoint_paths(sweep_dir / run_dir):  # stopped after its first iteration
+                assert after.set_index("point").loc[point, "run_dir"] == run_dir
+                assert len(RunRecord.open(sweep_dir / run_dir).segments) == 2
 
 
 def test_report_of_a_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,3 +183,25 @@ def test_report_of_a_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     names = {f.name for f in files}
     assert "status.png" in names and any(n.startswith("metric_") for n in names)
     assert all(f.stat().st_size > 5_000 for f in files)
+
+
+def test_a_point_whose_worker_dies_is_recorded_failed(tmp_path: Path) -> None:
+    import sweep_fixtures  # noqa: F401 - registers 'sweep-probe' (workers import it by path)
+
+    spec = SweepSpec(
+        "sweep-probe",
+        listed=(
+            {"action": "ok", "value": 1},
+            {"action": "die", "value": 2},
+            {"action": "raise", "value": 3},
+            {"action": "ok", "value": 4},
+        ),
+    )
+    result = run_sweep(spec, runs_dir=tmp_path, workers=2, progress=None)
+    table = read_table(result.sweep_dir).set_index("value")
+    assert list(table["status"]) == ["success", "failed", "failed", "success"]
+    assert "worker died" in table.loc[2, "reason"]
+    assert "probe 3 raised on purpose" in table.loc[3, "reason"]
+    assert list(table["doubled"].fillna(-1)) == [2, -1, 6, 8]
+    # The dead worker's run was found by its station file's marker: a crashed record.
+    assert RunRecord.open(result.sweep_dir / table.loc[2, "run_dir"]).status == "crashed"

@@ -44,7 +44,9 @@ class _AxesParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        namespace, rest = super().parse_known_args(args, namespace)
+        parsed, rest = super().parse_known_args(args, namespace)
+        assert parsed is not None  # argparse always returns the namespace it filled
+        namespace = parsed
         axes: list[tuple[str, str]] = list(getattr(namespace, _AXES_DEST, []) or [])
         k = 0
         while k < len(rest):

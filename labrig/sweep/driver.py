@@ -217,12 +217,20 @@ def _duration(seconds: float) -> str:
 
 
 def _connect(
-    parallel: bool, workers: int | None, scheduler: str | None, source: str
-) -> tuple[Any, Any, bool]:
-    """(client, cluster or None, whether abandoning points is allowed)."""
+    parallel: bool, workers: int | None, scheduler: Any, source: str
+) -> tuple[Any, Any, bool, bool]:
+    """(client, cluster or None, whether abandoning points is allowed, whether we own the
+    client and must close it)."""
     import dask
     from distributed import Client, LocalCluster
 
+    if isinstance(scheduler, Client):
+        if not parallel:
+            raise SweepError(
+                f"{source} drives real instruments (or a served bench): its points run one "
+                "after another on its one rig, here, not on a given Dask client"
+            )
+        return scheduler, None, True, False
     if scheduler is not None:
         if not parallel:
             raise SweepError(
@@ -233,14 +241,14 @@ def _connect(
             client = Client(scheduler, timeout="20s")
         except OSError as exc:
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-        return client, None, True
+        return client, None, True, True
     # A point whose worker dies is recorded as failed, not silently re-run elsewhere.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         if not parallel:
             cluster = LocalCluster(
                 n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
             )
-            return Client(cluster), cluster, False
+            return Client(cluster), cluster, False, True
         n = workers if workers is not None else (os.cpu_count() or 1)
         if n < 1:
             raise SweepError(f"--workers {n}: needs at least 1 worker")
@@ -255,7 +263,7 @@ def _connect(
             client = Client(cluster)
     with contextlib.suppress(Exception):
         client.register_plugin(_IgnoreSigint(), name=_IgnoreSigint.name)
-    return client, cluster, True
+    return client, cluster, True, True
 
 
 # ---------------------------------------------------------------------------------- the sweep
@@ -267,7 +275,7 @@ def run_sweep(
     runs_dir: str | os.PathLike[str] | None = None,
     sweep_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
-    scheduler: str | None = None,
+    scheduler: str | Any | None = None,
     retry_failed: bool = False,
     progress: IO[str] | None = sys.stderr,
     handle_signals: bool = True,
@@ -277,7 +285,9 @@ def run_sweep(
     ``runs_dir``: the sweep folder goes to ``<runs_dir>/sweeps/<name>`` (default: the runs
     directory, ``LABRIG_RUNS_DIR``); ``sweep_dir`` names the folder itself. ``workers``: local
     worker processes (default: one per core). ``scheduler``: address of a running Dask
-    scheduler. ``progress``: where progress lines go (None: silent).
+    scheduler (``"tcp://HOST:PORT"``), or a ``distributed.Client`` to reuse (left open: a script
+    that runs several sweeps starts its cluster once). ``progress``: where progress lines go
+    (None: silent).
 
     Raises :class:`SweepError` (or the station's :class:`StationError`) for a sweep that
     cannot run, before any point does.
@@ -326,7 +336,7 @@ def _drive(
     import_path: str,
     stored: Mapping[str, Any],
     workers: int | None,
-    scheduler: str | None,
+    scheduler: Any,
     retry_failed: bool,
     stream: IO[str] | None,
     handle_signals: bool,
@@ -362,7 +372,13 @@ def _drive(
     where = (
         "here, one after another (real instruments)"
         if not plan.parallel
-        else (f"on {scheduler}" if scheduler else "on a local Dask cluster")
+        else (
+            f"on {scheduler}"
+            if isinstance(scheduler, str)
+            else (
+                "on the given Dask client" if scheduler is not None else "on a local Dask cluster"
+            )
+        )
     )
     progress.say(
         f"{label}: {len(plan.points)} points of {plan.spec.procedure} on "
@@ -468,7 +484,7 @@ def _run_points(
     rows: dict[str, dict[str, Any]],
     outcomes: dict[str, PointOutcome],
     workers: int | None,
-    scheduler: str | None,
+    scheduler: Any,
     progress: _Progress,
     handle_signals: bool,
     stored: Mapping[str, Any],
@@ -478,7 +494,9 @@ def _run_points(
 
     folder = plan.folder
     axes = plan.spec.axes()
-    client, cluster, may_abandon = _connect(plan.parallel, workers, scheduler, plan.station.source)
+    client, cluster, may_abandon, owned = _connect(
+        plan.parallel, workers, scheduler, plan.station.source
+    )
     interrupts = _Interrupts(progress.say)
     if handle_signals:
         interrupts.install()
@@ -548,8 +566,9 @@ def _run_points(
                 dirty = False
     finally:
         interrupts.restore()
-        with contextlib.suppress(Exception):
-            client.close(timeout=10)
+        if owned:
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=20)

@@ -1,0 +1,176 @@
+"""Benchmark ``labrig sweep``: Dask workers against the same points run serially, on this machine.
+
+Runs one HGE sweep (tasks x device seeds, a few iterations per point) three ways:
+
+1. serially in this process, one ``run_procedure`` after another (the baseline; one warm-up
+   point first so that the JIT compilation is not charged to it);
+2. with ``run_sweep`` on a LocalCluster of N single-threaded worker processes, started and
+   warmed up beforehand (steady state: what a long sweep sees);
+3. the same sweep end to end from a cold start (cluster start, worker imports, JIT), as the
+   ``labrig sweep`` command pays it.
+
+It prints the speed-up of (2) over (1), the scheduling overhead per point — the worker time not
+spent inside a run, ``(N x wall - sum of run wall times) / points``, which counts Dask, the driver,
+station files, the table and the idle tail — and Dask's bare round trip for an empty task, then a
+paper estimate of a 1000-device study on a 64-core cluster from the measured per-point cost.
+
+Usage::
+
+    .venv/bin/python scripts/bench_sweep.py --smoke     # CI: 4 tiny points, < ~30 s
+    .venv/bin/python scripts/bench_sweep.py             # 12 points x 5 iterations, 2 workers
+    .venv/bin/python scripts/bench_sweep.py --points 24 --iterations 10 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from labrig.procedures.hge import HgeTraining
+from labrig.procedures.runner import run_procedure
+from labrig.station import builtin_station_path
+from labrig.sweep import SweepSpec, read_table, run_sweep
+
+TASKS = ("AND", "OR", "NAND", "NOR", "XOR", "XNOR")
+TARGET_SPEEDUP_2 = 1.7
+STUDY_DEVICES = 1000
+STUDY_FUNCTIONS = 6
+STUDY_CORES = 64
+STUDY_ITERATIONS = 100  # per start, the authors' budget (3 starts at most; one assumed here)
+
+
+def station_with_device(device_seed: int, folder: Path) -> str:
+    text = builtin_station_path("sim-dnpu").read_text(encoding="utf-8")
+    path = folder / f"device{device_seed}.toml"
+    path.write_text(text.replace("device_seed = 0", f"device_seed = {device_seed}"), "utf-8")
+    return str(path)
+
+
+def grid(points: int) -> tuple[list[str], list[int]]:
+    tasks = list(TASKS[: min(len(TASKS), max(1, points // 2))])
+    devices = max(1, -(-points // len(tasks)))
+    return tasks, list(range(devices))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
+    parser.add_argument("--points", type=int, default=12, help="sweep points (tasks x devices)")
+    parser.add_argument("--iterations", type=int, default=5, help="HGE iterations per point")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if args.smoke:
+        args.points, args.iterations = 4, 1
+    tasks, devices = grid(args.points)
+    fixed = {"max_iterations": args.iterations, "initializations": 1}
+    spec = SweepSpec("hge", fixed=fixed, grid={"task": tasks, "device_seed": devices})
+    n = len(tasks) * len(devices)
+    print(
+        f"HGE sweep: {len(tasks)} tasks x {len(devices)} devices = {n} points, "
+        f"{args.iterations} iteration(s) each; {args.workers} workers; "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        # 1. serial baseline
+        run_procedure(
+            HgeTraining(task="AND", **fixed), runs_dir=folder / "warm", echo=False,
+            handle_signals=False,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        serial_runs: list[float] = []
+        for task in tasks:
+            for dev in devices:
+                result = run_procedure(
+                    HgeTraining(station=station_with_device(dev, folder), task=task, **fixed),
+                    runs_dir=folder / "serial",
+                    echo=False,
+                    handle_signals=False,
+                )
+                serial_runs.append(result.wall_time_s)
+        serial_s = time.perf_counter() - t0
+        per_point_s = serial_s / n
+        print(f"serial:            {serial_s:7.2f} s  ({per_point_s:.3f} s per point)", flush=True)
+
+        # 2. steady state on a warmed-up LocalCluster
+        from distributed import Client, LocalCluster
+
+        t_cluster = time.perf_counter()
+        cluster = LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+        try:
+            warm = SweepSpec(
+                "hge", fixed=fixed, grid={"task": ["AND"], "seed": list(range(args.workers))}
+            )
+            run_sweep(warm, runs_dir=folder / "warm", scheduler=client, progress=None)
+            warm_s = time.perf_counter() - t_cluster
+            empty = [client.submit(int, k, pure=False) for k in range(200)]
+            t0 = time.perf_counter()
+            client.gather([client.submit(int, k, pure=False) for k in range(200)])
+            dask_rt_s = (time.perf_counter() - t0) / 200
+            del empty
+            t0 = time.perf_counter()
+            swept = run_sweep(spec, runs_dir=folder / "par", scheduler=client, progress=None)
+            parallel_s = time.perf_counter() - t0
+        finally:
+            client.close()
+            cluster.close()
+        assert swept.complete, swept.counts
+        table = read_table(swept.sweep_dir)
+        run_sum = float(table["wall_time_s"].sum())
+        overhead_s = (args.workers * parallel_s - run_sum) / n
+        speedup = serial_s / parallel_s
+        print(
+            f"{args.workers} workers (warm): {parallel_s:7.2f} s  speed-up {speedup:.2f}x "
+            f"(target >= {TARGET_SPEEDUP_2}x with 2 workers; ideal {args.workers}x)",
+            flush=True,
+        )
+        print(
+            f"  overhead per point: {overhead_s * 1e3:.0f} ms of worker time outside runs "
+            f"(run wall time per point: {run_sum / n:.3f} s in the sweep, "
+            f"{statistics.fmean(serial_runs):.3f} s serially); "
+            f"Dask's round trip for an empty task: {dask_rt_s * 1e3:.1f} ms",
+            flush=True,
+        )
+        print(f"  cluster start and warm-up: {warm_s:.1f} s (paid once per sweep)", flush=True)
+
+        # 3. end to end from cold, as the command pays it
+        t0 = time.perf_counter()
+        cold = run_sweep(spec, runs_dir=folder / "cold", workers=args.workers, progress=None)
+        cold_s = time.perf_counter() - t0
+        assert cold.complete, cold.counts
+        print(
+            f"{args.workers} workers (cold, end to end): {cold_s:7.2f} s  speed-up "
+            f"{serial_s / cold_s:.2f}x",
+            flush=True,
+        )
+
+    # Paper estimate: every point costs what it cost here per iteration, plus the overhead.
+    iterations = float(table["iterations"].sum()) / n if "iterations" in table else args.iterations
+    per_iteration_s = per_point_s / max(iterations, 1.0)
+    efficiency = speedup / args.workers
+    study_points = STUDY_DEVICES * STUDY_FUNCTIONS
+    point_s = per_iteration_s * STUDY_ITERATIONS + max(overhead_s, 0.0)
+    hours = study_points * point_s / (STUDY_CORES * min(efficiency, 1.0)) / 3600
+    serial_h = study_points * point_s / 3600
+    print(
+        f"\nPaper estimate: {STUDY_DEVICES} devices x {STUDY_FUNCTIONS} functions = "
+        f"{study_points} points of {STUDY_ITERATIONS} iterations ({per_iteration_s:.3f} s per "
+        f"iteration measured here, {max(overhead_s, 0.0) * 1e3:.0f} ms overhead per point): "
+        f"{serial_h:.0f} h on one core; {hours:.1f} h on {STUDY_CORES} cores at the "
+        f"{efficiency:.0%} parallel efficiency measured here",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
