@@ -49,6 +49,8 @@ __all__ = ["SweepResult", "plan_sweep", "run_sweep", "sweep_folder_for"]
 LOOKAHEAD = 2
 TABLE_WRITE_INTERVAL_S = 0.5
 PROGRESS_INTERVAL_S = 2.0
+#: How often a point is sent again after its worker died before the point's run began.
+MAX_REQUEUES = 3
 
 
 @dataclass(frozen=True)
@@ -504,7 +506,8 @@ def _run_points(
     stop_event = Event(stop_name, client=client)
     queue = list(todo)
     queue.reverse()  # pop() from the end: the sweep's order
-    in_flight: dict[Any, Point] = {}
+    in_flight: dict[Any, tuple[Point, str | None]] = {}
+    requeued: dict[str, int] = {}
     last_write = time.monotonic()
     dirty = False
     stopping = False
@@ -517,7 +520,7 @@ def _run_points(
             if interrupts.count >= 2 and may_abandon:
                 abandoned = True
                 client.cancel(list(in_flight))
-                for point in in_flight.values():
+                for point, _ in in_flight.values():
                     rows[point.point_id].update(
                         status="crashed", reason="abandoned by a second Ctrl-C"
                     )
@@ -541,7 +544,7 @@ def _run_points(
                     future = client.submit(
                         run_point, task, key=f"labrig-point-{point.point_id}-{uuid.uuid4().hex[:8]}"
                     )
-                    in_flight[future] = point
+                    in_flight[future] = (point, resume_dir)
             elif not in_flight:
                 break
             if not in_flight:
@@ -549,8 +552,15 @@ def _run_points(
             with contextlib.suppress(TimeoutError):
                 wait(list(in_flight), timeout=0.5, return_when="FIRST_COMPLETED")
             for future in [f for f in in_flight if f.done()]:
-                point = in_flight.pop(future)
+                point, resume_dir = in_flight.pop(future)
                 outcome = _outcome_of(future, point, folder)
+                if outcome.status == "failed" and not outcome.started_run:
+                    # The worker died before this point's run began (it was queued there):
+                    # not the point's fault; send it again, a few times at most.
+                    requeued[point.point_id] = requeued.get(point.point_id, 0) + 1
+                    if requeued[point.point_id] <= MAX_REQUEUES and not stopping:
+                        queue.append((point, resume_dir))
+                        continue
                 outcomes[point.point_id] = outcome
                 _record_outcome(rows[point.point_id], outcome, folder)
                 if outcome.status == "failed":
@@ -591,12 +601,19 @@ def _outcome_of(future: Any, point: Point, folder: SweepFolder) -> PointOutcome:
         reason = f"{name}: {exc}"
     found = folder.find_runs([point.point_id])
     run_dir = str(found[point.point_id]) if point.point_id in found else ""
-    return PointOutcome(point.point_id, "failed", reason, run_dir=run_dir, finished=time.time())
+    return PointOutcome(
+        point.point_id,
+        "failed",
+        reason if run_dir else f"{reason}; its run had not begun",
+        run_dir=run_dir,
+        finished=time.time(),
+        started_run=bool(run_dir),
+    )
 
 
 def _record_outcome(row: dict[str, Any], outcome: PointOutcome, folder: SweepFolder) -> None:
-    if not outcome.started_run:
-        return  # stopped before it began: still pending
+    if outcome.status == "pending":
+        return  # the sweep stopped before the point began: still to run
     row.update(
         status=outcome.status,
         reason=outcome.reason,

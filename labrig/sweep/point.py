@@ -63,7 +63,7 @@ class PointOutcome:
     worker: str = ""
     started: float = float("nan")
     finished: float = float("nan")
-    started_run: bool = True  # False: the sweep was stopped before this point began
+    started_run: bool = True  # False: the point's run never began (sweep stopped, worker died)
 
 
 def make_procedure(cls: type[Procedure], parameters: Mapping[str, Any], station: str) -> Procedure:
