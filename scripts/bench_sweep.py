@@ -2,7 +2,7 @@
 
 Runs one HGE sweep (tasks x device seeds, a few iterations per point) three ways:
 
-1. serially in this process, one ``run_procedure`` after another (the baseline; one warm-up
+1. serially in this process, one ``run_on_station`` after another (the baseline; one warm-up
    point first so that the JIT compilation is not charged to it);
 2. with ``run_sweep`` on a LocalCluster of N single-threaded worker processes, started and
    warmed up beforehand (steady state: what a long sweep sees);
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from labrig.procedures.hge import HgeTraining
-from labrig.procedures.runner import run_procedure
 from labrig.runs.record import RunRecord
+from labrig.shell import run_on_station
 from labrig.station import builtin_station_path
 from labrig.sweep import SweepSpec, read_table, run_sweep
 
@@ -82,8 +82,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         # 1. serial baseline
-        run_procedure(
-            HgeTraining(task="AND", **fixed), runs_dir=folder / "warm", echo=False,
+        run_on_station(
+            HgeTraining(task="AND", **fixed), "sim-dnpu", runs_dir=folder / "warm",
             handle_signals=False,
         )  # fmt: skip
         t0 = time.perf_counter()
@@ -92,10 +92,10 @@ def main() -> int:
         fixed_cost: list[float] = []
         for task in tasks:
             for dev in devices:
-                result = run_procedure(
-                    HgeTraining(station=station_with_device(dev, folder), task=task, **fixed),
+                result = run_on_station(
+                    HgeTraining(task=task, **fixed),
+                    station_with_device(dev, folder),
                     runs_dir=folder / "serial",
-                    echo=False,
                     handle_signals=False,
                 )
                 serial_runs.append(result.wall_time_s)

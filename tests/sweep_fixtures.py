@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 
-from labrig.procedures.base import ChoiceParameter, IntegerParameter, Procedure, register_procedure
+from labrig.procedures.base import ChoiceParameter, IntegerParameter, register_procedure
+from labrig.procedures.rig_procedure import RigProcedure
 
 
 @register_procedure
-class SweepProbe(Procedure):
-    """Emits ``value`` and then does what ``action`` says."""
+class SweepProbe(RigProcedure):
+    """On the DNPU bench, emits ``value`` and then does what ``action`` says."""
 
     name = "sweep-probe"
+    rig_kind = "dnpu"
     action = ChoiceParameter("Action", choices=["ok", "raise", "die"], default="ok")
     value = IntegerParameter("Value", default=0)
 
@@ -23,4 +25,4 @@ class SweepProbe(Procedure):
             os._exit(3)  # the worker process dies mid-run, as an out-of-memory kill would
 
     def summary(self) -> dict[str, object]:
-        return {"doubled": 2 * self.value}
+        return {**super().summary(), "doubled": 2 * self.value}

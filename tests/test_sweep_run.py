@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from labrig.procedures.hge import HgeTraining
-from labrig.procedures.runner import run_procedure
 from labrig.runs.record import RunRecord
+from labrig.shell import run_on_station
 from labrig.station import builtin_station_path
 from labrig.sweep import SweepSpec, read_table, run_sweep
 
@@ -46,14 +46,10 @@ def test_two_workers_give_the_serial_results(tmp_path: Path) -> None:
     serial_dir = tmp_path / "serial"
     serial_dir.mkdir()
     for row in table.itertuples():
-        alone = run_procedure(
-            HgeTraining(
-                station=station_with_device(int(row.device_seed), serial_dir),
-                task=row.task,
-                **HGE_FIXED,
-            ),
+        alone = run_on_station(
+            HgeTraining(task=row.task, **HGE_FIXED),
+            station_with_device(int(row.device_seed), serial_dir),
             runs_dir=serial_dir / "runs",
-            echo=False,
             handle_signals=False,
         )
         assert alone.status == "success"

@@ -38,7 +38,8 @@ from typing import IO, Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from labrig._version import __version__
-from labrig.station import Station, load_station
+from labrig.shell import station_for
+from labrig.station import Station
 from labrig.sweep.grid import Point, SweepError, SweepSpec, procedure_class
 from labrig.sweep.point import PointOutcome, PointTask, run_point
 from labrig.sweep.record import SweepFolder
@@ -95,12 +96,7 @@ def plan_sweep(
     """Validate ``spec`` (procedure, station, every point) before anything runs."""
     cls = procedure_class(spec.procedure)
     spec = spec.canonical()
-    station = load_station(spec.station_name())
-    kind = getattr(cls, "rig_kind", None)
-    if kind is not None and station.rig != kind:
-        raise SweepError(
-            f"{spec.procedure} needs a {kind} station; {station.source} is a {station.rig} station"
-        )
+    station = station_for(cls, spec.station_name())  # the shell's check: the rig kind fits
     points = spec.points(station.text)
     if any(p.station_settings for p in points) and station.bench is None:
         raise SweepError(

@@ -94,10 +94,7 @@ def procedure_class(name: str) -> type[Procedure]:
 
 
 def default_station(cls: type[Procedure]) -> str:
-    """The built-in station a procedure uses when none is given."""
-    declared = cls.parameters().get("station")
-    if declared is not None and isinstance(declared.default, str):
-        return declared.default
+    """The built-in station a procedure uses when none is given (by its rig kind)."""
     return "sim-reservoir" if getattr(cls, "rig_kind", "dnpu") == "reservoir" else "sim-dnpu"
 
 

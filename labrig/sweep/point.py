@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from labrig.procedures.base import Procedure, get_procedure_class
-from labrig.procedures.runner import RunController, RunResult, resume_run, run_procedure
+from labrig.procedures.rig_procedure import RigProcedure
+from labrig.procedures.runner import RunController, RunResult, run_procedure
+from labrig.shell import resume_on_station, run_on_station
 
-__all__ = ["PointOutcome", "PointTask", "make_procedure", "run_one", "run_point"]
+__all__ = ["PointOutcome", "PointTask", "run_one", "run_point"]
 
 #: Statuses a point can have in the sweep's table.
 POINT_STATUSES = ("pending", "success", "failed", "aborted", "crashed")
@@ -66,27 +68,28 @@ class PointOutcome:
     started_run: bool = True  # False: the point's run never began (sweep stopped, worker died)
 
 
-def make_procedure(cls: type[Procedure], parameters: Mapping[str, Any], station: str) -> Procedure:
-    """The point's procedure; ``station`` goes in as the ``station`` parameter where the
-    procedure still declares one."""
-    values = dict(parameters)
-    if "station" in cls.parameters():
-        values["station"] = station
-    return cls(**values)
-
-
 def run_one(
     procedure: Procedure,
     station_file: str,
     runs_dir: str,
     controller: RunController,
 ) -> RunResult:
-    """Run ``procedure`` on the station in ``station_file`` (the one place a sweep runs a
-    procedure; to move to ``labrig.shell.run_on_station`` change this call only)."""
-    return run_procedure(
+    """Run ``procedure`` on the station in ``station_file``: the one place a sweep runs a
+    procedure, through the shell like every other run (check, open, bind, run, close). A
+    procedure that needs no rig runs on the runner alone, with the station stored."""
+    if not isinstance(procedure, RigProcedure):
+        return run_procedure(
+            procedure,
+            runs_dir=runs_dir,
+            station_text=Path(station_file).read_text(encoding="utf-8"),
+            handle_signals=False,
+            controller=controller,
+            echo=False,
+        )
+    return run_on_station(
         procedure,
+        station_file,
         runs_dir=runs_dir,
-        station_text=Path(station_file).read_text(encoding="utf-8"),
         handle_signals=False,
         controller=controller,
         echo=False,
@@ -94,8 +97,8 @@ def run_one(
 
 
 def resume_one(run_dir: str, controller: RunController) -> RunResult:
-    """Continue the point's interrupted run in its own record."""
-    return resume_run(Path(run_dir), handle_signals=False, controller=controller, echo=False)
+    """Continue the point's interrupted run in its own record, on the station it recorded."""
+    return resume_on_station(run_dir, handle_signals=False, controller=controller, echo=False)
 
 
 def flat_results(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,7 +161,7 @@ def run_point(task: PointTask) -> PointOutcome:
                 box["result"] = resume_one(task.resume_dir, controller)
             else:
                 cls = get_procedure_class(task.procedure, task.procedure_class)
-                procedure = make_procedure(cls, task.parameters, task.station_file)
+                procedure = cls(**task.parameters)
                 box["result"] = run_one(procedure, task.station_file, task.runs_dir, controller)
         except BaseException as exc:
             box["error"] = exc
