@@ -1,7 +1,7 @@
 """Sub-commands of ``labrig`` that run procedures or look at runs.
 
-``measure iv|transfer``, ``train hge|dfa``, ``sweep`` (:mod:`labrig.sweep.cli`), ``runs [list|show]``,
-``report``, ``resume``, ``gui``.
+``measure iv|transfer``, ``train hge|dfa``, ``sweep`` (in :mod:`labrig.sweep.cli`),
+``runs [list|show]``, ``report``, ``resume``, ``gui``.
 Each procedure command maps its options onto the procedure's declared parameters, runs it through
 the runner (records, checkpoints, safe shutdown on every path), prints a short summary and, with
 ``--json``, one JSON object as the last line of standard output.
