@@ -201,3 +201,34 @@ def test_a_point_whose_worker_dies_is_recorded_failed(tmp_path: Path) -> None:
     assert list(table["doubled"].fillna(-1)) == [2, -1, 6, 8]
     # The dead worker's run was found by its station file's marker: a crashed record.
     assert RunRecord.open(result.sweep_dir / table.loc[2, "run_dir"]).status == "crashed"
+
+
+def test_a_station_with_instruments_runs_its_points_one_after_another(tmp_path: Path) -> None:
+    """A bench served over TCP stands for a rig of real instruments: one rig, so its points
+    run one after another, here, through the same driver; nothing fans out."""
+    from labrig.sim.assemble import build_bench
+    from labrig.sim.tcp import BenchServer
+    from labrig.station import load_station, served_station_text
+    from labrig.sweep import SweepError
+
+    station = load_station("sim-dnpu")
+    with BenchServer(build_bench(station).emulators) as server:
+        path = tmp_path / "lab.toml"
+        path.write_text(served_station_text(station, server.resources()), encoding="utf-8")
+        spec = SweepSpec(
+            "iv", station=str(path), fixed={"points": 5}, grid={"electrode": [3, 4, 5]}
+        )
+        result = run_sweep(spec, runs_dir=tmp_path, progress=None)
+        assert result.complete
+        table = read_table(result.sweep_dir).sort_values("started")
+        assert table["worker"].nunique() == 1
+        starts, ends = table["started"].to_numpy(), table["finished"].to_numpy()
+        assert (starts[1:] >= ends[:-1]).all()  # never two at once on the one rig
+        with pytest.raises(SweepError, match="one after another on its one rig"):
+            run_sweep(spec, runs_dir=tmp_path / "x", scheduler="tcp://127.0.0.1:1", progress=None)
+        with pytest.raises(SweepError, match=r"no \[bench\] table"):
+            run_sweep(
+                SweepSpec("iv", station=str(path), grid={"device_seed": [0, 1]}),
+                runs_dir=tmp_path / "y",
+                progress=None,
+            )
