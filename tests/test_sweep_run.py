@@ -232,3 +232,32 @@ def test_a_station_with_instruments_runs_its_points_one_after_another(tmp_path: 
                 runs_dir=tmp_path / "y",
                 progress=None,
             )
+
+
+def test_sweep_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from labrig.cli import main
+
+    def last() -> dict:
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    args = ["sweep", "iv", "--points", "5", "--electrode", "3,4", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path), "--json"]) == 0
+    run = last()
+    assert run["complete"] and run["n_points"] == 2 and run["counts"] == {"success": 2}
+    sweep_dir = run["sweep_dir"]
+    assert main(["sweep", "show", sweep_dir, "--json"]) == 0
+    shown = last()
+    assert [p["electrode"] for p in shown["points"]] == [3, 4]
+    assert all(p["points"] == 5 and p["status"] == "success" for p in shown["points"])
+    assert main(["sweep", "resume", sweep_dir, "--json"]) == 0
+    assert last()["ran"] == 0
+    # The folder's sweep file runs the same sweep; its runs are ordinary runs.
+    assert main(["sweep", "iv", "--from", f"{sweep_dir}/sweep.toml", "--out", str(tmp_path),
+                 "--json"]) == 0  # fmt: skip
+    assert last()["sweep_dir"] == sweep_dir
+    assert main(["runs", "--out", f"{sweep_dir}/runs", "--json"]) == 0
+    assert len(last()["runs"]) == 2
+    # Bad input: a clear error, exit code 2, before anything runs.
+    assert main(["sweep", "iv", "--electrod", "3", "--out", str(tmp_path)]) == 2
+    assert "'electrod' is neither a parameter of iv" in capsys.readouterr().err
+    assert main(["sweep", "resume", str(tmp_path)]) == 2

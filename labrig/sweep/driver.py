@@ -114,9 +114,10 @@ def plan_sweep(
 class _Interrupts:
     """First SIGINT/SIGTERM: stop scheduling; second: abandon. Main thread only."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
+    def __init__(self, say: Callable[[str], None], may_abandon: bool) -> None:
         self.count = 0
         self.say = say
+        self.may_abandon = may_abandon
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -135,12 +136,15 @@ class _Interrupts:
         self.count += 1
         name = signal.Signals(signum).name
         if self.count == 1:
+            then = "again to abandon them" if self.may_abandon else "please wait"
             self.say(
                 f"{name}: no new points; running points stop at their next step and reach their "
-                "safe state (again to abandon them)"
+                f"safe state ({then})"
             )
-        else:
+        elif self.may_abandon:
             self.say(f"{name} again: abandoning running points")
+        else:
+            self.say(f"{name} again: the rig's instruments are being made safe; please wait")
 
 
 @contextlib.contextmanager
@@ -495,7 +499,7 @@ def _run_points(
     client, cluster, may_abandon, owned = _connect(
         plan.parallel, workers, scheduler, plan.station.source
     )
-    interrupts = _Interrupts(progress.say)
+    interrupts = _Interrupts(progress.say, may_abandon)
     if handle_signals:
         interrupts.install()
     stop_name = f"labrig-sweep-stop-{stored.get('sweep_uid', '')}-{uuid.uuid4().hex[:8]}"
@@ -559,6 +563,8 @@ def _run_points(
                         continue
                 outcomes[point.point_id] = outcome
                 _record_outcome(rows[point.point_id], outcome, folder)
+                if outcome.status != "pending":
+                    progress.finished_here += 1
                 if outcome.status == "failed":
                     progress.say(
                         f"point {point.index} {point.coordinates} failed: {outcome.reason}"
