@@ -38,6 +38,7 @@ from labrig.runs.record import RunRecord
 from labrig.shell import run_on_station
 from labrig.station import builtin_station_path
 from labrig.sweep import SweepSpec, read_table, run_sweep
+from labrig.sweep.driver import local_cluster
 
 TASKS = ("AND", "OR", "NAND", "NOR", "XOR", "XNOR")
 TARGET_SPEEDUP_2 = 1.7
@@ -110,14 +111,12 @@ def main() -> int:
         print(f"serial:            {serial_s:7.2f} s  ({per_point_s:.3f} s per point)", flush=True)
 
         # 2. steady state on a warmed-up LocalCluster (the smoke run goes straight to 3)
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         if args.smoke:
             return _cold(spec, folder, args, serial_s, per_iteration, fixed_cost, per_point_s)
         t_cluster = time.perf_counter()
-        cluster = LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
+        cluster = local_cluster(args.workers)  # as labrig sweep starts one
         client = Client(cluster)
         try:
             warm = SweepSpec(

@@ -44,7 +44,7 @@ from labrig.sweep.grid import Point, SweepError, SweepSpec, procedure_class
 from labrig.sweep.point import PointOutcome, PointTask, run_point
 from labrig.sweep.record import SweepFolder
 
-__all__ = ["SweepResult", "plan_sweep", "run_sweep", "sweep_folder_for"]
+__all__ = ["SweepResult", "local_cluster", "plan_sweep", "run_sweep", "sweep_folder_for"]
 
 #: Tasks kept queued beyond the workers' threads, so a worker never waits for the driver.
 LOOKAHEAD = 2
@@ -244,6 +244,23 @@ def _connect(
         except OSError as exc:
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         return client, None, True, True
+    if not parallel:
+        with dask.config.set(_cluster_settings()):
+            cluster = LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+            )
+        return Client(cluster), cluster, False, True
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    if n < 1:
+        raise SweepError(f"--workers {n}: needs at least 1 worker")
+    cluster = local_cluster(n)
+    client = Client(cluster)
+    return client, cluster, True, True
+
+
+def _cluster_settings() -> dict[str, Any]:
+    import dask
+
     # A point whose worker dies is recorded as failed, not silently re-run elsewhere. And the
     # worker processes keep glibc's own malloc trim threshold: the nanny's default of 64 KiB
     # (MALLOC_TRIM_THRESHOLD_) returns memory so eagerly that the bench, which allocates many
@@ -251,31 +268,35 @@ def _connect(
     # 1.1 s for a 5-iteration point; 1.0 s in a worker without it).
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    settings = {
+    return {
         "distributed.scheduler.allowed-failures": 0,
         "distributed.nanny.pre-spawn-environ": environ,
     }
-    with dask.config.set(settings):
-        if not parallel:
-            cluster = LocalCluster(
-                n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-            )
-            return Client(cluster), cluster, False, True
-        n = workers if workers is not None else (os.cpu_count() or 1)
-        if n < 1:
-            raise SweepError(f"--workers {n}: needs at least 1 worker")
-        with _sigint_ignored():
-            cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=40,  # logging.ERROR: a killed worker is reported by the sweep
-            )
-            client = Client(cluster)
-    with contextlib.suppress(Exception):
+
+
+def local_cluster(n_workers: int) -> Any:
+    """A ``LocalCluster`` as ``labrig sweep`` starts one: ``n_workers`` single-threaded worker
+    processes that ignore Ctrl-C (the driver stops the points in order), record a point whose
+    worker died as failed, and allocate memory as fast as a plain process."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set(_cluster_settings()), _sigint_ignored():
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,  # logging.ERROR: a killed worker is reported by the sweep
+        )
+    # Workers that the nanny restarts later start with SIGINT at its default: the plugin
+    # ignores it in every worker, old and new.
+    client = Client(cluster)
+    try:
         client.register_plugin(_IgnoreSigint(), name=_IgnoreSigint.name)
-    return client, cluster, True, True
+    finally:
+        client.close()
+    return cluster
 
 
 # ---------------------------------------------------------------------------------- the sweep
