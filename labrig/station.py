@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 from instruments.errors import ChannelLimits
 from labrig.errors import StationError
-from labrig.physics.noise import TiaParams
+from labrig.physics.noise import DacNoiseParams, TiaParams
 
 Rig = Literal["dnpu", "reservoir"]
 
@@ -199,6 +199,15 @@ class BenchSpec:
     v_pi: float | None = None
     pd_gain_v_per_w: float | None = None
     feedback_gain: float | None = None
+    # The DNPU bench's noise (labrig.physics.noise: TiaParams, DacNoiseParams hold the defaults
+    # and their sources): white current noise (nA^2/Hz), the 1/f corner (Hz), the drift (nA/sqrt
+    # s, relaxing over drift_tau_s), the DAC's output noise (V/sqrt Hz) and resolution (V).
+    current_noise_psd_na2_per_hz: float = TiaParams.current_noise_psd_na2_per_hz
+    flicker_corner_hz: float = TiaParams.flicker_corner_hz
+    drift_na_per_sqrt_s: float = TiaParams.drift_na_per_sqrt_s
+    drift_tau_s: float = TiaParams.drift_tau_s
+    dac_noise_v_per_sqrt_hz: float = DacNoiseParams.noise_v_per_sqrt_hz
+    dac_lsb_v: float = DacNoiseParams.lsb_v
 
 
 @dataclass(frozen=True)
@@ -712,6 +721,7 @@ class _Parser:
                 "v_pi",
                 "pd_gain_v_per_w",
                 "feedback_gain",
+                *_BENCH_NOISE_KEYS,
             },
             set(),
         )
@@ -739,7 +749,22 @@ class _Parser:
             feedback_gain=(
                 self.number(t, key, "feedback_gain", 2.0, 0.0) if "feedback_gain" in t else None
             ),
+            **{
+                name: self.number(t, key, name, getattr(BenchSpec, name), minimum)
+                for name, minimum in _BENCH_NOISE_KEYS.items()
+            },
         )
+
+
+# The [bench] noise keys and their smallest allowed values (a time constant must be > 0).
+_BENCH_NOISE_KEYS = {
+    "current_noise_psd_na2_per_hz": 0.0,
+    "flicker_corner_hz": 0.0,
+    "drift_na_per_sqrt_s": 0.0,
+    "drift_tau_s": 1e-6,
+    "dac_noise_v_per_sqrt_hz": 0.0,
+    "dac_lsb_v": 0.0,
+}
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
