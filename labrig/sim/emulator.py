@@ -51,6 +51,7 @@ from labrig.sim.scpi import (
     Context,
     HeaderPath,
     ScpiError,
+    UnterminatedReply,
     parse_message,
     split_program_messages,
 )
@@ -376,6 +377,7 @@ class ScpiEmulator:
         (query replies joined by ``;``, plus :attr:`terminator`) or None if nothing to send."""
         with self.bench.lock:
             replies: list[bytes] = []
+            terminated = True
             path: HeaderPath | None = None
             for unit in parse_message(message):
                 if unit.error is not None:
@@ -401,6 +403,7 @@ class ScpiEmulator:
                     path = None
                     continue
                 if unit.is_query:
+                    terminated = not isinstance(result, UnterminatedReply)
                     if isinstance(result, str):
                         replies.append(result.encode("latin-1", errors="replace"))
                     elif isinstance(result, bytes | bytearray):
@@ -409,7 +412,10 @@ class ScpiEmulator:
                         replies.append(str(result).encode("latin-1", errors="replace"))
             if not replies:
                 return None
-            return b";".join(replies) + self.terminator
+            body = b";".join(replies)
+            # A block sent without a terminator (SR860 CAPTUREGET?) ends the reply when it is
+            # the last one of the message.
+            return body + self.terminator if terminated else body
 
     # ------------------------------------------------------------------ common commands
     def register_common_commands(self) -> None:

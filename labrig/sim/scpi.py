@@ -50,6 +50,7 @@ __all__ = [
     "ParsedUnit",
     "QueryHandler",
     "ScpiError",
+    "UnterminatedReply",
     "WriteHandler",
     "format_block",
     "format_nr3",
@@ -931,10 +932,26 @@ def format_nr3(x: float, digits: int = 15) -> str:
     return text
 
 
-def format_block(payload: bytes) -> bytes:
-    """IEEE 488.2 definite-length block: ``b"#<n><len>" + payload`` (``#10`` when empty)."""
+class UnterminatedReply(bytes):
+    """A query reply the instrument sends with no response terminator after it.
+
+    IEEE 488.2 lets an instrument end a definite-length block with EOI alone; over a socket
+    that means the block is the last byte of the reply. The SR860 sends ``CAPTUREGET?`` that
+    way, the InfiniiVision follows ``:WAV:DATA?`` with a line feed. A query handler returns
+    this type (see :func:`format_block`) and the emulator then appends no terminator, when it
+    is the last reply of its message.
+    """
+
+
+def format_block(payload: bytes, *, terminated: bool = True) -> bytes:
+    """IEEE 488.2 definite-length block: ``b"#<n><len>" + payload`` (``#10`` when empty).
+
+    ``terminated=False`` marks the reply as sent without a terminator after the block
+    (:class:`UnterminatedReply`).
+    """
     length = str(len(payload)).encode("ascii")
-    return b"#" + str(len(length)).encode("ascii") + length + payload
+    block = b"#" + str(len(length)).encode("ascii") + length + payload
+    return block if terminated else UnterminatedReply(block)
 
 
 def quote_string(text: str) -> str:

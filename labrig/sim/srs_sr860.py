@@ -835,4 +835,7 @@ class SR860Emulator(ScpiEmulator):
         raw = cap.buffer().astype("<f4").tobytes()
         start = offset * 1024
         idx = (start + np.arange(length * 1024)) % len(raw)
-        return format_block(np.frombuffer(raw, dtype=np.uint8)[idx].tobytes())
+        # Framing: the SR860 sends the block with no line feed after it (the manual's example
+        # shows only "#532768" and the bytes; QCoDeS' SR86x driver reads it with
+        # expect_termination=False). A trailing LF would leave every later reply one behind.
+        return format_block(np.frombuffer(raw, dtype=np.uint8)[idx].tobytes(), terminated=False)
