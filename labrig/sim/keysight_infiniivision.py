@@ -70,7 +70,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -245,6 +245,8 @@ class InfiniiVisionEmulator(ScpiEmulator):
 
     # LAN (SCPI socket): ~10 MB/s of waveform payload, ~0.5 ms per message (estimates)
     link_bytes_per_s = 10e6
+    #: Input buffer size is not documented (?): 1 MB is far beyond any setup or command.
+    max_input_bytes: ClassVar[int] = 1024 * 1024
     message_latency_s = 0.5e-3
 
     def __init__(
