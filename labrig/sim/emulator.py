@@ -130,6 +130,8 @@ class Session:
         self.emulator = emulator
         self._buffer = bytearray()
         self._discarding = False  # dropping the rest of an over-long line
+        self._overrun = False  # an overrun waits to be reported
+        self._ready: list[bytes] = []  # framed messages not yet run
 
     def feed_with_faults(self, data: bytes) -> list[Reply]:
         """Add received bytes; run every complete message; one :class:`Reply` per message.
@@ -140,30 +142,46 @@ class Session:
         :attr:`ScpiEmulator.max_input_bytes` is discarded up to its terminator and reported
         with the instrument's input-overrun error (:meth:`ScpiEmulator.input_overrun`).
         """
+        with self.emulator.io_lock:
+            self.frame(data)
+            return self.run_ready()
+
+    def frame(self, data: bytes) -> bool:
+        """Add received bytes and split off the complete messages (they wait for
+        :meth:`run_ready`). True when there is something to run (or an overrun to report)."""
         emulator = self.emulator
         with emulator.io_lock:
             if self._discarding:
                 end = data.find(b"\n")
                 if end < 0:
-                    return []
+                    return self._overrun
                 data = data[end + 1 :]
                 self._discarding = False
             self._buffer += data
-            messages = split_program_messages(self._buffer)
+            self._ready.extend(split_program_messages(self._buffer))
             limit = emulator.max_input_bytes
-            overrun = bool(limit) and len(self._buffer) > limit
-            if overrun:
+            if limit and len(self._buffer) > limit:
                 # The unterminated tail is longer than the input buffer: drop it and the rest
                 # of its line, as an instrument whose input queue overflows does.
                 self._buffer.clear()
                 self._discarding = True
+                self._overrun = True
+            return bool(self._ready) or self._overrun
+
+    def run_ready(self) -> list[Reply]:
+        """Run the messages :meth:`frame` split off; one :class:`Reply` per message."""
+        emulator = self.emulator
+        with emulator.io_lock:
+            ready, self._ready = self._ready, []
+            limit = emulator.max_input_bytes
             replies = []
-            for message in messages:
+            for message in ready:
                 if limit and len(message) > limit:
-                    overrun = True  # arrived whole in one read, still too long to buffer
+                    self._overrun = True  # arrived whole in one read, still too long to buffer
                     continue
                 replies.append(emulator.process_message(message))
-            if overrun:
+            if self._overrun:
+                self._overrun = False
                 with emulator.bench.lock:
                     emulator.input_overrun()
             return replies
@@ -183,6 +201,7 @@ class Session:
         """Device clear: forget any half-received input."""
         with self.emulator.io_lock:
             self._buffer.clear()
+            self._ready.clear()
             self._discarding = False
 
 
