@@ -130,6 +130,11 @@ _CAPTURE_TRIGGERED = 1 << 7
 _ESR_INP = 1 << 1  # *ESR input queue overflow
 
 
+def _xyr(args: Args, i: int) -> int:
+    """The X/Y/R index of the output commands: 0..2 or ``X``, ``Y``, ``R``."""
+    return ["X", "Y", "R"].index(args.enum(i, ["X", "Y", "R"], allow_index=True))
+
+
 def time_constant_s(index: int) -> float:
     """τ of OFLT index ``index`` (0..21)."""
     return TIME_CONSTANT_S[index]
@@ -225,6 +230,13 @@ class SR860Emulator(ScpiEmulator):
         s["psta"] = [0.0] * 4
         s["pstl"] = [0.0] * 4
         s["cgrf"] = [1, 1, 0, 0]
+        # Output channels (COUT: OCH1, OCH2) and the X, Y, R display settings (CEXP, COFA,
+        # COFP, CRAT); *RST values are not in the manual pages read (?): off / XY / 0 %.
+        s["cout"] = [0, 0]
+        s["cexp"] = [0, 0, 0]
+        s["cofa"] = [0, 0, 0]
+        s["cofp"] = [0.0, 0.0, 0.0]
+        s["crat"] = [0, 0, 0]
         self._capture = _Capture()
 
     def reset(self) -> None:
@@ -570,11 +582,29 @@ class SR860Emulator(ScpiEmulator):
         self._indexed("PSTL", "pstl", 4, self._float(-5.0, 5.0), _fmt)
         self._indexed("CGRF", "cgrf", 4, self._int(0, 1), str)
         add("OAUX", query=self._q_oaux)
+        # Output channels and X/Y/R expand, offset, ratio (SR86x manual "Output and display"
+        # commands; the forms follow QCoDeS' and SRS's own drivers (?)). Stored and answered;
+        # whether offset/ratio change OUTP?/SNAP? readings is not in the pages read (?), so
+        # the readings stay the demodulator's X, Y, R (the analog outputs are not emulated).
+        self._indexed(
+            "COUT", "cout", 2, self._enum(["XY", "RTHeta"]), str, self._enum_index(["OCH1", "OCH2"])
+        )
+        self._indexed("CEXP", "cexp", 3, self._enum(["OFF", "X10", "X100"]), str, _xyr)
+        self._indexed("COFA", "cofa", 3, self._enum(["OFF", "ON"]), str, _xyr)
+        self._indexed("COFP", "cofp", 3, self._float(-999.99, 999.99), _fmt, _xyr)
+        self._indexed("CRAT", "crat", 3, self._enum(["OFF", "ON"]), str, _xyr)
+        add("OAUT", write=self._w_oaut)
+        # IEEE 488.2 status registers with the SRS bit forms: "*ESR? n" reads (and clears)
+        # bit n, "*ESE n,b" sets bit n of the enable register (M1 p.152).
+        add("*ESR", query=self._q_esr_bits)
+        add("*ESE", write=self._bit_writer("ese"), query=self._bit_reader("ese"))
+        add("*SRE", write=self._bit_writer("sre"), query=self._bit_reader("sre"))
+        add("*STB", query=self._q_stb_bits)
         add("LIAS", query=self._q_lias)
         add("LIAE", write=self._w_liae, query=self._q_liae)
         add("CUROVLDSTAT", query=self._q_curovld)
         add("ERRS", query=lambda ctx, args: self._q_simple(args, "0", allow_bit=True))
-        add("ERRE", write=self._w_erre, query=lambda ctx, args: str(self._errs_enable))
+        add("ERRE", write=self._bit_writer("erre"), query=self._bit_reader("erre"))
         add("CAPTURELEN", write=self._w_caplen, query=self._q_caplen)
         add("CAPTURECFG", write=self._w_capcfg, query=self._q_capcfg)
         add("CAPTURERATEMAX", query=self._q_caprate_max)
@@ -598,6 +628,13 @@ class SR860Emulator(ScpiEmulator):
 
     @staticmethod
     def _enum(choices: list[str]) -> Callable[[Args, int], object]:
+        def parse(args: Args, i: int) -> int:
+            return choices.index(args.enum(i, choices, allow_index=True, prefix=True))
+
+        return parse
+
+    @staticmethod
+    def _enum_index(choices: list[str]) -> Callable[[Args, int], int]:
         def parse(args: Args, i: int) -> int:
             return choices.index(args.enum(i, choices, allow_index=True, prefix=True))
 
@@ -643,19 +680,23 @@ class SR860Emulator(ScpiEmulator):
         count: int,
         parse: Callable[[Args, int], object],
         show: Callable[[object], str],
+        index: Callable[[Args, int], int] | None = None,
     ) -> None:
-        """``MNEMONIC i,value`` / ``MNEMONIC? i`` for a small array of settings."""
+        """``MNEMONIC i,value`` / ``MNEMONIC? i`` for a small array of settings (``index``
+        parses ``i`` when it may also be a keyword, e.g. ``X``/``Y``/``R``)."""
+
+        def where(args: Args) -> int:
+            return index(args, 0) if index is not None else args.int(0, 0, count - 1)
 
         def write(ctx: Context, args: Args) -> None:
             args.require(2, 2)
-            i = args.int(0, 0, count - 1)
+            i = where(args)
             value = parse(args, 1)
             self._settings[key][i] = value  # type: ignore[index]
 
         def query(ctx: Context, args: Args) -> str:
             args.require(1, 1)
-            i = args.int(0, 0, count - 1)
-            return show(self._settings[key][i])  # type: ignore[index]
+            return show(self._settings[key][where(args)])  # type: ignore[index]
 
         self.tree.add(mnemonic, write=write, query=query)
 
@@ -750,9 +791,74 @@ class SR860Emulator(ScpiEmulator):
         self._outputs_now()
         return str(self._current_ovld)
 
-    def _w_erre(self, ctx: Context, args: Args) -> None:
+    def _register(self, which: str) -> int:
+        return {"ese": self.ese, "sre": self.sre, "erre": self._errs_enable}[which]
+
+    def _bit_writer(self, which: str) -> Callable[[Context, Args], None]:
+        """``REG n`` sets the whole 8-bit register; ``REG n,b`` sets bit n to b (0/1)."""
+
+        def write(ctx: Context, args: Args) -> None:
+            args.require(1, 2)
+            if len(args) == 2:
+                bit = args.int(0, 0, 7)
+                on = args.int(1, 0, 1)
+                old = self._register(which)
+                value = (old | (1 << bit)) if on else (old & ~(1 << bit))
+            else:
+                value = args.int(0, 0, 255)
+            if which == "ese":
+                self._status.ese = value
+            elif which == "sre":
+                self._status.sre = value & ~(1 << 6)  # bit 6 (MSS) cannot be enabled
+            else:
+                self._errs_enable = value
+
+        return write
+
+    def _bit_reader(self, which: str) -> Callable[[Context, Args], str]:
+        """``REG?`` the register; ``REG? n`` its bit n (0/1)."""
+
+        def query(ctx: Context, args: Args) -> str:
+            args.require(0, 1)
+            value = self._register(which)
+            if len(args):
+                return str((value >> args.int(0, 0, 7)) & 1)
+            return str(value)
+
+        return query
+
+    def _q_esr_bits(self, ctx: Context, args: Args) -> str:
+        """``*ESR?`` reads and clears the register; ``*ESR? n`` reads and clears bit n."""
+        args.require(0, 1)
+        if len(args):
+            bit = args.int(0, 0, 7)
+            value = (self.esr >> bit) & 1
+            self.esr = self.esr & ~(1 << bit)
+            return str(value)
+        value, self.esr = self.esr, 0
+        return str(value)
+
+    def _q_stb_bits(self, ctx: Context, args: Args) -> str:
+        """``*STB?`` the status byte; ``*STB? n`` its bit n (reading does not clear it)."""
+        args.require(0, 1)
+        stb = self.status_byte()
+        if len(args):
+            return str((stb >> args.int(0, 0, 7)) & 1)
+        return str(stb)
+
+    def _w_oaut(self, ctx: Context, args: Args) -> None:
+        """``OAUT i``: auto offset of X, Y or R: the offset that brings it to zero, in % of
+        the sensitivity, and the offset switched on."""
         args.require(1, 1)
-        self._errs_enable = args.int(0, 0, 255)
+        i = _xyr(args, 0)
+        z = self._outputs_now()
+        full = SENSITIVITY_V[int(self._settings["scal"])]  # type: ignore[call-overload]
+        if int(self._settings["ivmd"]) == 1:  # type: ignore[call-overload]
+            full *= 1e-6
+        value = (z.real, z.imag, abs(z))[i]
+        percent = max(-999.99, min(999.99, round(100.0 * value / full, 2)))
+        self._settings["cofp"][i] = percent  # type: ignore[index]
+        self._settings["cofa"][i] = 1  # type: ignore[index]
 
     # ------------------------------------------------------------------ capture commands
     def _w_caplen(self, ctx: Context, args: Args) -> None:
