@@ -87,7 +87,8 @@ def test_edges_need_room_in_the_width(awg: Keysight33500BEmulator) -> None:
     assert -221 in errors(awg)
     awg.feed(b"FUNC:PULS:PER 1e-3;:FUNC:PULS:TRAN 2e-6\n")  # beyond the 1 us maximum: clipped
     assert float(ask(awg, "FUNC:PULS:TRAN?")) == 1e-6
-    assert errors(awg) == [-222]
+    assert errors(awg) == [-222, -221]  # clipped, and the width grew to make room
+    assert float(ask(awg, "FUNC:PULS:WIDT?")) == pytest.approx(1.25e-6)
 
 
 def test_pulse_output_has_the_width_and_edges(awg: Keysight33500BEmulator) -> None:
