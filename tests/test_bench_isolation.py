@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from labrig.sim.assemble import BuiltBench, build_bench
+from labrig.sim.assemble import BuiltBench
 from labrig.sim.bench import Bench, BenchLock
+from labrig.sim.emulator import ScpiEmulator
 from labrig.sim.keysight_33500b import Keysight33500BEmulator
 from labrig.sim.keysight_infiniivision import InfiniiVisionEmulator
 from labrig.sim.qdevil_qdac2 import QDac2Emulator
 from labrig.sim.srs_sr860 import SR860Emulator
 from labrig.sim.tcp import BenchServer
-from labrig.station import load_station
 
 P99_LIMIT_S = 0.100
 
@@ -41,13 +44,15 @@ def _ask(sock: socket.socket, message: bytes, timeout_s: float = 30.0) -> bytes:
     return bytes(data)
 
 
-def _connect(server: BenchServer, name: str) -> socket.socket:
+def _connect(server: BenchServer | ChildServer, name: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.ports()[name]), timeout=30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
 
-def _probe(server: BenchServer, name: str, query: bytes, seconds: float) -> list[float]:
+def _probe(
+    server: BenchServer | ChildServer, name: str, query: bytes, seconds: float
+) -> list[float]:
     times = []
     with _connect(server, name) as sock:
         end = time.perf_counter() + seconds
@@ -66,15 +71,86 @@ def _warm(built: BuiltBench) -> None:
     built.emulators["lockin1"].feed(b"SNAP? 0,1\n")
 
 
+_CHILD = """
+import sys
+from labrig.sim.assemble import build_bench
+from labrig.sim.tcp import BenchServer
+from labrig.station import load_station
+sys.path.insert(0, {tests!r})
+from test_bench_isolation import _extra_instruments, _warm
+
+built = build_bench(load_station("sim-dnpu"))
+_warm(built)
+emulators = dict(built.emulators)
+if {extra!r}:
+    emulators.update(_extra_instruments(built))
+with BenchServer(emulators) as server:
+    for name, port in server.ports().items():
+        print(name, port, flush=True)
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
+
+
+class ChildServer:
+    """The bench served by another process, as ``labrig sim serve`` would (the clients here
+    must not share an interpreter with the instruments they measure)."""
+
+    def __init__(self, extra: bool = False) -> None:
+        code = _CHILD.format(tests=str(Path(__file__).parent), extra=extra)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        self.port: dict[str, int] = {}
+        for line in self.process.stdout:
+            if line.strip() == "ready":
+                break
+            name, port = line.split()
+            self.port[name] = int(port)
+        assert self.port, "the child server did not start"
+
+    def ports(self) -> dict[str, int]:
+        return self.port
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def _extra_instruments(built: BuiltBench) -> dict[str, ScpiEmulator]:
+    """Eight more instruments on the same bench: sixteen with sim-dnpu's eight."""
+    bench = built.bench
+    extra: dict[str, ScpiEmulator] = {}
+    for i in range(3):
+        extra[f"dac{i + 2}"] = QDac2Emulator(f"dac{i + 2}", bench)
+    for i in range(3):
+        extra[f"awg{i + 1}"] = Keysight33500BEmulator(f"awg{i + 1}", bench)
+    extra["scope2"] = InfiniiVisionEmulator("scope2", bench)
+    extra["lockin6"] = SR860Emulator("lockin6", bench)
+    return extra
+
+
 @pytest.fixture
-def served() -> Iterator[tuple[BuiltBench, BenchServer]]:
-    built = build_bench(load_station("sim-dnpu"))
-    _warm(built)
-    with BenchServer(built.emulators) as server:
-        yield built, server
+def served() -> Iterator[ChildServer]:
+    server = ChildServer()
+    yield server
+    server.close()
 
 
 # ----------------------------------------------------------------------------- the lock
+def _take(lock: BenchLock, order: list[str], tag: str) -> None:
+    with lock:
+        order.append(tag)
+
+
 def test_bench_lock_is_reentrant_and_refuses_a_foreign_release() -> None:
     lock = BenchLock()
     with lock, lock:
@@ -135,7 +211,7 @@ def test_bench_lock_reservation_keeps_arrival_order() -> None:
     t1 = threading.Thread(target=first)
     t1.start()
     ready.wait()
-    t2 = threading.Thread(target=lambda: (lock.acquire(), order.append("second"), lock.release()))
+    t2 = threading.Thread(target=_take, args=(lock, order, "second"))
     t2.start()
     time.sleep(0.02)
     lock.release()
@@ -212,7 +288,9 @@ def test_sr860_huge_integers_set_exe_without_traceback(
 
 
 # ----------------------------------------------------------------------------- over TCP
-def _flood(server: BenchServer, name: str, message: bytes, stop: threading.Event) -> None:
+def _flood(
+    server: BenchServer | ChildServer, name: str, message: bytes, stop: threading.Event
+) -> None:
     with _connect(server, name) as sock:
         while not stop.is_set():
             _ask(sock, message, timeout_s=600)
@@ -228,9 +306,9 @@ def _flood(server: BenchServer, name: str, message: bytes, stop: threading.Event
     ids=["chain", "capture", "chanlist"],
 )
 def test_an_abused_instrument_does_not_delay_the_scope(
-    served: tuple[BuiltBench, BenchServer], name: str, message: bytes
+    served: ChildServer, name: str, message: bytes
 ) -> None:
-    _, server = served
+    server = served
     stop = threading.Event()
     flooder = threading.Thread(target=_flood, args=(server, name, message, stop), daemon=True)
     flooder.start()
@@ -249,18 +327,6 @@ def test_an_abused_instrument_does_not_delay_the_scope(
 def test_sixteen_clients_on_different_instruments_one_sending_maximal_chains() -> None:
     """16 instruments on one bench, a client each for 10 s; the QDAC-II's client sends 1 MB
     chains of setters back to back; the other clients' p99 reply time is <= 100 ms."""
-    station = load_station("sim-dnpu")
-    built = build_bench(station)
-    _warm(built)
-    emulators = dict(built.emulators)  # dac, scope, lockin1..5, bench: 8
-    bench = built.bench
-    for i in range(3):
-        emulators[f"dac{i + 2}"] = QDac2Emulator(f"dac{i + 2}", bench)
-    for i in range(3):
-        emulators[f"awg{i + 1}"] = Keysight33500BEmulator(f"awg{i + 1}", bench)
-    emulators["scope2"] = InfiniiVisionEmulator("scope2", bench)
-    emulators["lockin6"] = SR860Emulator("lockin6", bench)
-    assert len(emulators) == 16
     queries = {
         "scope": b":TIM:SCAL?;:CHAN1:SCAL?\n",
         "scope2": b"*IDN?\n",
@@ -277,7 +343,9 @@ def test_sixteen_clients_on_different_instruments_one_sending_maximal_chains() -
         queries[f"lockin{k}"] = b"SNAP? 0,1\n" if k <= 2 else b"OFLT?\n"
     chain = b"sour1:volt 0.01;sour2:volt -0.01;" * 31_250 + b"*STB?\n"  # 1 MB
     results: dict[str, list[float]] = {}
-    with BenchServer(emulators) as server:
+    server = ChildServer(extra=True)
+    assert len(server.ports()) == 16
+    try:
         stop = threading.Event()
         flooder = threading.Thread(target=_flood, args=(server, "dac", chain, stop), daemon=True)
         flooder.start()
@@ -292,6 +360,8 @@ def test_sixteen_clients_on_different_instruments_one_sending_maximal_chains() -
             t.join(60)
         stop.set()
         flooder.join(300)
+    finally:
+        server.close()
     assert set(results) == set(queries)
     all_times = np.concatenate([np.asarray(v) for v in results.values()])
     p99 = float(np.percentile(all_times, 99))

@@ -70,7 +70,7 @@ _SPLIT_BYTES = 1 << 16
 # The longest a message waits for earlier arrivals on other connections (wall seconds): a
 # safety net only; the order settles in microseconds unless the interpreter is starved.
 _MAX_GATE_S = 0.5
-_GATE_POLL_S = 0.0005
+_GATE_POLL_S = 0.005
 
 
 def _pending_bytes(sock: socket.socket) -> int:
