@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from instruments.errors import InstrumentConnectionError
+from instruments.roles import DacBank, Digitizer, Instrument, LockIn, WaveformGenerator
 from labrig.station import IN_PROCESS, MODELS, Station, load_station
+from labrig.takeover import drain_after_reconnect, take_over
 
 
 def _load(dotted: str) -> Any:
@@ -36,6 +38,7 @@ class Rig:
     bench_client: Any | None = None
     built: Any | None = None  # the in-process BuiltBench, if any
     library: Any = "@py"  # the in-process VISA library, if any
+    takeover: Any = None  # what labrig.takeover found and did when the rig was opened
     _closed: bool = field(default=False, init=False)
 
     # ------------------------------------------------------------------ roles
@@ -49,7 +52,7 @@ class Rig:
             ) from None
 
     @property
-    def dac(self) -> Any:
+    def dac(self) -> DacBank:
         if self.station.dnpu is not None:
             return self.instrument(self.station.dnpu.dac)
         if self.station.reservoir is not None:
@@ -57,29 +60,30 @@ class Rig:
         raise KeyError("this station has no DAC role")
 
     @property
-    def digitizer(self) -> Any:
+    def digitizer(self) -> Digitizer:
         rig = self.station.dnpu or self.station.reservoir
         if rig is None:
             raise KeyError("this station has no digitizer role")
         return self.instrument(rig.digitizer)
 
     @property
-    def lockins(self) -> list[Any]:
+    def lockins(self) -> list[LockIn]:
         if self.station.dnpu is None:
             return []
         return [self.instrument(n) for n in self.station.dnpu.lockins]
 
     @property
-    def awg(self) -> Any:
+    def awg(self) -> WaveformGenerator:
         if self.station.reservoir is None:
             raise KeyError("this station has no AWG role")
         return self.instrument(self.station.reservoir.awg)
 
     @property
     def simulated(self) -> bool:
+        """True for a virtual bench (for the shell: a procedure never asks)."""
         return self.bench_client is not None
 
-    def reconnect(self, name: str) -> Any:
+    def reconnect(self, name: str) -> Instrument:
         """Close and reopen instrument ``name`` (after a dropped connection), reinstall its
         channel limits, and return the new driver. The instrument keeps its own settings."""
         old = self.instruments.get(name)
@@ -90,6 +94,7 @@ class Rig:
         for ch in self.station.channels:
             if ch.instrument == name:
                 inst.set_limits(ch.channel, ch.limits)
+        drain_after_reconnect(name, inst)  # what the dropped session left is not the next's
         self.instruments[name] = inst
         return inst
 
@@ -144,7 +149,7 @@ class Rig:
                 problems.append(f"{name}: safe state failed: {type(exc).__name__}: {exc}")
         return problems
 
-    def safe_state_order(self) -> dict[str, Any]:
+    def safe_state_order(self) -> dict[str, Instrument]:
         """The instruments in the order to make them safe: DAC banks last, so generators and
         lock-in outputs are quiet before any electrode moves."""
         return dict(
@@ -176,8 +181,13 @@ class Rig:
         self.close()
 
 
-def open_rig(station: Station | str, pacing: str | None = None) -> Rig:
-    """Connect every instrument of ``station`` (a Station, a built-in name or a file path)."""
+def open_rig(
+    station: Station | str, pacing: str | None = None, ramp_into_range: bool | None = None
+) -> Rig:
+    """Connect every instrument of ``station`` (a Station, a built-in name or a file path),
+    then take it over (:func:`labrig.takeover.take_over`: error queues cleared and recorded,
+    generators stopped, out-of-limit levels refused or, with ``ramp_into_range``, ramped into
+    range) before anything else moves."""
     if isinstance(station, str):
         station = load_station(station)
     built = None
@@ -206,13 +216,15 @@ def open_rig(station: Station | str, pacing: str | None = None) -> Rig:
             )
         for ch in station.channels:
             instruments[ch.instrument].set_limits(ch.channel, ch.limits)
+        rig = Rig(station, instruments, bench_client, built, library)
+        rig.takeover = take_over(rig, ramp_into_range)
     except Exception:
         for inst in [*instruments.values(), bench_client]:
             if inst is not None:
                 with contextlib.suppress(Exception):
                     inst.adapter.close()
         raise
-    return Rig(station, instruments, bench_client, built, library)
+    return rig
 
 
 def _connect(station: Station, name: str, library: Any) -> Any:

@@ -206,6 +206,9 @@ class Station:
     reservoir: ReservoirRig | None = None
     bench: BenchSpec | None = None
     description: str = ""
+    #: ``[station] ramp_into_range``: at takeover, ramp a channel found outside its limits into
+    #: range (at its slew limit) instead of refusing to start.
+    ramp_into_range: bool = False
 
     @property
     def simulated_in_process(self) -> bool:
@@ -274,11 +277,23 @@ class _Parser:
         return data
 
     def typed(
-        self, data: dict[str, Any], key: str, name: str, kind: type | tuple[type, ...]
+        self,
+        data: dict[str, Any],
+        key: str,
+        name: str,
+        kind: type | tuple[type, ...],
+        span: str = "",
     ) -> Any:
+        """``data[name]`` of type ``kind`` (an integer is a float too); a float must be finite.
+        ``span`` says what range the value may take (for the error message)."""
         value = data[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML has nan and inf; no station value may be either (a NaN limit passes every
+            # comparison, so every voltage would pass the check)
+            allowed = f"; allowed: {span}" if span else ""
+            raise self.fail(f"{key}.{name}", f"{value!r} is not a finite number{allowed}")
         if isinstance(value, bool) and kind is not bool:
             raise self.fail(f"{key}.{name}", f"must be {_kind_name(kind)}, got {value!r}")
         if not isinstance(value, kind):
@@ -299,9 +314,12 @@ class _Parser:
         """``data[name]`` (or ``default``) as an integer or a number within ``[low, high]``."""
         if name not in data:
             return default
-        value = self.typed(data, key, name, int if integer else float)
+        if math.isfinite(high):
+            span = f"{low:g}..{high:g}"
+        else:
+            span = f">= {low:g}" if math.isfinite(low) else "any finite number"
+        value = self.typed(data, key, name, int if integer else float, span)
         if not low <= value <= high:
-            span = f"{low:g}..{high:g}" if math.isfinite(high) else f">= {low:g}"
             raise self.fail(f"{key}.{name}", f"{value!r} is outside {span}")
         return value
 
@@ -339,7 +357,10 @@ class _Parser:
             {"station", "instruments"},
         )
         head = self.table(
-            top["station"], "station", {"name", "rig", "description"}, {"name", "rig"}
+            top["station"],
+            "station",
+            {"name", "rig", "description", "ramp_into_range"},
+            {"name", "rig"},
         )
         name = self.typed(head, "station", "name", str)
         rig = self.typed(head, "station", "rig", str)
@@ -372,6 +393,11 @@ class _Parser:
             reservoir=reservoir,
             bench=bench,
             description=str(head.get("description", "")),
+            ramp_into_range=(
+                self.typed(head, "station", "ramp_into_range", bool)
+                if "ramp_into_range" in head
+                else False
+            ),
         )
 
     def instruments(self, data: Any) -> dict[str, InstrumentSpec]:
@@ -421,6 +447,11 @@ class _Parser:
             if inst not in instruments:
                 raise self.fail(f"{key}.instrument", f"no instrument named {inst!r}")
             info = instruments[inst].info
+            if info.role != "dac":
+                raise self.fail(
+                    f"{key}.instrument",
+                    f"{inst!r} is a {info.role} ({info.key}); limited channels are DAC channels",
+                )
             channel = self.typed(t, key, "channel", int)
             if not 1 <= channel <= max(info.channel_count, 1):
                 raise self.fail(
@@ -429,10 +460,14 @@ class _Parser:
             if (inst, channel) in seen:
                 raise self.fail(key, f"{inst} channel {channel} is listed twice")
             seen.add((inst, channel))
-            min_v = self.typed(t, key, "min_v", float)
-            max_v = self.typed(t, key, "max_v", float)
-            slew = self.typed(t, key, "max_slew_v_per_s", float)
-            safe_v = self.typed(t, key, "safe_v", float) if "safe_v" in t else 0.0
+            hw = f"[{info.hardware_min_v:g}, {info.hardware_max_v:g}] V, the {info.key} range"
+            min_v = self.typed(t, key, "min_v", float, hw)
+            max_v = self.typed(t, key, "max_v", float, hw)
+            slew_span = f"(0, {info.hardware_max_slew_v_per_s:g}] V/s"
+            slew = self.typed(t, key, "max_slew_v_per_s", float, slew_span)
+            safe_v = (
+                self.typed(t, key, "safe_v", float, "within min_v..max_v") if "safe_v" in t else 0.0
+            )
             if not min_v < max_v:
                 raise self.fail(key, f"min_v ({min_v} V) must be below max_v ({max_v} V)")
             if min_v < info.hardware_min_v or max_v > info.hardware_max_v:
@@ -524,7 +559,17 @@ class _Parser:
         for name in lockins:
             if name not in instruments or instruments[name].info.role != "lockin":
                 raise self.fail(f"{key}.lockins", f"{name!r} is not a lock-in of this station")
-        absolute = self.typed(t, key, "absolute_max_v", float)
+        dac_info = instruments[dac].info
+        hardware = max(abs(dac_info.hardware_min_v), abs(dac_info.hardware_max_v))
+        absolute = self.typed(
+            t, key, "absolute_max_v", float, f"(0, {hardware:g}] V ({dac_info.key} hardware)"
+        )
+        if not 0.0 < absolute <= hardware:
+            raise self.fail(
+                f"{key}.absolute_max_v",
+                f"{absolute!r} V is outside (0, {hardware:g}] V, the {dac_info.key} hardware "
+                f"range [{dac_info.hardware_min_v:g}, {dac_info.hardware_max_v:g}] V",
+            )
         raw_ranges = self.typed(t, key, "activation_ranges_v", list)
         if len(raw_ranges) != len(electrodes):
             raise self.fail(
@@ -533,9 +578,15 @@ class _Parser:
             )
         ranges: list[tuple[float, float]] = []
         for k, pair in enumerate(raw_ranges):
-            if not (isinstance(pair, list) and len(pair) == 2 and float(pair[0]) < float(pair[1])):
+            finite = isinstance(pair, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in pair
+            )
+            if not (finite and len(pair) == 2 and float(pair[0]) < float(pair[1])):
                 raise self.fail(
-                    f"{key}.activation_ranges_v[{k}]", f"need [low, high], got {pair!r}"
+                    f"{key}.activation_ranges_v[{k}]",
+                    f"need [low, high] (finite numbers, low < high, within electrode {k}'s "
+                    f"limits), got {pair!r}",
                 )
             ranges.append((float(pair[0]), float(pair[1])))
         for k, ch in enumerate(electrodes):

@@ -13,19 +13,24 @@ each smaller by the feedback gain).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from instruments.keysight_infiniivision import record_points_for
+from instruments.roles import Digitizer
 from labrig.errors import ProcedureError
 from labrig.procedures.base import (
     FloatParameter,
     IntegerParameter,
+    ParameterError,
     StrParameter,
     register_procedure,
 )
+from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure
+
+if TYPE_CHECKING:
+    from labrig.station import Station
 
 TIA_FULL_SCALE_V = 4.0  # digitiser half-window, V: a little beyond the TIA's rails
 
@@ -104,17 +109,24 @@ class IvSweep(RigProcedure):
             [dnpu.digitizer],
             what="digitiser configuration",
         )
-        rig.dac.ramp_to({**fixed, channel: float(voltages[self._next_point])})
+        self.with_retry(
+            lambda: rig.dac.ramp_to({**fixed, channel: float(voltages[self._next_point])}),
+            [dnpu.dac],
+            what="starting levels",
+        )
         for i in range(self._next_point, self.points):
             if self.should_stop():
                 return
             v = float(voltages[i])
-            rig.dac.ramp_to({channel: v})
-            self.wait(self.settle_s)
+
+            def point(v: float = v) -> Any:
+                # repeated whole after a dropped connection: the level is re-set, then measured
+                rig.dac.ramp_to({channel: v})
+                self.wait(self.settle_s)
+                return rig.digitizer.acquire(dnpu.digitizer_channel)
+
             trace = self.with_retry(
-                lambda: rig.digitizer.acquire(dnpu.digitizer_channel),
-                [dnpu.digitizer],
-                what=f"acquisition at point {i}",
+                point, [dnpu.dac, dnpu.digitizer], what=f"acquisition at point {i}"
             )
             current = np.asarray(trace.volts) * dnpu.tia_gain_na_per_v
             self._next_point = i + 1
@@ -163,6 +175,71 @@ class IvSweep(RigProcedure):
         self._stds = [float(x) for x in np.asarray(state["stds"]).ravel()]
         self.restore_rig_state(state)
 
+    def plan(self, station: Station) -> RunPlan:
+        """What this sweep will do on ``station`` (parameters and wiring only): the swept
+        electrode from ``start_v`` to ``stop_v``, the others at ``others_v``, the device time.
+        Raises :class:`ParameterError` for a voltage outside an activation range. Opens nothing.
+        """
+        dnpu = station.dnpu
+        if dnpu is None:
+            raise ProcedureError(f"the iv procedure needs a [dnpu] station ({station.source})")
+        k = self.electrode
+        if k >= len(dnpu.electrode_channels):
+            raise ParameterError(
+                "electrode",
+                k,
+                f"is not among the {len(dnpu.electrode_channels)} electrodes",
+                station.source,
+            )
+        lo, hi = dnpu.activation_ranges_v[k]
+        for name in ("start_v", "stop_v"):
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ParameterError(
+                    name,
+                    value,
+                    f"is outside electrode {k}'s activation range [{lo:g}, {hi:g}] V",
+                    station.source,
+                )
+        channels = [
+            ChannelPlan(
+                dnpu.dac,
+                dnpu.electrode_channels[k],
+                f"electrode {k} (swept)",
+                min(self.start_v, self.stop_v),
+                max(self.start_v, self.stop_v),
+                f"{self.points} points from {self.start_v:+g} V to {self.stop_v:+g} V",
+            )
+        ]
+        for j, channel in enumerate(dnpu.electrode_channels):
+            if j == k:
+                continue
+            jlo, jhi = dnpu.activation_ranges_v[j]
+            if not jlo <= self.others_v <= jhi:
+                raise ParameterError(
+                    "others_v",
+                    self.others_v,
+                    f"is outside electrode {j}'s activation range [{jlo:g}, {jhi:g}] V",
+                    station.source,
+                )
+            channels.append(
+                ChannelPlan(
+                    dnpu.dac, channel, f"electrode {j}", self.others_v, self.others_v, "held"
+                )
+            )
+        per_point_s = self.settle_s + self.acquisition_s
+        return RunPlan(
+            procedure=self.name,
+            step_name="point",
+            steps=self.points,
+            channels=tuple(channels),
+            device_time_s=self.points * per_point_s,
+            details=(
+                f"{self.points} points x ({self.settle_s:g} s settle + "
+                f"{self.acquisition_s:g} s acquisition)",
+            ),
+        )
+
 
 @register_procedure
 class TransferCurve(RigProcedure):
@@ -201,7 +278,15 @@ class TransferCurve(RigProcedure):
         return 1.0 / node_s, period_s
 
     def _play_and_record(self, drive: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
-        """Play ``drive`` (V at ``fs``) once on the AWG; record the photodetector from its start."""
+        """Play ``drive`` (V at ``fs``) once on the AWG; record the photodetector from its start.
+        Repeated on fresh connections after a transport fault (the play sets up everything)."""
+        return self.with_retry(
+            lambda: self._play_and_record_once(drive, fs),
+            list(self.instruments),
+            what="transfer playback",
+        )
+
+    def _play_and_record_once(self, drive: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
         rig = self.require_rig()
         res = rig.station.reservoir
         assert res is not None
@@ -218,7 +303,7 @@ class TransferCurve(RigProcedure):
             trigger="external",
             trigger_level_v=1.0,
         )
-        scope.set_points(scope_points(duration, fs))
+        scope.set_points(scope_points(scope, duration, fs))
         scope.arm()
         awg.trigger()
         self.wait(duration)
@@ -319,6 +404,49 @@ class TransferCurve(RigProcedure):
         self._phase = int(state["phase"])
         self.restore_rig_state(state)
 
+    def plan(self, station: Station) -> RunPlan:
+        """What this measurement will do on ``station`` (parameters and wiring only): the AWG
+        drive's staircase and impulse, the modulator bias, and the play time. Opens nothing."""
+        res = station.reservoir
+        if res is None:
+            raise ProcedureError(
+                f"the transfer procedure needs a [reservoir] station ({station.source})"
+            )
+        period_s = res.node_count * res.node_duration_s
+        staircase_s = (self.points + 1) * self.hold_periods * period_s
+        impulse_s = (2 + self.echoes + 1.5) * period_s
+        levels = (self.drive_min_v, self.drive_max_v, self.pulse_v, 0.0)
+        channels = (
+            ChannelPlan(
+                res.awg,
+                res.awg_channel,
+                "modulator RF drive",
+                min(levels),
+                max(levels),
+                f"{self.points} levels from {self.drive_min_v:+g} V to {self.drive_max_v:+g} V, "
+                f"a {self.pulse_v:+g} V impulse, dark 0 V",
+            ),
+            ChannelPlan(
+                res.bias_dac,
+                res.bias_channel,
+                "modulator bias",
+                res.bias_v,
+                res.bias_v,
+                f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
+            ),
+        )
+        return RunPlan(
+            procedure=self.name,
+            step_name="point",
+            steps=self.points + 1,
+            channels=channels,
+            device_time_s=staircase_s + impulse_s,
+            details=(
+                f"staircase: {self.points} levels x {self.hold_periods} loop periods of "
+                f"{period_s * 1e6:g} us; impulse: {self.echoes} echoes",
+            ),
+        )
+
 
 OVERSAMPLING = 4  # scope samples per drive sample: linear interpolation then stays exact
 
@@ -329,10 +457,10 @@ def completion_timeout_s(duration_s: float) -> float:
     return 10.0 + 2.0 * duration_s
 
 
-def scope_points(duration_s: float, drive_rate_hz: float) -> int:
-    """The scope record that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its rate
-    (too sparse a record attenuates the drive's top frequencies when resampled)."""
-    return record_points_for(duration_s, OVERSAMPLING * drive_rate_hz)
+def scope_points(scope: Digitizer, duration_s: float, drive_rate_hz: float) -> int:
+    """The record of ``scope`` that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its
+    rate (too sparse a record attenuates the drive's top frequencies when resampled)."""
+    return scope.record_points_for(duration_s, OVERSAMPLING * drive_rate_hz)
 
 
 # ------------------------------------------------------------------------------------ outputs

@@ -46,7 +46,6 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from instruments.errors import InstrumentConnectionError
 from instruments.roles import Instrument
 from labrig._version import __version__
 from labrig.errors import ProcedureError
@@ -58,7 +57,8 @@ from labrig.procedures.base import (
     drain_errors,
     get_procedure_class,
 )
-from labrig.runs.checkpoint import load_checkpoint, save_checkpoint
+from labrig.procedures.retry import RETRYABLE_ERRORS, RetriesExhaustedError, retry
+from labrig.runs.checkpoint import resume_point, save_checkpoint
 from labrig.runs.documents import (
     EventDoc,
     LogDoc,
@@ -70,11 +70,6 @@ from labrig.runs.documents import (
 )
 from labrig.runs.record import RecordError, RecordWriter, RunRecord, new_run_dir
 from labrig.runs.stream import DocumentStream, Subscriber
-
-try:
-    from pyvisa.errors import VisaIOError
-except ImportError:  # pyvisa is a dependency, but the runner must not need it to load
-    VisaIOError = None  # type: ignore[assignment, misc]
 
 __all__ = [
     "RETRYABLE_ERRORS",
@@ -88,87 +83,6 @@ __all__ = [
 
 T = TypeVar("T")
 _logger = logging.getLogger("labrig.runner")
-
-# A garbled reply surfaces as a UnicodeDecodeError from PyVISA: a transport fault, retried.
-# (LimitError, a ValueError, is deliberately not among these.)
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    InstrumentConnectionError,
-    TimeoutError,
-    UnicodeDecodeError,
-)
-if VisaIOError is not None:
-    RETRYABLE_ERRORS = (*RETRYABLE_ERRORS, VisaIOError)
-
-
-# ----------------------------------------------------------------------------------- retry
-
-
-class RetriesExhaustedError(RunAborted):
-    """An instrument call kept failing after every retry; the run aborts safely."""
-
-
-def retry(
-    call: Callable[[], T],
-    *,
-    attempts: int = 3,
-    backoff_s: float = 0.1,
-    max_backoff_s: float = 5.0,
-    retry_on: tuple[type[BaseException], ...] = RETRYABLE_ERRORS,
-    reconnect: Callable[[], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    log: Callable[[str], None] | None = None,
-    what: str = "",
-) -> T:
-    """Call ``call()``; on a timeout or dropped connection, wait and try again.
-
-    Up to ``attempts`` calls in all, waiting ``backoff_s``, then twice as long each time (at most
-    ``max_backoff_s``). Only ``retry_on`` errors are retried (by default
-    ``InstrumentConnectionError``, ``TimeoutError`` and pyvisa's ``VisaIOError``); anything else,
-    an ``InstrumentReportedError`` or a ``LimitError`` say, propagates at once. ``reconnect`` is
-    called before each new attempt (re-open the session). The wait ends early if
-    ``should_stop()`` turns true, raising :class:`RunAborted`.
-
-    Raises :class:`RetriesExhaustedError` (a ``RunAborted``: the runner ends the run as
-    'aborted', with this message as the reason) naming ``what``, the attempts and the last error.
-    """
-    if attempts < 1:
-        raise ValueError(f"retry: attempts={attempts} must be >= 1")
-    if backoff_s < 0 or max_backoff_s < 0:
-        raise ValueError(f"retry: back-off {backoff_s} s / max {max_backoff_s} s must be >= 0")
-    label = what or getattr(call, "__qualname__", None) or repr(call)
-    delay = backoff_s
-    last: BaseException | None = None
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except retry_on as exc:
-            last = exc
-            if attempt == attempts:
-                break
-            message = (
-                f"{label}: attempt {attempt}/{attempts} failed ({type(exc).__name__}: {exc}); "
-                f"retrying in {delay:.3g} s"
-            )
-            (log or _logger.warning)(message)
-            deadline = time.monotonic() + delay
-            while (remaining := deadline - time.monotonic()) > 0:
-                if should_stop is not None and should_stop():
-                    raise RunAborted(f"{label}: stop requested while retrying") from exc
-                time.sleep(min(0.05, remaining))
-            delay = min(max(delay * 2.0, 1e-3), max_backoff_s)
-            if reconnect is not None:
-                try:
-                    reconnect()
-                except retry_on as reconnect_exc:
-                    last = reconnect_exc
-                    (log or _logger.warning)(
-                        f"{label}: reconnect failed ({type(reconnect_exc).__name__}: "
-                        f"{reconnect_exc})"
-                    )
-    raise RetriesExhaustedError(
-        f"{label}: gave up after {attempts} attempts; last error {type(last).__name__}: {last}"
-    ) from last
-
 
 # ------------------------------------------------------------------------------- controller
 
@@ -638,7 +552,14 @@ def _execute(
                 context.log(f"could not store the snapshot after startup: {exc}", "warning")
             # A procedure that opens its station in startup() knows the station (limits,
             # wiring, file text) and the bench's seeds only now: complete the start document.
-            for name, read in (("station", procedure.station_info), ("seeds", procedure.seeds)):
+            takeover = getattr(getattr(procedure, "rig", None), "takeover", None)
+            for line in takeover.warnings() if takeover is not None else []:
+                context.log(f"takeover: {line}", "warning")
+            for name, read in (
+                ("station", procedure.station_info),
+                ("seeds", procedure.seeds),
+                ("takeover", lambda: takeover.as_document() if takeover is not None else {}),
+            ):
                 try:
                     value = to_jsonable(read())
                     if value:
@@ -787,7 +708,11 @@ def _make_safe(
     procedure: Procedure, label: str, instrument: Any, log: Callable[[str, LogLevel], None]
 ) -> str:
     """Bring one instrument to its safe state: "ok", "ok after reconnecting" (the connection
-    had dropped and the procedure reopened it), or the error."""
+    had dropped and the procedure reopened it), or the error.
+
+    Errors already in the instrument's queue are read (and logged) first: they belong to
+    whatever ran before, and must not make the safe state look failed (nor stop it)."""
+    _drain_before_safe_state(label, instrument, log)
     try:
         instrument.safe_state()
         return "ok"
@@ -804,6 +729,20 @@ def _make_safe(
         return f"{first}; after reconnecting: {type(exc).__name__}: {exc}"
     log(f"safe_state() of {label!r} needed a reconnect ({first})", "warning")
     return "ok after reconnecting"
+
+
+def _drain_before_safe_state(
+    label: str, instrument: Any, log: Callable[[str, LogLevel], None]
+) -> None:
+    read = getattr(instrument, "read_error_entries", None)
+    if not callable(read):
+        return
+    try:
+        listed = "; ".join(f"{code}, {message!r}" for code, message in read())
+    except Exception:  # e.g. a dead connection: the safe state itself will reconnect
+        return
+    if listed:
+        log(f"{label}: error queue held, before its safe state: {listed}", "warning")
 
 
 def _release(procedure: Procedure, log: Callable[[str, LogLevel], None]) -> None:
@@ -885,8 +824,10 @@ def resume_run(
     ``overrides`` (e.g. more iterations), passed to ``prepare`` (give it its instruments), then
     run as a new segment: ``startup()``, ``restore_state(checkpoint)``, ``execute()``. Events
     continue from the checkpoint's seq_num + 1; later events in the record are dropped first.
+    A run killed before its first checkpoint starts again from the beginning (no
+    ``restore_state``; every event it wrote is dropped), same parameters and seeds.
 
-    Raises :class:`RecordError` if the record is live or has no checkpoint and
+    Raises :class:`RecordError` if the record is live or its checkpoints unreadable and
     :class:`ProcedureError` if the run already succeeded or its class cannot be found.
     """
     t0 = time.monotonic()
@@ -895,18 +836,23 @@ def resume_run(
         raise RecordError(f"{run_dir}: the run is still being written; cannot resume it")
     if record.status == "success":
         raise ProcedureError(f"{run_dir}: the run finished successfully; nothing to resume")
-    checkpoint = load_checkpoint(Path(run_dir))
+    # None: killed before its first checkpoint; started again from the beginning (event 0),
+    # in the same record, with the same parameters and seeds.
+    checkpoint = resume_point(Path(run_dir))
     cls = get_procedure_class(record.start.procedure, record.start.procedure_class)
     # The latest segment's parameters: an override given to an earlier resume still holds.
     latest = record.segments[-1]
-    values: dict[str, object] = dict(latest.parameters)
+    # A parameter an older labrig recorded that the class no longer declares (the station,
+    # which the shell now hands over) is not the run's to set any more.
+    declared = cls.parameters()
+    values: dict[str, object] = {k: v for k, v in latest.parameters.items() if k in declared}
     values.update(overrides or {})
     try:
         procedure = cls(**values)
     except ParameterError as exc:
         where = "override" if exc.parameter in (overrides or {}) else f"recorded in {run_dir}"
         raise ParameterError(exc.parameter, exc.value, exc.problem, where) from None
-    procedure.resumed = True
+    procedure.resumed = checkpoint is not None
     if prepare is not None:
         prepare(procedure)
     controller = controller or RunController()
@@ -918,13 +864,16 @@ def resume_run(
             record.start.run_uid,
             latest.station_text,
             segment=segment,
-            first_seq=checkpoint.seq_num + 1,
+            first_seq=checkpoint.seq_num + 1 if checkpoint is not None else 0,
         )
-        writer, removed = RecordWriter.reopen(Path(run_dir), start, checkpoint.seq_num)
+        keep_through = checkpoint.seq_num if checkpoint is not None else -1
+        writer, removed = RecordWriter.reopen(Path(run_dir), start, keep_through)
     except BaseException:
         _safe_state_only(procedure)
         controller._end_if_running()
         raise
+    if checkpoint is None:
+        _logger.info("resume: no checkpoint; starting again from the beginning")
     if removed:
         _logger.info("resume: dropped %d event(s) recorded after the checkpoint", removed)
     return _execute(
@@ -937,8 +886,8 @@ def resume_run(
         echo=echo,
         drain_timeout_s=drain_timeout_s,
         checkpointing=True,
-        resume_state=checkpoint.state,
-        prior_wall_s=checkpoint.wall_time_s,
-        prior_device_s=checkpoint.device_time_s,
+        resume_state=checkpoint.state if checkpoint is not None else None,
+        prior_wall_s=checkpoint.wall_time_s if checkpoint is not None else 0.0,
+        prior_device_s=checkpoint.device_time_s if checkpoint is not None else 0.0,
         t0=t0,
     )
