@@ -478,6 +478,7 @@ def isolation(opts: argparse.Namespace) -> dict[str, tuple[float, float, int, in
     }
     rows: dict[str, tuple[float, float, int, int]] = {}
     with served_station() as addresses:
+        _warm_up(addresses)
         idle = addresses["scope"]
         stop = threading.Event()
         times = _probe(idle, opts.isolation_seconds, stop)
@@ -496,6 +497,17 @@ def isolation(opts: argparse.Namespace) -> dict[str, tuple[float, float, int, in
             flooder.join(600)
             rows[f"{kind} on {name}"] = (*_p50_p99(times), len(times), done[0] if done else -1)
     return rows
+
+
+def _warm_up(addresses: dict[str, tuple[str, int]]) -> None:
+    """Evaluate the device once before measuring: the first evaluation in the server process
+    compiles the model's kernels (about a second, once per process)."""
+    import socket
+
+    with socket.create_connection(addresses["bench"]) as sock:
+        _ask(sock, b"SIM:WAIT 0.01;*OPC?\n", 60.0)
+    with socket.create_connection(addresses["lockin1"]) as sock:
+        _ask(sock, b"SNAP? 0,1\n", 60.0)
 
 
 def _p50_p99(times: list[float]) -> tuple[float, float]:
@@ -598,6 +610,9 @@ def main() -> int:
     worst = max(p99 for _, p99, _, _ in rows.values())
     met = worst * 1e3 <= MAX_IDLE_P99_MS
     print(f"target idle p99 <= {MAX_IDLE_P99_MS:g} ms while flooded: {'met' if met else 'MISSED'}")
+    if opts.smoke:
+        print("(--smoke: tiny sizes, the figures are not the targets' measure; exit 0)")
+        return 0
     return 0 if ok and met else 1
 
 
