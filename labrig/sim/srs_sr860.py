@@ -118,7 +118,7 @@ _SIGNAL_PARAMS = frozenset({0, 1, 2, 8, 9})  # parameters compared with the sens
 _GRID_POINTS_PER_PERIOD = 16
 _MAX_GRID_POINTS = 400_000
 _STEP_POINTS = 50_000  # grid points per step of a long *OPC? wait
-_STEP_MAX_S = 0.1  # bench seconds per step (the device model's cost grows with the span)
+_STEP_MAX_S = 0.05  # bench seconds per step (the device model's cost grows with the span)
 _ENBW_FACTOR = (1 / 4, 1 / 8, 3 / 32, 5 / 64)  # ENBW·τ for 1..4 stages (6..24 dB/oct)
 
 # LIAS / CUROVLDSTAT bits
