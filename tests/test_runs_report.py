@@ -9,8 +9,8 @@ from test_runs_toys import QuadraticDescent, SleepyCounter
 
 from labrig.procedures.runner import run_procedure
 from labrig.runs.catalog import list_runs
-from labrig.runs.documents import EventDoc, StartDoc
-from labrig.runs.record import RecordWriter
+from labrig.runs.documents import DataKey, DescriptorDoc, EventDoc, StartDoc, StreamDeclaration
+from labrig.runs.record import RecordWriter, lock_run_dir
 from labrig.runs.report import make_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -38,7 +38,10 @@ def test_catalog_lists_finished_crashed_and_unreadable_runs(tmp_path: Path) -> N
     crashed_dir = tmp_path / "20200101-000000-crashy-00000000"
     crashed_dir.mkdir()
     start = StartDoc("c" * 32, "crashy", "m:c", {}, {}, "", {}, {}, {}, {}, {}, 1.0)
-    writer = RecordWriter.create(crashed_dir, start)
+    declared = StreamDeclaration((DataKey("loss"),))
+    writer = RecordWriter.create(
+        lock_run_dir(crashed_dir), start, [DescriptorDoc.compose(start, declared, "test")]
+    )
     for i in range(3):
         writer.append_event(EventDoc(start.run_uid, i, 1.0 + i, {"loss": 1.0 / (i + 1)}))
     writer.close()  # no stop document: looks like a crash

@@ -26,6 +26,7 @@ from labrig.procedures.base import (
     register_procedure,
 )
 from labrig.procedures.rig_procedure import RigProcedure
+from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
 
 TIA_FULL_SCALE_V = 4.0  # digitiser half-window, V: a little beyond the TIA's rails
 
@@ -162,6 +163,32 @@ class IvSweep(RigProcedure):
         self._currents = [float(x) for x in np.asarray(state["currents"]).ravel()]
         self._stds = [float(x) for x in np.asarray(state["stds"]).ravel()]
         self.restore_rig_state(state)
+
+    def describe_data(self) -> list[StreamDeclaration]:
+        """One point per event: the swept electrode's voltage, the mean current and its
+        spread over the record (drawn as error bars)."""
+        name = electrode_names(self.require_rig())[self.electrode]
+        return [
+            StreamDeclaration(
+                (
+                    DataKey("voltage_v", "V", description=f"{name} voltage"),
+                    DataKey("current_na", "nA", description="output current"),
+                    DataKey("current_std_na", "nA", description="current spread (1 sigma)"),
+                    DataKey("device_time_s", "s", description="device time"),
+                ),
+                (
+                    PlotHint(
+                        "iv",
+                        "xy",
+                        ("current_na",),
+                        f"I-V curve, {name} swept",
+                        x="voltage_v",
+                        error="current_std_na",
+                    ),
+                ),
+                status=("device_time_s",),
+            )
+        ]
 
 
 @register_procedure
@@ -319,6 +346,43 @@ class TransferCurve(RigProcedure):
         self._phase = int(state["phase"])
         self.restore_rig_state(state)
 
+    def describe_data(self) -> list[StreamDeclaration]:
+        """Two streams: the transfer curve (a point per drive level) and the impulse response
+        (one event: the photodetector on a time axis, and the delay and echo ratio)."""
+        return [
+            StreamDeclaration(
+                (
+                    DataKey("drive_v", "V", description="modulator drive"),
+                    DataKey("pd_v", "V", description="photodetector"),
+                ),
+                (PlotHint("transfer", "xy", ("pd_v",), "Transfer curve", x="drive_v"),),
+            ),
+            StreamDeclaration(
+                (
+                    DataKey("loop_delay_s", "s", description="loop delay"),
+                    DataKey("echo_ratio", description="first echo / pulse"),
+                    DataKey("impulse_t_s", "s", (None,), ("time",), description="time"),
+                    DataKey(
+                        "impulse_pd_v",
+                        "V",
+                        (None,),
+                        ("time",),
+                        description="photodetector - baseline",
+                    ),
+                ),
+                (
+                    PlotHint(
+                        "impulse",
+                        "trace",
+                        ("impulse_pd_v",),
+                        "Impulse response of the delay loop",
+                        x="impulse_t_s",
+                    ),
+                ),
+                name="impulse",
+            ),
+        ]
+
 
 OVERSAMPLING = 4  # scope samples per drive sample: linear interpolation then stays exact
 
@@ -333,6 +397,15 @@ def scope_points(duration_s: float, drive_rate_hz: float) -> int:
     """The scope record that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its rate
     (too sparse a record attenuates the drive's top frequencies when resampled)."""
     return record_points_for(duration_s, OVERSAMPLING * drive_rate_hz)
+
+
+def electrode_names(rig: Any) -> list[str]:
+    """The DNPU's electrodes by the station's names (its DAC channels' labels), in order."""
+    dnpu = rig.station.dnpu
+    labels = {(c.instrument, c.channel): c.limits.label for c in rig.station.channels}
+    return [
+        labels.get((dnpu.dac, ch), f"electrode {k}") for k, ch in enumerate(dnpu.electrode_channels)
+    ]
 
 
 # ------------------------------------------------------------------------------------ outputs

@@ -117,6 +117,7 @@ from labrig.procedures.base import (
 )
 from labrig.procedures.characterise import completion_timeout_s
 from labrig.procedures.rig_procedure import RigProcedure
+from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
 from labrig.station import load_station
 
 FloatArray = npt.NDArray[np.float64]
@@ -970,6 +971,79 @@ class DfaTraining(RigProcedure):
         hist = state.get("history") or {}
         n = len(next(iter(hist.values()))) if hist else 0
         self._history = [{k: float(np.asarray(v)[i]) for k, v in hist.items()} for i in range(n)]
+
+    def describe_data(self) -> list[StreamDeclaration]:
+        """One event per epoch: loss, train and test score, device and wall time, the last
+        waveform as driven and as recorded, node states of a few samples, and the test error
+        per class (per quantile for a regression task)."""
+        task = self._task
+        score = "nmse" if task.regression else "accuracy"
+        per = (
+            ("quantile", ["50 %", "90 %", "99 %"])
+            if task.regression
+            else ("class", [str(c) for c in range(task.n_out)])
+        )
+        keys = (
+            DataKey("epoch", dtype="float64", description="epoch"),
+            DataKey("loss", description="training loss"),
+            DataKey(f"train_{score}", description=f"train {score}"),
+            DataKey(f"test_{score}", description=f"test {score}"),
+            DataKey("device_time_s", "s", description="device time"),
+            DataKey("epoch_device_time_s", "s", description="device time per epoch"),
+            DataKey("epoch_train_device_time_s", "s", description="training device time"),
+            DataKey("epoch_wall_time_s", "s", description="wall time per epoch"),
+            DataKey("projection_device_time_s", "s", description="projection device time"),
+            DataKey("clipped_fraction", description="drives clipped (fraction)"),
+            DataKey(
+                "awg_drive_v",
+                "V",
+                (None,),
+                ("sample",),
+                description="AWG drive",
+                optional=True,
+            ),
+            DataKey(
+                "pd_trace_v",
+                "V",
+                (None,),
+                ("sample",),
+                description="photodetector",
+                optional=True,
+            ),
+            DataKey(
+                "node_states",
+                "",
+                (None, None),
+                ("sample", "node"),
+                description="node states",
+                optional=True,
+            ),
+            DataKey(
+                "readout_error",
+                "",
+                (len(per[1]),),
+                (per[0],),
+                {per[0]: per[1]},
+                description="test error" if not task.regression else "|error| quantile",
+            ),
+        )
+        plots = (
+            PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
+            PlotHint(score, "lines", (f"train_{score}", f"test_{score}"), score.capitalize()),
+            PlotHint("drive", "trace", ("awg_drive_v",), "AWG drive (last waveform)"),
+            PlotHint("pd", "trace", ("pd_trace_v",), "Photodetector (last waveform)"),
+            PlotHint("states", "image", ("node_states",), "Node states"),
+            PlotHint("errors", "bars", ("readout_error",), "Test error per " + per[0]),
+            PlotHint("clipped", "lines", ("clipped_fraction",), "Clipped drives"),
+        )
+        status = (
+            "device_time_s",
+            "epoch_device_time_s",
+            "epoch_train_device_time_s",
+            "epoch_wall_time_s",
+            "projection_device_time_s",
+        )
+        return [StreamDeclaration(keys, plots, x="epoch", status=status)]
 
 
 def _min_guard(node_count: int, desync: int) -> int:
