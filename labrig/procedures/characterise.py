@@ -178,7 +178,7 @@ class IvSweep(RigProcedure):
                 ),
                 (
                     PlotHint(
-                        "iv",
+                        "xy:current_na",
                         "xy",
                         ("current_na",),
                         f"I-V curve, {name} swept",
@@ -355,7 +355,7 @@ class TransferCurve(RigProcedure):
                     DataKey("drive_v", "V", description="modulator drive"),
                     DataKey("pd_v", "V", description="photodetector"),
                 ),
-                (PlotHint("transfer", "xy", ("pd_v",), "Transfer curve", x="drive_v"),),
+                (PlotHint("xy:pd_v", "xy", ("pd_v",), "Transfer curve", x="drive_v"),),
             ),
             StreamDeclaration(
                 (
@@ -372,7 +372,7 @@ class TransferCurve(RigProcedure):
                 ),
                 (
                     PlotHint(
-                        "impulse",
+                        "trace:impulse_pd_v",
                         "trace",
                         ("impulse_pd_v",),
                         "Impulse response of the delay loop",

@@ -1029,12 +1029,17 @@ class DfaTraining(RigProcedure):
         )
         plots = (
             PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
-            PlotHint(score, "lines", (f"train_{score}", f"test_{score}"), score.capitalize()),
-            PlotHint("drive", "trace", ("awg_drive_v",), "AWG drive (last waveform)"),
-            PlotHint("pd", "trace", ("pd_trace_v",), "Photodetector (last waveform)"),
-            PlotHint("states", "image", ("node_states",), "Node states"),
-            PlotHint("errors", "bars", ("readout_error",), "Test error per " + per[0]),
-            PlotHint("clipped", "lines", ("clipped_fraction",), "Clipped drives"),
+            PlotHint(
+                "accuracy" if score == "accuracy" else "nmse",
+                "lines",
+                (f"train_{score}", f"test_{score}"),
+                score.capitalize(),
+            ),
+            PlotHint("trace:awg_drive_v", "trace", ("awg_drive_v",), "AWG drive (last waveform)"),
+            PlotHint("trace:pd_trace_v", "trace", ("pd_trace_v",), "Photodetector (last waveform)"),
+            PlotHint("image:node_states", "image", ("node_states",), "Node states"),
+            PlotHint("bars:readout_error", "bars", ("readout_error",), "Test error per " + per[0]),
+            PlotHint("scalar:clipped_fraction", "lines", ("clipped_fraction",), "Clipped drives"),
         )
         status = (
             "device_time_s",

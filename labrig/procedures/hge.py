@@ -660,8 +660,8 @@ class HgeTraining(RigProcedure):
         plots = [
             PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
             PlotHint("accuracy", "lines", ("accuracy",), "Accuracy"),
-            PlotHint("controls", "history", ("controls_v",), "Control voltages"),
-            PlotHint("gradient", "bars", ("gradient",), "Loss gradient per electrode"),
+            PlotHint("history:controls_v", "history", ("controls_v",), "Control voltages"),
+            PlotHint("bars:gradient", "bars", ("gradient",), "Loss gradient per electrode"),
             PlotHint(
                 "cases",
                 "cases",
@@ -670,13 +670,15 @@ class HgeTraining(RigProcedure):
                 targets="targets",
                 threshold="threshold_na",
             ),
-            PlotHint("trace", "trace", ("trace_na",), "TIA trace", x="trace_t_s"),
+            PlotHint("trace:trace_na", "trace", ("trace_na",), "TIA trace", x="trace_t_s"),
         ]
         if self.mode == "lockin":
             keys.append(
                 DataKey("lockin_r", "nA", (n_c,), ("electrode",), controls, description="R")
             )
-            plots.append(PlotHint("lockin", "bars", ("lockin_r",), "Lock-in R per electrode"))
+            plots.append(
+                PlotHint("bars:lockin_r", "bars", ("lockin_r",), "Lock-in R per electrode")
+            )
         return [
             StreamDeclaration(
                 tuple(keys),
