@@ -236,9 +236,13 @@ def _summary_dict(summary: Any) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from labrig.runs.report import make_report
+    from labrig.runs.report import EmptyRunError, make_report
 
-    files = make_report(Path(args.run_dir))
+    try:
+        files = make_report(Path(args.run_dir))
+    except EmptyRunError as exc:
+        print(f"labrig report: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         _print_json({"run_dir": args.run_dir, "files": [str(f) for f in files], "status": "ok"})
     else:
@@ -336,7 +340,9 @@ def register(sub: Any) -> None:
         p.add_argument("--out", default=argparse.SUPPRESS, help="runs directory")
     runs.set_defaults(handler=cmd_runs, runs_command="list")
 
-    report = sub.add_parser("report", help="PNG plots of a run, written into its folder")
+    report = sub.add_parser(
+        "report", help="an HTML page of a run (parameters, station, result, figures)"
+    )
     report.add_argument("run_dir")
     report.add_argument("--json", action="store_true")
     report.set_defaults(handler=cmd_report)
