@@ -460,6 +460,16 @@ class KeysightInfiniiVision(ErrorCheckingMixin, SCPIMixin, Instrument):
         self.check_errors(context=f"set_points({points})")
 
     # --------------------------------------------------------------- role methods
+    def record_points_for(self, duration_s: float, sample_rate_hz: float) -> int:
+        """The shortest RAW record that samples ``duration_s`` at ``sample_rate_hz`` or faster
+        (see :func:`record_points_for`)."""
+        return record_points_for(duration_s, sample_rate_hz)
+
+    @property
+    def max_record_points(self) -> int:
+        """The longest RAW record, points."""
+        return RAW_RECORD_POINTS[-1]
+
     def configure_acquisition(
         self,
         channel: int,

@@ -119,6 +119,21 @@ class Digitizer(Instrument, Protocol):
         """Digitise one record now (``:DIGitize``) and return it."""
         ...
 
+    def record_points_for(self, duration_s: float, sample_rate_hz: float) -> int:
+        """The shortest record (points) this model can take that samples ``duration_s`` (s) at
+        ``sample_rate_hz`` (Sa/s) or faster. Raises ``ValueError`` naming both if even the
+        longest record is too short."""
+        ...
+
+    @property
+    def max_record_points(self) -> int:
+        """The longest record (points) this model can transfer."""
+        ...
+
+    def set_points(self, n: int) -> None:
+        """Transfer ``n`` points per record (a length :meth:`record_points_for` returned)."""
+        ...
+
 
 @runtime_checkable
 class DacBank(Instrument, Protocol):

@@ -37,9 +37,11 @@ def _print_json(obj: dict[str, Any]) -> None:
 
 
 def _run(procedure: Any, args: argparse.Namespace) -> Any:
-    from labrig.procedures.runner import run_procedure
+    """Run ``procedure`` on ``--station``: the shell checks the station against the procedure
+    before any run folder exists, opens the rig, hands it over and closes it afterwards."""
+    from labrig.shell import run_on_station
 
-    return run_procedure(procedure, runs_dir=args.out, echo=not args.json)
+    return run_on_station(procedure, args.station, runs_dir=args.out, echo=not args.json)
 
 
 def _result_json(result: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def cmd_measure_iv(args: argparse.Namespace) -> int:
 
     options = ("electrode", "start", "stop", "points", "settle", "others")
     renamed = {"start": "start_v", "stop": "stop_v", "settle": "settle_s", "others": "others_v"}
-    result = _run(IvSweep(station=args.station, **_given(args, options, **renamed)), args)
+    result = _run(IvSweep(**_given(args, options, **renamed)), args)
     files = write_iv_outputs(result.run_dir) if result.n_events else {}
     summary = dict(result.summary)
     if not args.json:
@@ -97,7 +99,7 @@ def cmd_measure_iv(args: argparse.Namespace) -> int:
 def cmd_measure_transfer(args: argparse.Namespace) -> int:
     from labrig.procedures.characterise import TransferCurve, write_transfer_outputs
 
-    result = _run(TransferCurve(station=args.station, **_given(args, ("points",))), args)
+    result = _run(TransferCurve(**_given(args, ("points",))), args)
     files = write_transfer_outputs(result.run_dir) if result.n_events else {}
     if not args.json:
         print(f"transfer: {result.status} — record {result.run_dir}")
@@ -115,7 +117,7 @@ def cmd_train_hge(args: argparse.Namespace) -> int:
     from labrig.procedures.hge import HgeTraining
 
     options = ("task", "mode", "seed", "max_iterations", "initializations", "learning_rate")
-    procedure = HgeTraining(station=args.station, **_given(args, options))
+    procedure = HgeTraining(**_given(args, options))
     result = _run(procedure, args)
     summary = result.summary
     if args.json:
@@ -156,7 +158,7 @@ def cmd_train_dfa(args: argparse.Namespace) -> int:
         "readout",
         "train_samples",
     )
-    procedure = DfaTraining(station=args.station, **_given(args, options))
+    procedure = DfaTraining(**_given(args, options))
     result = _run(procedure, args)
     summary = result.summary
     if args.json:
@@ -252,10 +254,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    # The record names its procedure class's import path: resume imports it from there.
-    from labrig.procedures.runner import resume_run
+    # The record names its procedure class's import path and holds the station it ran on.
+    from labrig.shell import resume_on_station
 
-    result = resume_run(Path(args.run_dir), echo=not args.json)
+    result = resume_on_station(Path(args.run_dir), station=args.station, echo=not args.json)
     if args.json:
         _print_json(_result_json(result, {}))
     else:
@@ -349,6 +351,11 @@ def register(sub: Any) -> None:
 
     resume = sub.add_parser("resume", help="continue a crashed or aborted run in its record")
     resume.add_argument("run_dir")
+    resume.add_argument(
+        "--station",
+        default=None,
+        help="station NAME or FILE to resume on (default: the one recorded in the run)",
+    )
     resume.add_argument("--json", action="store_true")
     resume.set_defaults(handler=cmd_resume)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from instruments.errors import InstrumentConnectionError
+from instruments.roles import DacBank, Digitizer, Instrument, LockIn, WaveformGenerator
 from labrig.station import IN_PROCESS, MODELS, Station, load_station
 
 
@@ -49,7 +50,7 @@ class Rig:
             ) from None
 
     @property
-    def dac(self) -> Any:
+    def dac(self) -> DacBank:
         if self.station.dnpu is not None:
             return self.instrument(self.station.dnpu.dac)
         if self.station.reservoir is not None:
@@ -57,29 +58,30 @@ class Rig:
         raise KeyError("this station has no DAC role")
 
     @property
-    def digitizer(self) -> Any:
+    def digitizer(self) -> Digitizer:
         rig = self.station.dnpu or self.station.reservoir
         if rig is None:
             raise KeyError("this station has no digitizer role")
         return self.instrument(rig.digitizer)
 
     @property
-    def lockins(self) -> list[Any]:
+    def lockins(self) -> list[LockIn]:
         if self.station.dnpu is None:
             return []
         return [self.instrument(n) for n in self.station.dnpu.lockins]
 
     @property
-    def awg(self) -> Any:
+    def awg(self) -> WaveformGenerator:
         if self.station.reservoir is None:
             raise KeyError("this station has no AWG role")
         return self.instrument(self.station.reservoir.awg)
 
     @property
     def simulated(self) -> bool:
+        """True for a virtual bench (for the shell: a procedure never asks)."""
         return self.bench_client is not None
 
-    def reconnect(self, name: str) -> Any:
+    def reconnect(self, name: str) -> Instrument:
         """Close and reopen instrument ``name`` (after a dropped connection), reinstall its
         channel limits, and return the new driver. The instrument keeps its own settings."""
         old = self.instruments.get(name)
@@ -144,7 +146,7 @@ class Rig:
                 problems.append(f"{name}: safe state failed: {type(exc).__name__}: {exc}")
         return problems
 
-    def safe_state_order(self) -> dict[str, Any]:
+    def safe_state_order(self) -> dict[str, Instrument]:
         """The instruments in the order to make them safe: DAC banks last, so generators and
         lock-in outputs are quiet before any electrode moves."""
         return dict(

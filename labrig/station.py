@@ -421,6 +421,11 @@ class _Parser:
             if inst not in instruments:
                 raise self.fail(f"{key}.instrument", f"no instrument named {inst!r}")
             info = instruments[inst].info
+            if info.role != "dac":
+                raise self.fail(
+                    f"{key}.instrument",
+                    f"{inst!r} is a {info.role} ({info.key}); limited channels are DAC channels",
+                )
             channel = self.typed(t, key, "channel", int)
             if not 1 <= channel <= max(info.channel_count, 1):
                 raise self.fail(

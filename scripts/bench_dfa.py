@@ -29,7 +29,7 @@ import numpy as np
 from labrig.algorithms import dfa as dfa_alg
 from labrig.algorithms.optim import make_optimizer
 from labrig.procedures.dfa import DfaTraining, load_task
-from labrig.procedures.runner import run_procedure
+from labrig.shell import run_on_station
 
 PAPER_TABLE_1 = {
     "MNIST": {"simulation": 98.96, "hardware": 97.80},
@@ -77,7 +77,9 @@ def plan_for(args: argparse.Namespace) -> Plan:
 def run(label: str, **values: Any) -> dict[str, Any]:
     """One ``dfa`` run; returns its summary plus device and wall time."""
     t0 = time.perf_counter()
-    result = run_procedure(DfaTraining(**values), echo=False, handle_signals=False)
+    result = run_on_station(
+        DfaTraining(**values), "sim-reservoir", echo=False, handle_signals=False
+    )
     wall = time.perf_counter() - t0
     s = dict(result.summary)
     s.update(

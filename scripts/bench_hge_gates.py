@@ -34,7 +34,7 @@ import numpy as np
 from labrig.algorithms.tasks import boolean_task, truth_string
 from labrig.physics.dnpu import DnpuModel, boolean_outputs, function_table
 from labrig.procedures.hge import HgeTraining
-from labrig.procedures.runner import run_procedure
+from labrig.shell import run_on_station
 from labrig.station import builtin_station_path
 
 GATES = ("AND", "OR", "NAND", "NOR", "XOR", "XNOR")
@@ -110,14 +110,13 @@ def train(
     runs_dir: Path,
 ) -> Outcome:
     proc = HgeTraining(
-        station=station,
         task=truth,
         mode=mode,
         max_iterations=max_iterations,
         initializations=initializations,
     )
     t0 = time.perf_counter()
-    result = run_procedure(proc, runs_dir=runs_dir, echo=False, handle_signals=False)
+    result = run_on_station(proc, station, runs_dir=runs_dir, echo=False, handle_signals=False)
     s = result.summary
     return Outcome(
         device_seed,

@@ -43,6 +43,7 @@ from labrig.algorithms.baselines import GradientEstimate, central_difference, sp
 from labrig.algorithms.hge import AUTHORS_PLAN, FrequencyPlan
 from labrig.procedures.characterise import TIA_FULL_SCALE_V
 from labrig.procedures.hge import HgeTraining
+from labrig.rig import Rig, open_rig
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -150,6 +151,7 @@ class GradientBench:
 
     def __init__(self, white_noise_psd: float | None = None) -> None:
         self.proc = HgeTraining(task="AND")
+        self.proc.bind_rig(open_rig("sim-dnpu"))
         self.proc.startup()
         rig = self.proc.require_rig()
         built = rig.built
@@ -173,7 +175,7 @@ class GradientBench:
 
     def close(self) -> None:
         rig = self.proc.rig
-        if rig is not None:
+        if isinstance(rig, Rig):
             rig.close()
             self.proc.rig = None
 

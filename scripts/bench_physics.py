@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from labrig.algorithms.hge import AUTHORS_PLAN
 from labrig.physics.dnpu import DEFAULT_ACTIVATION_RANGES_V
+from labrig.rig import open_rig
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -92,6 +93,8 @@ def main() -> None:
     from labrig.procedures.hge import HgeTraining
 
     proc = HgeTraining()
+    hge_rig = open_rig("sim-dnpu")
+    proc.bind_rig(hge_rig)
     proc.startup()
     try:
         controls = np.array([-0.3, -0.5, -0.2, -0.4, -0.1])
@@ -111,7 +114,7 @@ def main() -> None:
             "(incl. trace upload and record transfer)",
         )
     finally:
-        proc.require_rig().close()
+        hge_rig.close()  # safe state, then close
 
     # -- reservoir
     from labrig.physics.reservoir import DelayReservoir, ReservoirParams
@@ -153,6 +156,8 @@ def main() -> None:
     from labrig.procedures.dfa import DfaTraining
 
     dfa = DfaTraining(nodes=100, train_samples=8)
+    dfa_rig = open_rig("sim-reservoir")
+    dfa.bind_rig(dfa_rig)
     dfa.startup()
     try:
         rig = dfa.require_rig()
@@ -172,9 +177,7 @@ def main() -> None:
             "(incl. waveform upload and 4 M-point record transfer)",
         )
     finally:
-        for inst in dfa.instruments.values():
-            inst.safe_state()
-        dfa.release()
+        dfa_rig.close()  # safe state, then close
 
 
 if __name__ == "__main__":

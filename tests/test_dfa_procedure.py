@@ -12,22 +12,24 @@ import pytest
 from labrig.cli import main
 from labrig.errors import ProcedureError
 from labrig.procedures.dfa import DfaTraining, load_task
-from labrig.procedures.runner import RunController, resume_run, run_procedure
+from labrig.procedures.runner import RunController
+from labrig.rig import open_rig
 from labrig.runs.documents import EventDoc
 from labrig.runs.record import RunRecord
+from labrig.shell import resume_on_station, run_on_station, station_for
 from labrig.station import builtin_station_path
 
 
 def _started(**values: object) -> DfaTraining:
     proc = DfaTraining(**values)
+    proc.bind_rig(open_rig("sim-reservoir"))
     proc.startup()
     return proc
 
 
 def _close(proc: DfaTraining) -> None:
-    for inst in proc.instruments.values():
-        inst.safe_state()
-    proc.release()
+    rig = proc.require_rig()
+    assert not rig.close()  # safe state, then closed
 
 
 def _twin_states(proc: DfaTraining, a: np.ndarray) -> np.ndarray:
@@ -101,15 +103,19 @@ def test_dfa_method_is_refused_on_real_hardware_before_connecting(tmp_path: Path
     text = text[: text.index("[bench]")]
     station = tmp_path / "lab.toml"
     station.write_text(text)
-    proc = DfaTraining(station=str(station), method="dfa")
+    proc = DfaTraining(method="dfa")
     with pytest.raises(ProcedureError, match="only the digital twin of a simulated station"):
-        proc.startup()
+        run_on_station(proc, station, runs_dir=tmp_path / "runs")
     assert proc.rig is None  # nothing was opened
+    assert not (tmp_path / "runs").exists()  # and no run folder made
+    with pytest.raises(ProcedureError, match="only the digital twin"):
+        station_for(proc, station)
 
 
 def test_physical_projection_costs_device_time_and_is_reported() -> None:
-    result = run_procedure(
+    result = run_on_station(
         DfaTraining(nodes=20, epochs=1, train_samples=64, physical_projection=True),
+        "sim-reservoir",
         echo=False,
         handle_signals=False,
     )
@@ -151,10 +157,15 @@ def test_cosine_schedule_is_a_function_of_the_epoch() -> None:
 @pytest.mark.slow
 def test_aug_dfa_beats_readout_only_on_digits() -> None:
     common = {"train_samples": 600, "nodes": 60, "seed": 1}
-    aug = run_procedure(
-        DfaTraining(method="aug-dfa", epochs=8, **common), echo=False, handle_signals=False
+    aug = run_on_station(
+        DfaTraining(method="aug-dfa", epochs=8, **common),
+        "sim-reservoir",
+        echo=False,
+        handle_signals=False,
     )
-    ro = run_procedure(DfaTraining(method="readout", **common), echo=False, handle_signals=False)
+    ro = run_on_station(
+        DfaTraining(method="readout", **common), "sim-reservoir", echo=False, handle_signals=False
+    )
     assert aug.status == "success" and ro.status == "success"
     assert aug.summary["test_accuracy"] >= ro.summary["test_accuracy"] + 0.03, (
         aug.summary["test_accuracy"],
@@ -165,8 +176,12 @@ def test_aug_dfa_beats_readout_only_on_digits() -> None:
 @pytest.mark.slow
 def test_stopped_run_resumes_from_its_epoch_checkpoint(tmp_path: Path) -> None:
     values = {"nodes": 20, "epochs": 3, "train_samples": 64}
-    straight = run_procedure(
-        DfaTraining(**values), runs_dir=tmp_path / "a", echo=False, handle_signals=False
+    straight = run_on_station(
+        DfaTraining(**values),
+        "sim-reservoir",
+        runs_dir=tmp_path / "a",
+        echo=False,
+        handle_signals=False,
     )
     controller = RunController()
 
@@ -174,8 +189,9 @@ def test_stopped_run_resumes_from_its_epoch_checkpoint(tmp_path: Path) -> None:
         if isinstance(doc, EventDoc):
             controller.request_stop("test: stop after epoch 1")
 
-    stopped = run_procedure(
+    stopped = run_on_station(
         DfaTraining(**values),
+        "sim-reservoir",
         runs_dir=tmp_path / "b",
         subscribers=[stop_after_first_epoch],
         controller=controller,
@@ -185,7 +201,7 @@ def test_stopped_run_resumes_from_its_epoch_checkpoint(tmp_path: Path) -> None:
     assert stopped.status != "success"
     import labrig.procedures.dfa  # noqa: F401  (registers the procedure for resume)
 
-    resumed = resume_run(stopped.run_dir, echo=False, handle_signals=False)
+    resumed = resume_on_station(stopped.run_dir, echo=False, handle_signals=False)
     assert resumed.status == "success", resumed.reason
     assert resumed.summary["epochs"] == 3
     epochs = np.asarray(RunRecord.open(stopped.run_dir).events.scalars["epoch"])
@@ -225,9 +241,9 @@ def test_temporal_mode_beats_static_on_mnist1d() -> None:
     common = dict(task="mnist1d", method="readout", layers=1, train_samples=400, test_samples=300)
     common["ridge_lambda"] = 1.0
     acc = {
-        mode: run_procedure(DfaTraining(sequence_mode=mode, **common), echo=False).summary[
-            "test_accuracy"
-        ]
+        mode: run_on_station(
+            DfaTraining(sequence_mode=mode, **common), "sim-reservoir", echo=False
+        ).summary["test_accuracy"]
         for mode in ("static", "temporal")
     }
     assert acc["temporal"] > acc["static"] + 0.15, acc

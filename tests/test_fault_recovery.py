@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from labrig.procedures.characterise import IvSweep
-from labrig.procedures.runner import run_procedure
 from labrig.runs.record import RunRecord
+from labrig.shell import run_on_station
 
 
 class FaultyIv(IvSweep):
@@ -45,7 +45,7 @@ def run_with(
     proc.target = target
     proc.after_commands = after_commands
     t0 = time.monotonic()
-    result = run_procedure(proc, runs_dir=tmp_path, echo=False, handle_signals=False)
+    result = run_on_station(proc, "sim-dnpu", runs_dir=tmp_path, echo=False, handle_signals=False)
     return result, time.monotonic() - t0
 
 

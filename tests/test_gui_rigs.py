@@ -36,15 +36,17 @@ def _curve(board: Any, panel: str, name: str) -> np.ndarray:
 
 def test_a_whole_hge_run_from_the_gui_then_reopened(qtbot: Any, tmp_path: Path) -> None:
     win = _window(qtbot, "sim-dnpu", tmp_path / "runs")
-    # The dashboard opens on the station's training procedure with the station filled in.
+    # The dashboard opens on the station's training procedure; the form has no station entry:
+    # the window's open rig is what the run gets.
     assert win.procedure_panel.form is not None
     assert win.procedure_panel.form.procedure_class.name == "hge"
-    assert win.procedure_panel.form.raw_value("station") == "sim-dnpu"
+    assert "station" not in win.procedure_panel.form.editors
     qtbot.mouseClick(win.procedure_panel.start_button, Qt.MouseButton.LeftButton)
     worker = win.worker
     assert worker is not None
     qtbot.waitUntil(lambda: win.events_received >= 1, timeout=180_000)
-    rig = worker.procedure.rig  # type: ignore[attr-defined]  # the run's own connections
+    rig = worker.procedure.rig  # type: ignore[attr-defined]
+    assert rig is win.session.rig  # lent by the window
     qtbot.waitUntil(lambda: win.procedure_panel.state == "finished", timeout=180_000)
     stop = win.stop_doc
     assert stop is not None and stop.status == "success", stop
@@ -88,7 +90,8 @@ def test_an_aug_dfa_run_aborted_from_the_gui_is_safe_and_reopens(
     worker = win.worker
     assert worker is not None
     qtbot.waitUntil(lambda: win.events_received >= 2, timeout=180_000)
-    rig = worker.procedure.rig  # type: ignore[attr-defined]  # the run's own connections
+    rig = worker.procedure.rig  # type: ignore[attr-defined]
+    assert rig is win.session.rig  # lent by the window
     qtbot.waitUntil(lambda: "trace" in " ".join(win.live_board.panel_keys()), timeout=10_000)
     assert "image:node_states" in win.live_board.panel_keys()  # the reservoir's node states
     qtbot.mouseClick(win.procedure_panel.abort_button, Qt.MouseButton.LeftButton)

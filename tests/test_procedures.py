@@ -19,8 +19,8 @@ from labrig.physics.dnpu import DnpuModel
 from labrig.procedures.base import register_procedure
 from labrig.procedures.characterise import IvSweep, TransferCurve
 from labrig.procedures.hge import HgeTraining
-from labrig.procedures.runner import resume_run, run_procedure
 from labrig.runs.record import RunRecord
+from labrig.shell import resume_on_station, run_on_station
 from labrig.station import load_station
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +45,9 @@ def last_json(out: str) -> dict:
 
 
 def test_iv_sweep_measures_the_device_current(tmp_path: Path) -> None:
-    result = run_procedure(
+    result = run_on_station(
         IvSweep(electrode=3, start_v=-1.0, stop_v=0.5, points=6, others_v=0.0),
+        "sim-dnpu",
         runs_dir=tmp_path,
         echo=False,
     )
@@ -71,8 +72,11 @@ def test_iv_sweep_measures_the_device_current(tmp_path: Path) -> None:
 
 
 def test_iv_refuses_a_sweep_outside_the_activation_range(tmp_path: Path) -> None:
-    result = run_procedure(
-        IvSweep(electrode=2, start_v=-1.0, stop_v=0.2, points=3), runs_dir=tmp_path, echo=False
+    result = run_on_station(
+        IvSweep(electrode=2, start_v=-1.0, stop_v=0.2, points=3),
+        "sim-dnpu",
+        runs_dir=tmp_path,
+        echo=False,
     )
     assert result.status == "failed"
     assert "start_v = -1.0 V" in result.reason and "[-0.7, 0.3]" in result.reason
@@ -93,7 +97,9 @@ def test_cli_measure_iv_json_writes_csv_and_png(capsys: pytest.CaptureFixture[st
 
 
 def test_transfer_finds_the_loop_delay_and_the_modulator_null(tmp_path: Path) -> None:
-    result = run_procedure(TransferCurve(points=21), runs_dir=tmp_path, echo=False)
+    result = run_on_station(
+        TransferCurve(points=21), "sim-reservoir", runs_dir=tmp_path, echo=False
+    )
     assert result.status == "success", result.reason
     reservoir = load_station("sim-reservoir").reservoir
     assert reservoir is not None
@@ -130,7 +136,7 @@ def test_cli_train_hge_json_contract_and_limits(capsys: pytest.CaptureFixture[st
 
 @pytest.mark.slow
 def test_hge_finds_xor_on_the_default_device(tmp_path: Path) -> None:
-    result = run_procedure(HgeTraining(task="XOR"), runs_dir=tmp_path, echo=False)
+    result = run_on_station(HgeTraining(task="XOR"), "sim-dnpu", runs_dir=tmp_path, echo=False)
     assert result.status == "success", result.reason
     assert result.summary["found"] is True
     assert result.summary["accuracy"] == 1.0
@@ -154,8 +160,9 @@ def _events_in(run_dir: Path) -> int:
 @pytest.mark.slow
 def test_hge_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     args = ["train", "hge", "--task", "XNOR", "--max-iterations", "4", "--initializations", "2"]
-    straight = run_procedure(
+    straight = run_on_station(
         HgeTraining(task="XNOR", max_iterations=4, initializations=2),
+        "sim-dnpu",
         runs_dir=tmp_path / "straight",
         echo=False,
         handle_signals=False,
@@ -188,7 +195,7 @@ def test_hge_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path: Path) 
             proc.wait(timeout=30)
     import labrig.procedures.hge  # noqa: F401  (registers the procedure for resume)
 
-    resumed = resume_run(run_dir, echo=False, handle_signals=False)
+    resumed = resume_on_station(run_dir, echo=False, handle_signals=False)
     assert resumed.status == "success", resumed.reason
     for key in ("iterations", "final_loss", "found", "controls_v", "outputs_na"):
         assert resumed.summary[key] == straight.summary[key], key
@@ -206,13 +213,14 @@ class IvFailingShutdown(IvSweep):
 
 
 def test_resuming_a_sweep_that_measured_every_point_finishes_it(tmp_path: Path) -> None:
-    first = run_procedure(
+    first = run_on_station(
         IvFailingShutdown(electrode=2, start_v=-0.5, stop_v=0.2, points=3),
+        "sim-dnpu",
         runs_dir=tmp_path,
         echo=False,
         handle_signals=False,
     )
     assert first.status == "failed" and first.n_events == 3, first.reason
-    again = resume_run(first.run_dir, handle_signals=False, echo=False)
+    again = resume_on_station(first.run_dir, handle_signals=False, echo=False)
     assert again.status == "success", again.reason
     assert again.n_events == 3  # nothing measured twice, nothing out of range

@@ -14,13 +14,12 @@ from test_runs_toys import QuadraticDescent, spawn_toy
 
 from labrig.errors import ProcedureError
 from labrig.procedures.base import IntegerParameter, Procedure, RunAborted, register_procedure
-from labrig.procedures.runner import run_procedure
+from labrig.procedures.runner import resume_run, run_procedure
 from labrig.runs.checkpoint import (
     checkpoint_paths,
     decode_state,
     encode_state,
     load_checkpoint,
-    resume,
     save_checkpoint,
 )
 from labrig.runs.record import RecordError, RunRecord
@@ -111,7 +110,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     assert crashed.status == "crashed" and 45 <= len(crashed.events) < n
 
     checkpoint = load_checkpoint(run_dir)
-    resumed = resume(run_dir, overrides={"delay_s": 0.0}, handle_signals=False)
+    resumed = resume_run(run_dir, overrides={"delay_s": 0.0}, handle_signals=False)
     assert resumed.status == "success", resumed.reason
     assert resumed.run_dir == run_dir
 
@@ -135,13 +134,13 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
 def test_resume_refuses_finished_and_unresumable_runs(tmp_path: Path) -> None:
     done = run_procedure(QuadraticDescent(n_iterations=3), runs_dir=tmp_path)
     with pytest.raises(ProcedureError, match="successfully"):
-        resume(done.run_dir)
+        resume_run(done.run_dir)
     for path in checkpoint_paths(done.run_dir):
         path.unlink()
     stopped = tmp_path / "other"
     stopped.mkdir()
     with pytest.raises(RecordError):
-        resume(stopped)
+        resume_run(stopped)
 
 
 def test_resume_extends_an_aborted_run_with_overrides(tmp_path: Path) -> None:
@@ -159,7 +158,7 @@ def test_resume_extends_an_aborted_run_with_overrides(tmp_path: Path) -> None:
 
     first = run_procedure(StopAtTen(n_iterations=30), runs_dir=tmp_path / "x", handle_signals=False)
     assert first.status == "aborted" and first.n_events == 10
-    resumed = resume(first.run_dir, handle_signals=False)
+    resumed = resume_run(first.run_dir, handle_signals=False)
     assert resumed.status == "success" and resumed.n_events == 30
     reference = run_procedure(QuadraticDescent(n_iterations=30), runs_dir=tmp_path / "y")
     a, b = RunRecord.open(reference.run_dir), RunRecord.open(first.run_dir)
@@ -196,9 +195,9 @@ class CountTo(Procedure):
 def test_a_resume_keeps_the_overrides_of_earlier_resumes(tmp_path: Path) -> None:
     first = run_procedure(CountTo(n=5, fail_at=3), runs_dir=tmp_path, handle_signals=False)
     assert first.status == "failed" and first.n_events == 3
-    second = resume(first.run_dir, overrides={"n": 10, "fail_at": 7}, handle_signals=False)
+    second = resume_run(first.run_dir, overrides={"n": 10, "fail_at": 7}, handle_signals=False)
     assert second.status == "failed" and second.n_events == 7
-    third = resume(first.run_dir, overrides={"fail_at": 0}, handle_signals=False)
+    third = resume_run(first.run_dir, overrides={"fail_at": 0}, handle_signals=False)
     # n = 10 from the second segment, not the first segment's 5
     assert third.status == "success" and third.n_events == 10
     record = RunRecord.open(first.run_dir)
@@ -216,7 +215,7 @@ def test_a_resume_that_fails_to_start_keeps_the_previous_stop_document(
 
     monkeypatch.setattr(record_module, "_write_start", disk_full)
     # The continued record is built beside the old one and replaces it only when complete.
-    result = resume(first.run_dir, handle_signals=False)
+    result = resume_run(first.run_dir, handle_signals=False)
     assert result.status == "failed"
     monkeypatch.undo()
     record = RunRecord.open(first.run_dir)

@@ -19,6 +19,7 @@ from labrig.runs.catalog import list_runs
 from labrig.runs.documents import DataKey, DescriptorDoc, EventDoc, StartDoc, StreamDeclaration
 from labrig.runs.record import RecordWriter, RunRecord, lock_run_dir
 from labrig.runs.report import EmptyRunError, make_report, report_figures
+from labrig.shell import run_on_station
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -41,10 +42,10 @@ def _legend_outside(ax: Any) -> bool:
 
 @pytest.fixture(scope="module")
 def hge_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    result = run_procedure(
+    result = run_on_station(
         HgeTraining(task="XOR", max_iterations=3, initializations=1),
+        "sim-dnpu",
         runs_dir=tmp_path_factory.mktemp("hge"),
-        echo=False,
         handle_signals=False,
     )
     assert result.n_events >= 1, result.reason
@@ -102,10 +103,10 @@ def test_report_page_holds_parameters_station_result_and_figures(hge_run: Path) 
 
 
 def test_iv_report_draws_the_spread_as_error_bars(tmp_path: Path) -> None:
-    result = run_procedure(
+    result = run_on_station(
         IvSweep(points=6, settle_s=0.001, acquisition_s=0.001),
+        "sim-dnpu",
         runs_dir=tmp_path,
-        echo=False,
         handle_signals=False,
     )
     assert result.status == "success", result.reason

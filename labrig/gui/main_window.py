@@ -47,6 +47,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from labrig.errors import ProcedureError
 from labrig.gui.panels.log import LogPane
 from labrig.gui.panels.plots import PlotBoard
 from labrig.gui.panels.procedure import ProcedurePanel
@@ -54,14 +55,13 @@ from labrig.gui.panels.run_browser import RunBrowser
 from labrig.gui.panels.station import StationPanel, StationSession
 from labrig.gui.worker import RunWorker
 from labrig.procedures.base import ParameterError
+from labrig.procedures.rig_procedure import RigProcedure
 from labrig.runs.documents import DescriptorDoc, EventDoc, LogDoc, StartDoc, StopDoc
+from labrig.shell import station_for
 
 __all__ = ["MainWindow", "load_procedures"]
 
 _NOT_PROCEDURES = {"base", "runner"}
-# A procedure with this parameter opens the station itself (labrig.procedures.rig_procedure):
-# the form starts with the window's station, and the window lends it its connections.
-STATION_PARAMETER = "station"
 # A slice of a frame drawn right after an event takes at most this share of the usual gap
 # between events (at least one panel is drawn).
 SLICE_OF_GAP = 0.4
@@ -120,7 +120,6 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._closed = False
         self._finished_reported = False
-        self._lent_station = False
         self._frame_t0 = time.monotonic()
         self.frame_hz = frame_hz
         self.max_render_fraction = max_render_fraction
@@ -145,8 +144,7 @@ class MainWindow(QMainWindow):
         self.session = StationSession(station, parent=self)
         self.session.message.connect(self.log_pane.add)
         self.station_panel = StationPanel(self.session)
-        presets = {STATION_PARAMETER: str(station)} if station is not None else {}
-        self.procedure_panel = ProcedurePanel(presets)
+        self.procedure_panel = ProcedurePanel()
         self.procedure_panel.start_requested.connect(self.start_run)
         self.procedure_panel.pause_requested.connect(self.pause_run)
         self.procedure_panel.resume_requested.connect(self.resume_run)
@@ -238,11 +236,21 @@ class MainWindow(QMainWindow):
         except (ParameterError, ValueError, TypeError, KeyError) as exc:
             self.log_pane.add(f"cannot start: {exc}", "error")
             return None
-        self._lent_station = STATION_PARAMETER in type(procedure).parameters()
-        if self._lent_station and self.session.rig is not None:
-            # Real instruments often take one connection at a time: the run opens its own.
-            self.session.close_rig()
-            self.session.mark_in_use()
+        if isinstance(procedure, RigProcedure):
+            # The window's open rig is lent to the run (the shell's job: a procedure never opens
+            # a station); the runner leaves it in its safe state, still open, for the window.
+            rig = self.session.rig
+            if rig is None:
+                self.log_pane.add(
+                    "cannot start: the station is not connected (press Reconnect)", "error"
+                )
+                return None
+            try:
+                station_for(procedure, rig.station)
+                procedure.bind_rig(rig)
+            except ProcedureError as exc:
+                self.log_pane.add(f"cannot start: {exc}", "error")
+                return None
         worker = RunWorker(
             procedure,
             runs_dir=self.runs_dir,
@@ -389,9 +397,6 @@ class MainWindow(QMainWindow):
         self.live_board.refresh()
         self.procedure_panel.set_state("finished", detail)
         self.station_panel.set_busy(False)
-        if self._lent_station and not self._closing and self.session.station is not None:
-            self._lent_station = False
-            self.session.connect_rig()
         if self.browser.isVisible():
             self.browser.refresh()
 

@@ -49,6 +49,7 @@ import numpy as np
 
 from instruments.roles import Instrument
 from labrig.errors import ProcedureError
+from labrig.procedures.retry import RunAborted, retry
 from labrig.units import UnitError, parse_quantity
 
 if TYPE_CHECKING:
@@ -85,15 +86,6 @@ class ParameterError(ValueError):
         self.source = source
         where = f" ({source})" if source else ""
         super().__init__(f"parameter {parameter!r}: {value!r} {problem}{where}")
-
-
-class RunAborted(ProcedureError):
-    """Raise from a procedure to end the run safely with status 'aborted' and this reason.
-
-    Use it for conditions the procedure detects and handles (an instrument that stays
-    unreachable, an output that saturates for good); anything else that escapes ``execute()``
-    ends the run as 'failed'.
-    """
 
 
 # ---------------------------------------------------------------------------------- parameters
@@ -608,10 +600,7 @@ class Procedure:
         reconnect: Callable[[], None] | None = None,
         what: str = "",
     ) -> T:
-        """:func:`labrig.procedures.runner.retry` with this run's logging and stop flag."""
-        # Imported here because the runner imports this module.
-        from labrig.procedures.runner import retry
-
+        """:func:`labrig.procedures.retry.retry` with this run's logging and stop flag."""
         return retry(
             call,
             attempts=attempts,

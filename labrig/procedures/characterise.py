@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from instruments.keysight_infiniivision import record_points_for
+from instruments.roles import Digitizer
 from labrig.errors import ProcedureError
 from labrig.procedures.base import (
     FloatParameter,
@@ -245,7 +245,7 @@ class TransferCurve(RigProcedure):
             trigger="external",
             trigger_level_v=1.0,
         )
-        scope.set_points(scope_points(duration, fs))
+        scope.set_points(scope_points(scope, duration, fs))
         scope.arm()
         awg.trigger()
         self.wait(duration)
@@ -393,10 +393,10 @@ def completion_timeout_s(duration_s: float) -> float:
     return 10.0 + 2.0 * duration_s
 
 
-def scope_points(duration_s: float, drive_rate_hz: float) -> int:
-    """The scope record that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its rate
-    (too sparse a record attenuates the drive's top frequencies when resampled)."""
-    return record_points_for(duration_s, OVERSAMPLING * drive_rate_hz)
+def scope_points(scope: Digitizer, duration_s: float, drive_rate_hz: float) -> int:
+    """The record of ``scope`` that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its
+    rate (too sparse a record attenuates the drive's top frequencies when resampled)."""
+    return scope.record_points_for(duration_s, OVERSAMPLING * drive_rate_hz)
 
 
 def electrode_names(rig: Any) -> list[str]:

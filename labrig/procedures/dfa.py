@@ -88,7 +88,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -118,7 +118,9 @@ from labrig.procedures.base import (
 from labrig.procedures.characterise import completion_timeout_s
 from labrig.procedures.rig_procedure import RigProcedure
 from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
-from labrig.station import load_station
+
+if TYPE_CHECKING:
+    from labrig.station import Station
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -490,6 +492,26 @@ class DfaTraining(RigProcedure):
     )
 
     # ---------------------------------------------------------------- set-up
+    def check_station(self, station: Station) -> None:
+        """Refuse before anything is connected: plain DFA on real hardware (it needs the twin's
+        f'), a station without a reservoir, more nodes than the loop has."""
+        super().check_station(station)
+        if self.method == "dfa" and station.bench is None:
+            raise ProcedureError(
+                f"method 'dfa' needs the reservoir's derivative f', which only the digital twin "
+                f"of a simulated station provides; {station.source} is real hardware. Use "
+                "'aug-dfa' (no model needed) or 'bp-twin'."
+            )
+        if station.reservoir is None:
+            raise ProcedureError(
+                f"the dfa procedure needs a [reservoir] station ({station.source})"
+            )
+        if self.nodes > station.reservoir.node_count:
+            raise ProcedureError(
+                f"nodes = {self.nodes} exceeds the loop's node_count = "
+                f"{station.reservoir.node_count} ({station.source})"
+            )
+
     def startup(self) -> None:
         # Checks that need no instrument come first: a refused run touches nothing.
         self._task = load_task(self.task, self.seed, self.narma_window)
@@ -507,22 +529,6 @@ class DfaTraining(RigProcedure):
                 self._task,
                 x_train=self._task.x_train[:, :, None],
                 x_test=self._task.x_test[:, :, None],
-            )
-        station = load_station(self.station)
-        if self.method == "dfa" and station.bench is None:
-            raise ProcedureError(
-                f"method 'dfa' needs the reservoir's derivative f', which only the digital twin "
-                f"of a simulated station provides; {station.source} is real hardware. Use "
-                "'aug-dfa' (no model needed) or 'bp-twin'."
-            )
-        if station.reservoir is None:
-            raise ProcedureError(
-                f"the dfa procedure needs a [reservoir] station ({station.source})"
-            )
-        if self.nodes > station.reservoir.node_count:
-            raise ProcedureError(
-                f"nodes = {self.nodes} exceeds the loop's node_count = "
-                f"{station.reservoir.node_count} ({station.source})"
             )
         super().startup()
         rig = self.require_rig()

@@ -337,7 +337,7 @@ class HgeTraining(RigProcedure):
         # The default record (1000 points) samples a 0.3 s schedule at 3.3 kHz, and the linear
         # interpolation onto the schedule's grid then attenuates the top frequencies (by 25 % at
         # 920 Hz): sample at least 4x the schedule's rate.
-        scope.set_points(scope_points(duration, self.sample_rate_hz))
+        scope.set_points(scope_points(scope, duration, self.sample_rate_hz))
         scope.arm()
         rig.dac.trigger()
         self.wait(duration)

@@ -15,7 +15,7 @@ which measured 1.5-3 ms per iteration here against ~0.3 ms for a rename to a fre
 Round-trips exactly: float64 arrays bit for bit, Python ints beyond 64 bits (a PCG64 state),
 numpy scalars with their dtype, tuples as tuples, bytes as bytes.
 
-Resume a run with :func:`resume` (the runner does the work).
+Resume a run with :func:`labrig.shell.resume_on_station` (the runner does the work).
 """
 
 from __future__ import annotations
@@ -35,11 +35,8 @@ import numpy as np
 from labrig.runs.record import RecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping
 
-    from labrig.procedures.base import Procedure
-    from labrig.procedures.runner import RunResult
-    from labrig.runs.stream import Subscriber
 
 __all__ = [
     "Checkpoint",
@@ -47,7 +44,6 @@ __all__ = [
     "decode_state",
     "encode_state",
     "load_checkpoint",
-    "resume",
     "save_checkpoint",
 ]
 
@@ -219,27 +215,3 @@ def load_checkpoint(run_dir: str | os.PathLike[str]) -> Checkpoint:
             path=path,
         )
     raise RecordError(f"{run_dir}: no readable checkpoint ({'; '.join(problems)})")
-
-
-def resume(
-    run_dir: str | os.PathLike[str],
-    *,
-    overrides: Mapping[str, object] | None = None,
-    subscribers: Sequence[Subscriber] = (),
-    handle_signals: bool = True,
-    prepare: Callable[[Procedure], None] | None = None,
-) -> RunResult:
-    """Continue a crashed or aborted run from its checkpoint, appending to the same record.
-
-    See :func:`labrig.procedures.runner.resume_run` for the arguments.
-    """
-    # The runner imports this module; import it here to keep the dependency one-way at load.
-    from labrig.procedures.runner import resume_run
-
-    return resume_run(
-        Path(run_dir),
-        overrides=overrides,
-        subscribers=subscribers,
-        handle_signals=handle_signals,
-        prepare=prepare,
-    )

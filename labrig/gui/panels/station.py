@@ -188,12 +188,6 @@ class StationSession(QObject):
         self.message.emit(f"station {self.name!r}: connected", "info")
         self.changed.emit()
 
-    def mark_in_use(self) -> None:
-        """The run has the instruments (it opened its own connections)."""
-        for status in self.statuses.values():
-            status.state = "in use by the run"
-        self.changed.emit()
-
     def check_errors(self) -> int:
         """Drain every instrument's error queue into ``last_error`` and the log; the count."""
         if self.rig is None:
