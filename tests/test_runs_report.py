@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from test_runs_toys import QuadraticDescent, SleepyCounter
 
 from labrig.procedures.characterise import IvSweep
+from labrig.procedures.dfa import DfaTraining
 from labrig.procedures.hge import HgeTraining
 from labrig.procedures.runner import run_procedure
 from labrig.runs.catalog import list_runs
@@ -184,3 +185,30 @@ def test_catalog_lists_finished_crashed_and_unreadable_runs(tmp_path: Path) -> N
     assert finished.last_loss == ok.summary["final_loss"]
     assert finished.procedure == "toy-quadratic" and finished.start_time is not None
     assert list_runs(tmp_path / "missing") == []
+
+
+@pytest.mark.slow
+def test_dfa_report_has_learning_curves_confusion_and_per_layer_views(tmp_path: Path) -> None:
+    result = run_on_station(
+        DfaTraining(nodes=20, epochs=2, train_samples=64, test_samples=64, layers=2),
+        "sim-reservoir",
+        runs_dir=tmp_path,
+        handle_signals=False,
+    )
+    assert result.status == "success", result.reason
+    figures = _figures(result.run_dir)
+    curves = figures["primary-accuracy"].axes[0]
+    assert curves.get_xlabel() == "epoch" and len(curves.get_lines()) == 2
+    assert _legend_texts(curves) == ["train accuracy", "test accuracy"]
+    confusion = figures["primary-image_confusion"].axes[0]
+    assert confusion.get_xlabel() == "predicted class" and confusion.get_ylabel() == "true class"
+    assert [t.get_text() for t in confusion.get_yticklabels()] == [str(c) for c in range(10)]
+    image = confusion.get_images()[0].get_array()
+    assert image.shape == (10, 10) and int(image.sum()) == 64  # every test sample counted once
+    drives = figures["primary-histogram_drive"].axes[0]
+    assert drives.get_xlabel() == "AWG drive (V)" and len(drives.get_lines()) == 2
+    assert _legend_texts(drives) == ["layer 1", "layer 2"] and _legend_outside(drives)
+    states = [ax for ax in figures["primary-image_layer_states"].axes if ax.get_images()]
+    assert [ax.get_title() for ax in states] == ["layer 1", "layer 2"]
+    assert all(ax.get_xlabel() == "node" and ax.get_ylabel() == "sample" for ax in states)
+    assert not any("device_time" in stem for stem in figures)

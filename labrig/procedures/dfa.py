@@ -134,6 +134,7 @@ AWG_WINDOW_V = 4.9
 SYNC_TRIGGER_LEVEL_V = 1.0  # the AWG's sync output is a 0 / 3.3 V marker
 EVENT_TRACE_POINTS = 1000  # at most this many points of drive and PD trace per event
 EVENT_NODE_ROWS = 16  # samples shown in the node-state image of an event
+DRIVE_BINS = 40  # bins of the per-layer drive histogram over the AWG window
 
 
 # ------------------------------------------------------------------------------ task loading
@@ -862,6 +863,7 @@ class DfaTraining(RigProcedure):
         task = self._task
         x, y = task.x_test[: self._n_test], task.y_test[: self._n_test]
         fwd = self._forward(x)
+        self._test_pass = (fwd, y)  # for the epoch's event (per-layer views, confusion)
         if task.regression:
             pred = fwd.y[:, 0] * task.y_scale + task.y_offset
             err = np.abs(pred - y)
@@ -911,7 +913,34 @@ class DfaTraining(RigProcedure):
                 states = states[:, -1]  # a sequence: each sample's last period
             arrays["node_states"] = states[:EVENT_NODE_ROWS].copy()
         arrays["readout_error"] = per_class
+        arrays.update(self._layer_views())
         self.emit_event(scalars, arrays)
+
+    def _layer_views(self) -> dict[str, np.ndarray]:
+        """From the epoch's test pass: each layer's drive histogram (AWG volts), the node
+        states of a few samples per layer, and the confusion matrix (classification)."""
+        fwd, y = self._test_pass
+        edges = np.linspace(-AWG_WINDOW_V, AWG_WINDOW_V, DRIVE_BINS + 1)
+        volts = [
+            np.clip(self.drive_offset_v + self.volts_per_unit * np.ravel(a), edges[0], edges[-1])
+            for a in fwd.a[: self.layers]
+        ]
+        views: dict[str, np.ndarray] = {
+            "drive_histogram": np.array([np.histogram(v, edges)[0] for v in volts]),
+            "layer_states": np.array(
+                [
+                    (h[:, -1] if h.ndim == 3 else h)[:EVENT_NODE_ROWS]
+                    for h in fwd.h[1 : self.layers + 1]
+                ]
+            ),
+        }
+        if not self._task.regression:
+            guess = np.argmax(fwd.y, axis=1)
+            n = self._task.n_out
+            views["confusion"] = np.bincount(
+                np.asarray(y, dtype=int) * n + guess, minlength=n * n
+            ).reshape(n, n)
+        return views
 
     # ---------------------------------------------------------------- results and resume
     def summary(self) -> dict[str, Any]:
@@ -989,7 +1018,7 @@ class DfaTraining(RigProcedure):
             if task.regression
             else ("class", [str(c) for c in range(task.n_out)])
         )
-        keys = (
+        keys: tuple[DataKey, ...] = (
             DataKey("epoch", dtype="float64", description="epoch"),
             DataKey("loss", description="training loss"),
             DataKey(f"train_{score}", description=f"train {score}"),
@@ -1033,7 +1062,45 @@ class DfaTraining(RigProcedure):
                 description="test error" if not task.regression else "|error| quantile",
             ),
         )
-        plots = (
+        edges = np.linspace(-AWG_WINDOW_V, AWG_WINDOW_V, DRIVE_BINS + 1)
+        centres = [round(float(c), 4) for c in 0.5 * (edges[1:] + edges[:-1])]
+        layer_names = [f"layer {k + 1}" for k in range(self.layers)]
+        keys += (
+            DataKey(
+                "drive_histogram",
+                "",
+                (self.layers, DRIVE_BINS),
+                ("layer", "AWG drive (V)"),
+                {"layer": layer_names, "AWG drive (V)": centres},
+                dtype="int64",
+                description="test-set drives (count)",
+                optional=True,
+            ),
+            DataKey(
+                "layer_states",
+                "",
+                (self.layers, None, self.nodes),
+                ("layer", "sample", "node"),
+                {"layer": layer_names},
+                description="node states (centred)",
+                optional=True,
+            ),
+        )
+        if not task.regression:
+            classes = [str(c) for c in range(task.n_out)]
+            keys += (
+                DataKey(
+                    "confusion",
+                    "",
+                    (task.n_out, task.n_out),
+                    ("true class", "predicted class"),
+                    {"true class": classes, "predicted class": classes},
+                    dtype="int64",
+                    description="test samples (count)",
+                    optional=True,
+                ),
+            )
+        plots: tuple[PlotHint, ...] = (
             PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
             PlotHint(
                 "accuracy" if score == "accuracy" else "nmse",
@@ -1046,7 +1113,15 @@ class DfaTraining(RigProcedure):
             PlotHint("image:node_states", "image", ("node_states",), "Node states"),
             PlotHint("bars:readout_error", "bars", ("readout_error",), "Test error per " + per[0]),
             PlotHint("scalar:clipped_fraction", "lines", ("clipped_fraction",), "Clipped drives"),
+            PlotHint(
+                "histogram:drive", "histogram", ("drive_histogram",), "Drive histogram per layer"
+            ),
+            PlotHint("image:layer_states", "image", ("layer_states",), "Node states per layer"),
         )
+        if not task.regression:
+            plots += (
+                PlotHint("image:confusion", "image", ("confusion",), "Confusion matrix (test)"),
+            )
         status = (
             "device_time_s",
             "epoch_device_time_s",

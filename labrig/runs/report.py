@@ -264,14 +264,33 @@ def _fig_image(run: _Run, stream: StreamDeclaration, hint: PlotHint) -> Figure |
     if not run.events.has_array(name):
         return None
     array = np.asarray(run.events.last(name), dtype=float)
+    key = run.keys.get(name)
+    if array.ndim == 3 and key is not None and len(key.dims) == 3:
+        # One image per entry of the first axis (a layer), named by its label.
+        labels = run.element_labels(name, array.shape[0])
+        fig = Figure(figsize=(4.2 * array.shape[0], 3.8))
+        axes = fig.subplots(1, array.shape[0], squeeze=False)[0]
+        for ax, plane, label in zip(axes, array, labels, strict=True):
+            image = ax.imshow(plane, aspect="auto", interpolation="nearest", cmap="viridis")
+            ax.set_title(label, fontsize=9)
+            ax.set_ylabel(key.dims[1])
+            ax.set_xlabel(key.dims[2])
+            fig.colorbar(image, ax=ax).set_label(run.label(name))
+        return fig
     array = array.reshape(array.shape[0], -1) if array.ndim > 2 else np.atleast_2d(array)
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     image = ax.imshow(array, aspect="auto", interpolation="nearest", cmap="viridis")
-    key = run.keys.get(name)
     dims = key.dims if key is not None and len(key.dims) == 2 else ("row", "column")
     ax.set_ylabel(dims[0])
     ax.set_xlabel(dims[1])
+    for axis, dim, n in ((ax.yaxis, dims[0], array.shape[0]), (ax.xaxis, dims[1], array.shape[1])):
+        ticks = key.coords.get(dim) if key is not None else None
+        if ticks is not None and len(ticks) == n and n <= 32:
+            axis.set_ticks(np.arange(n), [str(v) for v in ticks])
+    if array.size <= 400 and np.all(array == np.round(array)):  # counts: write them in
+        for (i, j), value in np.ndenumerate(array):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="w")
     bar = fig.colorbar(image, ax=ax)
     bar.set_label(run.label(name))
     return fig
@@ -285,15 +304,20 @@ def _fig_histogram(run: _Run, stream: StreamDeclaration, hint: PlotHint) -> Figu
     fig = Figure(figsize=(6.5, 3.8))
     ax = fig.subplots()
     key = run.keys.get(name)
-    if values.ndim == 2 and key is not None and key.dims:
+    centres = key.coords.get(key.dims[1]) if key is not None and len(key.dims) == 2 else None
+    if values.ndim == 2 and key is not None and centres is not None:
+        # Counts already binned (per layer): the bins' centres are the second axis' labels.
         labels = run.element_labels(name, values.shape[0])
+        x = np.asarray(centres, dtype=float)
         for row, label in zip(values, labels, strict=True):
-            ax.hist(row[np.isfinite(row)], bins=40, histtype="step", lw=1.2, label=label)
+            ax.step(x, row, where="mid", lw=1.2, label=label)
         _legend_outside(ax, len(labels))
+        ax.set_xlabel(key.dims[1])
+        ax.set_ylabel(run.label(name))
     else:
         ax.hist(values[np.isfinite(values)].ravel(), bins=40)
-    ax.set_xlabel(run.label(name))
-    ax.set_ylabel("count")
+        ax.set_xlabel(run.label(name))
+        ax.set_ylabel("count")
     _finish(ax)
     return fig
 
