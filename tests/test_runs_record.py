@@ -403,10 +403,14 @@ def test_a_killed_writer_leaves_a_record_readable_at_once_and_resumable(
         assert f["events/data/x"][:].tolist() == [0.0, 1.0, 2.0]
     with pytest.raises(OSError, match="already open for"):
         h5py.File(run_dir / "run.h5", "r").close()  # as HDF5 left it
+    from labrig.cli import main
+
+    assert main(["runs", "show", str(run_dir)]) == 0  # `labrig runs show` repairs it ...
+    with h5py.File(run_dir / "run.h5", "r") as f:  # ... so plain h5py (and h5dump) open it
+        assert f["events/data/x"][:].tolist() == [0.0, 1.0, 2.0]
     record = RunRecord.open(run_dir)
     assert record.status == "crashed"
     assert record.events.scalars["x"].tolist() == [0.0, 1.0, 2.0]
-    h5py.File(run_dir / "run.h5", "r").close()  # cleared by the open
     resumed = dataclasses.replace(start, segment=1, first_seq_num=3).with_bluesky()
     writer, removed = RecordWriter.resume(
         lock_run_dir(run_dir), resumed, _descriptors(resumed, DataKey("x")), keep_through_seq=2

@@ -432,16 +432,8 @@ class RecordWriter:
                 h5py.File(writer.path, "r", swmr=True) as src,
                 h5py.File(tmp, "w", libver="latest") as dst,
             ):
-                removed = _copy_resumed(src, dst, start, descriptors, keep_through_seq, extras)
-                old = bytes(src["logs/jsonl"][:])
-                dst.create_group("logs").create_dataset(
-                    "jsonl",
-                    data=np.frombuffer(old + bytes(_log_bytes(logs)), dtype=np.uint8),
-                    maxshape=(None,),
-                    chunks=(4096,),
-                )
-                dst.create_group("stop").create_dataset(
-                    "json", (0,), maxshape=(None,), dtype=np.uint8, chunks=(4096,)
+                removed = _copy_resumed(
+                    src, dst, start, descriptors, keep_through_seq, extras, logs
                 )
             os.replace(tmp, writer.path)
             writer._open(start.segment)
@@ -682,69 +674,35 @@ def _copy_resumed(
     descriptors: Sequence[DescriptorDoc],
     keep_through_seq: int,
     extras: Mapping[str, object] | None,
+    logs: Sequence[LogDoc],
 ) -> int:
-    """Fill ``dst`` with ``src`` truncated after ``keep_through_seq`` plus the new segment."""
-    for key, value in src.attrs.items():
-        dst.attrs[key] = value
+    """Fill ``dst`` (not yet live) with ``src``, truncated after ``keep_through_seq``, plus the
+    new segment, the datasets of keys it declares anew, and ``logs``."""
     if int(_attr(src.attrs.get("labrig_record_format", 1))) != FORMAT_VERSION:
         raise RecordError(
             f"record format {_attr(src.attrs.get('labrig_record_format', 1))} cannot be "
             f"resumed by this labrig (format {FORMAT_VERSION})"
         )
-    src.copy(src["start"], dst, name="start")
-    if "resumes" in src:
-        src.copy(src["resumes"], dst, name="resumes")
-    old_events = src["events"]
-    n_complete = _complete_rows(old_events)
-    seq = old_events["seq_num"][:n_complete]
-    keep = int(np.count_nonzero(seq <= keep_through_seq))
-    removed = int(old_events["seq_num"].shape[0]) - keep
-    # Streams: the earlier ones (their events keep their index), then the new ones.
-    old_names = json.loads(_attr(old_events.attrs["streams"]))
-    new = _streams_of(descriptors)
-    names = [*old_names, *(n for n in new if n not in old_names)]
-    events = dst.create_group("events")
-    events.attrs["streams"] = json.dumps(names)
-    for name in _EVENT_COLUMNS:
-        ds = old_events[name]
-        events.create_dataset(
-            name,
-            data=ds[:keep],
-            maxshape=(None,),
-            chunks=(1024,),
-            fillvalue=ds.fillvalue,
-            dtype=ds.dtype,
-        )
-    events.create_group("data")
-    events.create_group("ragged")
-    for name, ds in old_events["data"].items():
-        events["data"].create_dataset(
-            name,
-            data=ds[:keep],
-            maxshape=(None, *ds.shape[1:]),
-            chunks=ds.chunks,
-            fillvalue=ds.fillvalue,
-            dtype=ds.dtype,
-        )
-    for name, group in old_events["ragged"].items():
+    for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    for name in src:
+        if name != "stop":
+            src.copy(src[name], dst, name=name)
+    events = dst["events"]
+    n_complete = _complete_rows(events)
+    keep = int(np.count_nonzero(events["seq_num"][:n_complete] <= keep_through_seq))
+    removed = int(events["seq_num"].shape[0]) - keep
+    for ds in (*(events[n] for n in _EVENT_COLUMNS), *events["data"].values()):
+        ds.resize(keep, axis=0)
+    for group in events["ragged"].values():
         shapes = group["shape"][:keep]
         sizes = np.where(np.all(shapes >= 0, axis=1), np.prod(np.maximum(shapes, 0), axis=1), 0)
-        out = events["ragged"].create_group(name)
-        out.create_dataset(
-            "shape",
-            data=shapes,
-            maxshape=(None, shapes.shape[1]),
-            chunks=group["shape"].chunks,
-            fillvalue=-1,
-        )
-        values = group["values"]
-        out.create_dataset(
-            "values",
-            data=values[: int(sizes.sum())],
-            maxshape=(None,),
-            chunks=values.chunks,
-            dtype=values.dtype,
-        )
+        group["shape"].resize(keep, axis=0)
+        group["values"].resize((int(sizes.sum()),))
+    # Streams: the earlier ones keep their index (recorded events point at it), new ones follow.
+    names = json.loads(_attr(events.attrs["streams"]))
+    new = _streams_of(descriptors)
+    events.attrs["streams"] = json.dumps([*names, *(n for n in new if n not in names)])
     for stream in new.values():
         for key in stream.keys:
             if key.name in events["data"]:
@@ -764,6 +722,13 @@ def _copy_resumed(
     previous = _read_stop(src, start.run_uid)
     _write_json(group, "previous_stop", None if previous is None else _stop_json(previous))
     group.attrs["truncated_events"] = removed
+    jsonl = dst["logs/jsonl"]
+    added = _log_bytes(logs)
+    jsonl.resize((jsonl.shape[0] + added.size,))
+    jsonl[jsonl.shape[0] - added.size :] = added
+    dst.create_group("stop").create_dataset(
+        "json", (0,), maxshape=(None,), dtype=np.uint8, chunks=(4096,)
+    )
     return removed
 
 
