@@ -365,6 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the window's gil_switch_interval_s in s (default: its own; 0: leave Python's)",
     )
     parser.add_argument("--only", choices=("fps", "rate"), help="run one of the two parts")
+    parser.add_argument(
+        "--cases",
+        choices=("both", "instrument", "cpu"),
+        default="both",
+        help="which toy procedures the rate part runs",
+    )
     parser.add_argument("--screenshot", type=Path, help="only save a mid-run screenshot")
     parser.add_argument(
         "--smoke",
@@ -424,6 +430,8 @@ def _run(app: QApplication, args: argparse.Namespace, runs_dir: Path) -> int:
             },
             "CPU-bound (numpy FFTs, no wait)": {"wait_s": 0.0, "work": 8},
         }
+        wanted = {"both": ("instrument", "CPU"), "instrument": ("instrument",), "cpu": ("CPU",)}
+        cases = {k: v for k, v in cases.items() if k.startswith(wanted[args.cases])}
         for label, extra in cases.items():
             values = {"n_iterations": args.iterations, "points": args.points, **extra}
             # Alternate the two, so that a change in the machine's load hits both alike.
