@@ -490,6 +490,10 @@ class Panel(QWidget):
         self.legend.setVisible(False)
         self.layout_.addWidget(self.legend)
         self.setMinimumHeight(210)
+        # The labels carry the declared units; pyqtgraph's SI rescaling ("x0.001") would
+        # contradict them.
+        for side in ("left", "bottom"):
+            self.plot.getAxis(side).enableAutoSIPrefix(False)
         if plan.y_label:
             self.set_axis_label("left", plan.y_label)
         if plan.x_label:
