@@ -313,6 +313,8 @@ def rate_with_gui(
     loop.exec()
     poll.stop()
     elapsed = time.monotonic() - t0
+    # "finished" shows when the stop document arrives; the run's thread may still be closing.
+    worker.wait(timeout_s=30.0)
     result = worker.result()
     procedure = worker.procedure
     window.safe_close()
