@@ -13,7 +13,7 @@ each smaller by the feedback gain).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,11 +22,16 @@ from labrig.errors import ProcedureError
 from labrig.procedures.base import (
     FloatParameter,
     IntegerParameter,
+    ParameterError,
     StrParameter,
     register_procedure,
 )
+from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure
 from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
+
+if TYPE_CHECKING:
+    from labrig.station import Station
 
 TIA_FULL_SCALE_V = 4.0  # digitiser half-window, V: a little beyond the TIA's rails
 
@@ -189,6 +194,71 @@ class IvSweep(RigProcedure):
                 status=("device_time_s",),
             )
         ]
+
+    def plan(self, station: Station) -> RunPlan:
+        """What this sweep will do on ``station`` (parameters and wiring only): the swept
+        electrode from ``start_v`` to ``stop_v``, the others at ``others_v``, the device time.
+        Raises :class:`ParameterError` for a voltage outside an activation range. Opens nothing.
+        """
+        dnpu = station.dnpu
+        if dnpu is None:
+            raise ProcedureError(f"the iv procedure needs a [dnpu] station ({station.source})")
+        k = self.electrode
+        if k >= len(dnpu.electrode_channels):
+            raise ParameterError(
+                "electrode",
+                k,
+                f"is not among the {len(dnpu.electrode_channels)} electrodes",
+                station.source,
+            )
+        lo, hi = dnpu.activation_ranges_v[k]
+        for name in ("start_v", "stop_v"):
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ParameterError(
+                    name,
+                    value,
+                    f"is outside electrode {k}'s activation range [{lo:g}, {hi:g}] V",
+                    station.source,
+                )
+        channels = [
+            ChannelPlan(
+                dnpu.dac,
+                dnpu.electrode_channels[k],
+                f"electrode {k} (swept)",
+                min(self.start_v, self.stop_v),
+                max(self.start_v, self.stop_v),
+                f"{self.points} points from {self.start_v:+g} V to {self.stop_v:+g} V",
+            )
+        ]
+        for j, channel in enumerate(dnpu.electrode_channels):
+            if j == k:
+                continue
+            jlo, jhi = dnpu.activation_ranges_v[j]
+            if not jlo <= self.others_v <= jhi:
+                raise ParameterError(
+                    "others_v",
+                    self.others_v,
+                    f"is outside electrode {j}'s activation range [{jlo:g}, {jhi:g}] V",
+                    station.source,
+                )
+            channels.append(
+                ChannelPlan(
+                    dnpu.dac, channel, f"electrode {j}", self.others_v, self.others_v, "held"
+                )
+            )
+        per_point_s = self.settle_s + self.acquisition_s
+        return RunPlan(
+            procedure=self.name,
+            step_name="point",
+            steps=self.points,
+            channels=tuple(channels),
+            device_time_s=self.points * per_point_s,
+            details=(
+                f"{self.points} points x ({self.settle_s:g} s settle + "
+                f"{self.acquisition_s:g} s acquisition)",
+            ),
+        )
 
 
 @register_procedure
@@ -382,6 +452,49 @@ class TransferCurve(RigProcedure):
                 name="impulse",
             ),
         ]
+
+    def plan(self, station: Station) -> RunPlan:
+        """What this measurement will do on ``station`` (parameters and wiring only): the AWG
+        drive's staircase and impulse, the modulator bias, and the play time. Opens nothing."""
+        res = station.reservoir
+        if res is None:
+            raise ProcedureError(
+                f"the transfer procedure needs a [reservoir] station ({station.source})"
+            )
+        period_s = res.node_count * res.node_duration_s
+        staircase_s = (self.points + 1) * self.hold_periods * period_s
+        impulse_s = (2 + self.echoes + 1.5) * period_s
+        levels = (self.drive_min_v, self.drive_max_v, self.pulse_v, 0.0)
+        channels = (
+            ChannelPlan(
+                res.awg,
+                res.awg_channel,
+                "modulator RF drive",
+                min(levels),
+                max(levels),
+                f"{self.points} levels from {self.drive_min_v:+g} V to {self.drive_max_v:+g} V, "
+                f"a {self.pulse_v:+g} V impulse, dark 0 V",
+            ),
+            ChannelPlan(
+                res.bias_dac,
+                res.bias_channel,
+                "modulator bias",
+                res.bias_v,
+                res.bias_v,
+                f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
+            ),
+        )
+        return RunPlan(
+            procedure=self.name,
+            step_name="point",
+            steps=self.points + 1,
+            channels=channels,
+            device_time_s=staircase_s + impulse_s,
+            details=(
+                f"staircase: {self.points} levels x {self.hold_periods} loop periods of "
+                f"{period_s * 1e6:g} us; impulse: {self.echoes} echoes",
+            ),
+        )
 
 
 OVERSAMPLING = 4  # scope samples per drive sample: linear interpolation then stays exact

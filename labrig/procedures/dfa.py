@@ -112,10 +112,12 @@ from labrig.procedures.base import (
     ChoiceParameter,
     FloatParameter,
     IntegerParameter,
+    ParameterError,
     StrParameter,
     register_procedure,
 )
 from labrig.procedures.characterise import completion_timeout_s
+from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure
 from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
 
@@ -1130,6 +1132,129 @@ class DfaTraining(RigProcedure):
             "projection_device_time_s",
         )
         return [StreamDeclaration(keys, plots, x="epoch", status=status)]
+
+    # ---------------------------------------------------------------- plan
+    def plan(self, station: Station) -> RunPlan:
+        """What this run will do on ``station``, from the parameters and the wiring alone: the
+        AWG drive's extremes (the AWG window the drives are limited to, the dark and bright
+        calibration levels), the modulator bias, the epochs and the device time at most (the
+        waveforms' play time; instrument I/O not included). Loads the task (so a bad task or
+        data path is refused here) and raises :class:`ParameterError` for settings the station
+        cannot run. Opens nothing."""
+        res = station.reservoir
+        if res is None:
+            raise ProcedureError(
+                f"the dfa procedure needs a [reservoir] station ({station.source})"
+            )
+        try:
+            task = load_task(self.task, self.seed, self.narma_window)
+        except ProcedureError as exc:
+            problem = str(exc)
+            if problem.startswith("unknown task"):
+                problem = "is not a task; " + problem.split("; ", 1)[-1]
+            else:
+                problem = "cannot be loaded: " + problem.split(": ", 1)[-1]
+            raise ParameterError("task", self.task, problem) from exc
+        temporal = self.sequence_mode == "temporal" or (
+            self.sequence_mode == "auto" and task.name in SEQUENCE_TASKS
+        )
+        if temporal and self.method in ("dfa", "bp-twin"):
+            raise ParameterError(
+                "method",
+                self.method,
+                "has no sequence (temporal) form; use aug-dfa or readout, or sequence-mode static",
+            )
+        if self.method == "dfa" and station.bench is None:
+            raise ParameterError(
+                "method",
+                self.method,
+                f"needs the reservoir's derivative f', which only the digital twin of a simulated "
+                f"station provides; {station.source} is real hardware (use aug-dfa or bp-twin)",
+            )
+        if self.nodes > res.node_count:
+            raise ParameterError(
+                "nodes",
+                self.nodes,
+                f"exceeds the loop's node_count {res.node_count}",
+                station.source,
+            )
+        p = ReservoirParams(
+            node_count=res.node_count, node_duration_s=res.node_duration_s, bias_v=res.bias_v
+        )
+        steps_per_sample = task.x_train.shape[1] if temporal else self.settle_periods
+        spec = rio.FrameSpec(
+            node_count=res.node_count,
+            node_duration_s=res.node_duration_s,
+            desync_nodes=p.desync_nodes,
+            settle_periods=steps_per_sample,
+            guard_periods=max(self.guard_periods, _min_guard(res.node_count, p.desync_nodes)),
+            guard_drive_v=0.0 - res.bias_v,
+            bright_drive_v=p.v_pi - res.bias_v,
+            v_min=-AWG_WINDOW_V,
+            v_max=AWG_WINDOW_V,
+        )
+        scope_points = RAW_RECORD_POINTS[-1]
+
+        def pass_s(samples: int) -> float:
+            """Play time of one physical pass of ``samples`` samples (chunked as the layer)."""
+            chunks = rio.chunk(
+                samples, spec, self.awg_rate_hz, self.scope_rate_hz, AWG_MAX_POINTS, scope_points
+            )
+            return sum(spec.duration_s(sl.stop - sl.start) for sl in chunks)
+
+        n_train = min(self.train_samples or len(task.x_train), len(task.x_train))
+        n_test = min(self.test_samples or len(task.x_test), len(task.x_test))
+        if self.method == "readout":
+            epochs = 1
+            epoch_s = self.layers * (pass_s(n_train) + pass_s(n_test))
+        else:
+            epochs = self.epochs
+            batches = [
+                min(self.batch_size, n_train - start)
+                for start in range(0, n_train, self.batch_size)
+            ]
+            train_s = sum(pass_s(b) for b in batches)
+            if self.physical_projection:  # one more pass per batch, with a reference sample
+                train_s += sum(pass_s(b + 1) for b in batches)
+            epoch_s = self.layers * (train_s + pass_s(n_test))
+            ridge = self.readout == "ridge" or (self.readout == "auto" and temporal)
+            if ridge:  # the readout is refitted on the whole training set every epoch
+                epoch_s += self.layers * pass_s(n_train)
+        levels = (-AWG_WINDOW_V, AWG_WINDOW_V, spec.guard_drive_v, spec.bright_drive_v)
+        channels = (
+            ChannelPlan(
+                res.awg,
+                res.awg_channel,
+                "modulator RF drive",
+                min(levels),
+                max(levels),
+                f"drive {self.drive_offset_v:+g} V + {self.volts_per_unit:g} V per unit, limited "
+                f"to the AWG window +/-{AWG_WINDOW_V:g} V; dark {spec.guard_drive_v:+g} V, bright "
+                f"{spec.bright_drive_v:+g} V",
+            ),
+            ChannelPlan(
+                res.bias_dac,
+                res.bias_channel,
+                "modulator bias",
+                res.bias_v,
+                res.bias_v,
+                f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
+            ),
+        )
+        return RunPlan(
+            procedure=self.name,
+            step_name="epoch",
+            steps=epochs,
+            channels=channels,
+            device_time_s=epochs * epoch_s,
+            details=(
+                f"task {task.name}: {n_train} training / {n_test} test samples, "
+                f"{'temporal' if temporal else 'static'} presentation",
+                f"{self.method}, {self.layers} physical layer(s) x {self.nodes} nodes of "
+                f"{res.node_count} in the loop ({res.node_duration_s * 1e9:g} ns per node)",
+                f"{epochs} epoch(s) of {epoch_s:.3g} s play time each",
+            ),
+        )
 
 
 def _min_guard(node_count: int, desync: int) -> int:

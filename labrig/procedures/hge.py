@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +60,7 @@ from labrig.procedures.base import (
     ChoiceParameter,
     FloatParameter,
     IntegerParameter,
+    ParameterError,
     StrParameter,
     register_procedure,
 )
@@ -69,8 +70,12 @@ from labrig.procedures.characterise import (
     electrode_names,
     scope_points,
 )
+from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure
 from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
+
+if TYPE_CHECKING:
+    from labrig.station import Station
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -687,6 +692,115 @@ class HgeTraining(RigProcedure):
                 status=("found", "initialization", "restart", "device_time_s"),
             )
         ]
+
+    # ----------------------------------------------------------------------------- plan
+    def plan(self, station: Station) -> RunPlan:
+        """What this run will do on ``station``, from the parameters and the wiring alone:
+        every electrode's voltage extremes (inputs at their case levels and the 0 V DC level
+        under the traces; controls anywhere in their activation range, sines included), the
+        iterations and the device time at most. Raises :class:`ParameterError` for a task or
+        mode the station cannot run. Opens nothing."""
+        dnpu = station.dnpu
+        if dnpu is None:
+            raise ProcedureError(f"the hge procedure needs a [dnpu] station ({station.source})")
+        try:
+            task = make_task(self.task, self.seed)
+        except ValueError as exc:
+            raise ParameterError(
+                "task", self.task, f"is not a task; choose {type(self).task.help}"
+            ) from exc
+        # The same choice of electrodes as startup(): inputs first, controls the rest.
+        n_inputs = task.case_inputs01.shape[1]
+        inputs = list(dnpu.input_electrodes)
+        for k in range(len(dnpu.electrode_channels)):
+            if len(inputs) >= n_inputs:
+                break
+            if k not in inputs:
+                inputs.append(k)
+        inputs = inputs[:n_inputs]
+        controls = [k for k in range(len(dnpu.electrode_channels)) if k not in inputs]
+        if self.mode == "lockin" and len(dnpu.lockins) < len(controls):
+            raise ParameterError(
+                "mode",
+                self.mode,
+                f"needs one lock-in per control electrode ({len(controls)}); "
+                f"{station.source} lists {len(dnpu.lockins)}",
+            )
+        try:
+            freq_plan = self._frequency_plan(len(controls))
+        except (ProcedureError, ValueError) as exc:
+            raise ParameterError("task", self.task, str(exc), station.source) from exc
+        ranges = dnpu.activation_ranges_v
+        case_v = input_voltages(task.case_inputs01, [ranges[k] for k in inputs])
+        channels: list[ChannelPlan] = []
+        for i, k in enumerate(inputs):
+            levels = [*case_v[:, i].tolist(), 0.0]  # 0 V: the DC level the traces start from
+            channels.append(
+                ChannelPlan(
+                    dnpu.dac,
+                    dnpu.electrode_channels[k],
+                    f"electrode {k} (input)",
+                    min(levels),
+                    max(levels),
+                    f"{len(case_v)} case levels and the 0 V DC level",
+                )
+            )
+        for j, k in enumerate(controls):
+            lo, hi = ranges[k]
+            amp, freq = freq_plan.amplitudes_v[j], freq_plan.frequencies_hz[j]
+            low, high = lo, hi
+            if self.mode == "lockin":  # every measurement ends with a ramp to 0 V
+                low, high = min(low, 0.0), max(high, 0.0)
+            channels.append(
+                ChannelPlan(
+                    dnpu.dac,
+                    dnpu.electrode_channels[k],
+                    f"electrode {k} (control)",
+                    low,
+                    high,
+                    f"DC in [{lo + amp:+.4g}, {hi - amp:+.4g}] V plus a {amp * 1e3:g} mV sine "
+                    f"at {freq:g} Hz",
+                )
+            )
+        n_cases = case_v.shape[0]
+        schedule = build_case_waveforms(
+            case_v,
+            np.zeros(len(controls)),
+            freq_plan,
+            self.plateau_s,
+            self.ramp_s,
+            self.sample_rate_hz,
+            input_electrodes=inputs,
+            control_electrodes=controls,
+        )
+        playback_s = schedule.time_s.size / self.sample_rate_hz + max(self.ramp_s, 1e-3)
+        if self.mode == "digital":
+            per_iteration_s = playback_s
+            how = f"one playback of {playback_s:.3g} s"
+        elif self.mode == "sequential":
+            per_iteration_s = len(controls) * playback_s
+            how = f"{len(controls)} playbacks of {playback_s:.3g} s"
+        else:
+            settle = LOCKIN_SETTLE_TIME_CONSTANTS * self.lockin_time_constant_s
+            per_iteration_s = n_cases * (settle + self.plateau_s)
+            how = f"{n_cases} cases x ({settle:.3g} s lock-in settling + {self.plateau_s:g} s)"
+        steps = self.max_iterations * self.initializations
+        # Each iteration may add a DC confirmation playback; the final check is one more.
+        device_s = steps * (per_iteration_s + playback_s) + playback_s
+        return RunPlan(
+            procedure=self.name,
+            step_name="iteration",
+            steps=steps,
+            channels=tuple(channels),
+            device_time_s=device_s,
+            details=(
+                f"task {task.name}: {n_cases} input cases on electrodes {inputs}, "
+                f"controls {controls}",
+                f"mode {self.mode}: per iteration {how}",
+                f"at most {self.max_iterations} iterations x {self.initializations} random "
+                "starts, each possibly confirmed at DC; one final DC measurement",
+            ),
+        )
 
 
 class _Stopped(Exception):

@@ -12,14 +12,21 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from labrig.runs.checkpoint import checkpoint_paths
 from labrig.runs.record import RUN_FILE, RecordError, RunRecord, default_runs_dir
 
-__all__ = ["RunSummary", "list_runs", "summarize_run"]
+__all__ = [
+    "RunNotFoundError",
+    "RunSummary",
+    "list_runs",
+    "resolve_run",
+    "result_text",
+    "summarize_run",
+]
 
 CatalogStatus = Literal["running", "crashed", "success", "aborted", "failed", "unreadable"]
 
@@ -38,6 +45,44 @@ class RunSummary:
     reason: str = ""
     resumable: bool = False
     error: str = ""
+    task: str = ""
+    result: str = ""
+
+    @property
+    def name(self) -> str:
+        """The run's folder name (``YYYYmmdd-HHMMSS-<procedure>-<uid8>``): what commands take."""
+        return self.run_dir.name
+
+
+def _pct(value: object) -> str:
+    return f"{100.0 * float(value):.1f} %" if isinstance(value, int | float) else "?"
+
+
+def result_text(procedure: str, summary: dict[str, Any]) -> str:
+    """The one figure a person looks for in a run's stop summary, as short text."""
+    if not summary:
+        return ""
+    if "found" in summary and "task" in summary:  # hge
+        if "outputs_na" not in summary:
+            return "stopped before the final check"
+        found = "found" if summary.get("found") else "not found"
+        acc = summary.get("accuracy")
+        acc_text = f", accuracy {_pct(acc)}" if isinstance(acc, int | float) and acc == acc else ""
+        return found + acc_text
+    if "test_accuracy" in summary:
+        return f"test {_pct(summary['test_accuracy'])}"
+    if "test_nmse" in summary:
+        return f"test NMSE {float(summary['test_nmse']):.4g}"
+    if "current_min_na" in summary:
+        return (
+            f"{summary.get('points', '?')} points, {float(summary['current_min_na']):.4g} to "
+            f"{float(summary['current_max_na']):.4g} nA"
+        )
+    if "loop_delay_s" in summary:
+        return f"loop delay {float(summary['loop_delay_s']) * 1e6:.4g} us"
+    if "points" in summary:
+        return f"{summary['points']} points"
+    return ""
 
 
 def _last_loss(scalars: dict[str, np.ndarray]) -> float | None:
@@ -66,6 +111,7 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
             resumable=resumable,
             error=str(exc),
         )
+    task = record.start.parameters.get("task", "")
     start_time = (
         dt.datetime.fromtimestamp(record.start.time).astimezone()
         if math.isfinite(record.start.time)
@@ -81,6 +127,10 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
         run_uid=record.start.run_uid,
         reason=record.stop.reason if record.stop is not None else "",
         resumable=resumable and record.status not in ("success", "running"),
+        task=str(task) if task is not None else "",
+        result=result_text(
+            record.start.procedure, record.stop.summary if record.stop is not None else {}
+        ),
     )
 
 
@@ -104,3 +154,52 @@ def list_runs(runs_dir: str | os.PathLike[str] | None = None) -> list[RunSummary
         return (stamp, summary.run_dir.name)
 
     return sorted(summaries, key=key)
+
+
+class RunNotFoundError(LookupError):
+    """No run, or more than one, matches what was asked for; the message says which."""
+
+
+def resolve_run(
+    ref: str | os.PathLike[str], runs_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The run folder ``ref`` names: a path to a run folder (or its ``run.h5``), else a run
+    name in the runs directory, else a unique prefix of one (``20261208-0029``), else a unique
+    part of one (its uid, ``b3ac0074``).
+
+    Raises :class:`RunNotFoundError` naming the runs directory when nothing matches, or listing
+    the candidates when several do.
+    """
+    text = str(ref)
+    path = Path(text)
+    if path.name == RUN_FILE and path.is_file():
+        return path.parent
+    if path.is_dir() and (path / RUN_FILE).exists():
+        return path
+    root = default_runs_dir(runs_dir)
+    if path.is_dir():
+        raise RunNotFoundError(f"{text}: a folder, but not a run (no {RUN_FILE} in it)")
+    names = (
+        sorted(c.name for c in root.iterdir() if c.is_dir() and (c / RUN_FILE).exists())
+        if root.is_dir()
+        else []
+    )
+    if text in names:
+        return root / text
+    for matches in (
+        [n for n in names if n.startswith(text)],
+        [n for n in names if text in n] if len(text) >= 4 else [],
+    ):
+        if len(matches) == 1:
+            return root / matches[0]
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (
+                f" and {len(matches) - 5} more" if len(matches) > 5 else ""
+            )
+            raise RunNotFoundError(f"{text!r} matches {len(matches)} runs in {root}: {shown}")
+    if os.sep in text or text.endswith(RUN_FILE):
+        raise RunNotFoundError(f"{text}: no such run folder")
+    raise RunNotFoundError(
+        f"no run named {text!r} in {root} ('labrig runs list' shows them; "
+        "'--out DIR' looks elsewhere)"
+    )
