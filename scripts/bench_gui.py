@@ -40,6 +40,7 @@ Targets: >= 30 frames/s; the instrument-bound procedure slowed by <= 5 %.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -186,7 +187,13 @@ class BenchGuiToy(Procedure):
         self.cpu_s = time.thread_time() - cpu0
 
     def describe_data(self) -> list[StreamDeclaration]:
-        return [HGE_LIKE]
+        # The toy knows its trace length: declared, the record stores the traces as fixed rows.
+        fixed = {"trace_t_s": (self.points,), "trace_na": (self.points,)}
+        keys = tuple(
+            dataclasses.replace(k, shape=fixed[k.name]) if k.name in fixed else k
+            for k in HGE_LIKE.keys
+        )
+        return [dataclasses.replace(HGE_LIKE, keys=keys)]
 
     def rate(self) -> float:
         """Iterations per second of the loop (not counting startup or the record's closing)."""
