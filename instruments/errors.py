@@ -68,3 +68,8 @@ class ChannelLimits:
         if not (0.0 < slew_v_per_s <= self.max_slew_v_per_s):
             name = f"{self.label} {what}".strip()
             raise LimitError(name, slew_v_per_s, 0.0, self.max_slew_v_per_s, "V/s", self.source)
+
+
+class GeneratorStateError(RuntimeError):
+    """An output is driven by something the driver cannot bound: e.g. a DC sweep or list this
+    driver did not set up, so no limit check can say where the channel will go."""

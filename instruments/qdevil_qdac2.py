@@ -49,7 +49,7 @@ from instruments.common import (
     visa_kwargs,
     write_binary_values,
 )
-from instruments.errors import ChannelLimits, LimitError
+from instruments.errors import ChannelLimits, GeneratorStateError, LimitError
 from instruments.roles import FloatArray, TriggerSource
 
 CHANNEL_COUNT = 24
@@ -66,6 +66,9 @@ MAX_REPETITIONS = 2**31 - 1  # trace repetitions and sine periods per trigger
 #: ``*RST`` takes seconds on the instrument.
 RESET_TIMEOUT_S = 15.0
 _GENERATOR_TRIGGERS: dict[str, str] = {"immediate": "bus", "bus": "bus", "external": "ext1"}
+#: The generators that add to a channel's DC level, as the instrument names them.
+WAVE_GENERATORS = ("sine", "squ", "tri")
+ADDING_GENERATORS = (*WAVE_GENERATORS, "awg")
 _TRIGGER_SOURCE_WORDS = (
     "imm",
     "bus",
@@ -277,7 +280,8 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         limits).
         """
         for channel in self._limits:
-            self._check_level(channel, 0.0, "reset level")
+            # generators are stopped before the ramp to 0 V: only the level counts here
+            self._check_level(channel, 0.0, "reset level", generators={})
         if self._limits:
             self.stop_generators()
             self.ramp_to(dict.fromkeys(self._limits, 0.0))
@@ -350,25 +354,133 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
                 "QDAC-II low range",
             )
 
-    def _armed_excursion(self, channel: int, leave_out: str = "") -> tuple[float, float]:
-        """What the generators armed on ``channel`` (but ``leave_out``) can add to its DC level
-        at worst: the sums of their lows and of their highs."""
-        armed = [span for name, span in self._armed.get(channel, {}).items() if name != leave_out]
+    def generator_state(
+        self,
+        channels: Sequence[int] | None = None,
+        known: Mapping[int, Mapping[str, tuple[float, float]]] | None = None,
+    ) -> dict[int, dict[str, tuple[float, float]]]:
+        """Ask the instrument what drives each of ``channels`` (default all 24) besides its DC
+        level: ``{channel: {generator: (low, high)}}`` for every sine, square, triangle or AWG
+        that is playing (cycles left) or continuously armed, with what it adds to the DC level
+        at worst (from the generator's own settings). A DC generator in sweep or list mode
+        appears as ``"swe"``/``"list"`` with ``(nan, nan)``: its levels are not known here.
+
+        One compound query for the state, and one more per generator found running (but those
+        in ``known``, whose excursion is taken from there); nothing is written. Generators
+        started by another process (or before a crash) are found too.
+        """
+        numbers = list(range(1, CHANNEL_COUNT + 1)) if channels is None else list(channels)
+        for channel in numbers:
+            self.channel(channel)
+        if not numbers:
+            return {}
+        where = f"(@{','.join(str(c) for c in numbers)})"
+        queries = [f"sour:volt:mode? {where}"]
+        queries += [f"sour:{g}:ncl? {where}" for g in ADDING_GENERATORS]
+        queries += [f"sour:{g}:init:cont? {where}" for g in ADDING_GENERATORS]
+        reply = str(self.ask(";:".join(queries))).strip()
+        parts = [part.split(",") for part in reply.split(";")]
+        if len(parts) != len(queries) or any(len(p) != len(numbers) for p in parts):
+            raise GeneratorStateError(
+                f"{self.name}: unexpected generator state reply {reply!r} for {where}"
+            )
+        kinds = len(ADDING_GENERATORS)
+        state: dict[int, dict[str, tuple[float, float]]] = {}
+        for i, channel in enumerate(numbers):
+            found: dict[str, tuple[float, float]] = {}
+            mode = _mode_reply(parts[0][i])
+            if mode != "fix":
+                found[mode] = (math.nan, math.nan)
+            for k, generator in enumerate(ADDING_GENERATORS):
+                cycles = float(parts[1 + k][i])
+                continuous = parse_bool(parts[1 + kinds + k][i])
+                if cycles != 0 or continuous:
+                    given = (known or {}).get(channel, {}).get(generator)
+                    if given is None:
+                        given = self._generator_excursion(channel, generator)
+                    found[generator] = given
+            state[channel] = found
+        return state
+
+    def _generator_excursion(self, channel: int, generator: str) -> tuple[float, float]:
+        """What ``generator`` of ``channel`` adds to the DC level at worst, from its settings
+        on the instrument (queries only). Squares and triangles are bounded by offset +/- span
+        (whatever their type and polarity), sines by offset +/- span/2."""
+        if generator in WAVE_GENERATORS:
+            prefix = f"sour{channel}:{generator}"
+            span, offset = (
+                float(x) for x in str(self.ask(f"{prefix}:span?;:{prefix}:offs?")).split(";")
+            )
+            half = span / 2.0 if generator == "sine" else span
+            return offset - abs(half), offset + abs(half)
+        prefix = f"sour{channel}:awg"
+        reply = str(self.ask(f"{prefix}:def?;:{prefix}:scal?;:{prefix}:offs?"))
+        quoted, scale, shift = reply.split(";")
+        name = strip_quotes(quoted)
+        if not name:
+            return 0.0, 0.0
+        values = np.array(
+            [float(x) for x in str(self.ask(f'trac:data? "{name}"')).split(",") if x.strip()]
+        )
+        if values.size == 0:
+            return 0.0, 0.0
+        ends = float(scale) * np.array([values.min(), values.max()]) + float(shift)
+        return float(ends.min()), float(ends.max())
+
+    def _generators(self, channels: Sequence[int]) -> dict[int, dict[str, tuple[float, float]]]:
+        """What drives each limited channel of ``channels`` besides its DC level: what this
+        driver armed (exact, and counted while armed but not yet triggered), and what the
+        instrument says is running that this driver did not start. Channels without limits
+        are held to the hardware range only and are not asked about."""
+        limited = [c for c in dict.fromkeys(channels) if c in self._limits]
+        state = self.generator_state(limited, self._armed) if limited else {}
+        merged: dict[int, dict[str, tuple[float, float]]] = {}
+        for channel in dict.fromkeys(channels):
+            ours = dict(self._armed.get(channel, {}))
+            theirs = {g: span for g, span in state.get(channel, {}).items() if g not in ours}
+            merged[channel] = {**ours, **theirs}
+        return merged
+
+    def _armed_excursion(
+        self,
+        channel: int,
+        leave_out: str = "",
+        generators: Mapping[int, Mapping[str, tuple[float, float]]] | None = None,
+    ) -> tuple[float, float]:
+        """What the generators on ``channel`` (but ``leave_out``) can add to its DC level at
+        worst: the sums of their lows and of their highs. ``generators`` is what
+        :meth:`_generators` found (default: only what this driver armed)."""
+        on_channel = (generators or {}).get(channel, self._armed.get(channel, {}))
+        for name in on_channel:
+            if name in ("swe", "list") and name != leave_out:
+                raise GeneratorStateError(
+                    f"{self._label(channel)}: the DC generator is in {name!r} mode, which this "
+                    f"driver did not set up, so no limit check can bound the level; stop it "
+                    f"first (stop_generators() and 'sour{channel}:volt:mode fix')"
+                )
+        armed = [span for name, span in on_channel.items() if name != leave_out]
         return sum(low for low, _ in armed), sum(high for _, high in armed)
 
-    def _check_level(self, channel: int, value: float, what: str = "voltage") -> None:
+    def _check_level(
+        self,
+        channel: int,
+        value: float,
+        what: str = "voltage",
+        generators: Mapping[int, Mapping[str, tuple[float, float]]] | None = None,
+    ) -> None:
         """Raise ``LimitError`` unless DC level ``value`` is allowed on ``channel``, with what
-        its armed generators add on top (no writes)."""
+        its generators add on top (``generators``: see :meth:`_generators`; default: ask the
+        instrument). Queries only, no writes."""
         limits = self._limits.get(channel)
-        low, high = self._armed_excursion(channel)
         if limits is not None:
             limits.check(value, f"(QDAC-II channel {channel}) {what}")
-            if (low, high) != (0.0, 0.0):
-                generators = "+".join(self._armed[channel])
-                for extreme in (value + low, value + high):
-                    limits.check(
-                        extreme, f"(QDAC-II channel {channel}) {what} + armed {generators}"
-                    )
+        if generators is None:
+            generators = self._generators([channel])
+        low, high = self._armed_excursion(channel, generators=generators)
+        if limits is not None and (low, high) != (0.0, 0.0):
+            names = "+".join(generators.get(channel, {}))
+            for extreme in (value + low, value + high):
+                limits.check(extreme, f"(QDAC-II channel {channel}) {what} + armed {names}")
         self._check_hardware_level(channel, value + low, value + high, what)
 
     def _check_slew(self, channel: int, slew: float, what: str = "slew rate") -> float:
@@ -403,11 +515,20 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         return present, target
 
     def _check_added_levels(
-        self, channel: int, low: float, high: float, what: str, generator: str
+        self,
+        channel: int,
+        low: float,
+        high: float,
+        what: str,
+        generator: str,
+        generators: Mapping[int, Mapping[str, tuple[float, float]]] | None = None,
     ) -> None:
         """Check DC + [low, high] (``generator``'s excursion, with whatever the channel's other
-        armed generator adds) against the limits and the range."""
-        other_low, other_high = self._armed_excursion(channel, leave_out=generator)
+        generators add: ``generators``, see :meth:`_generators`; default: ask the instrument)
+        against the limits and the range."""
+        if generators is None:
+            generators = self._generators([channel])
+        other_low, other_high = self._armed_excursion(channel, generator, generators)
         low, high = low + other_low, high + other_high
         limits = self._limits.get(channel)
         if limits is None:
@@ -475,7 +596,12 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         slews: dict[int, float] = {}
         for channel, value in targets.items():
             self.channel(channel)
-            self._check_level(channel, value, "ramp target")
+            limits = self._limits.get(channel)
+            if limits is not None:  # a bad level is refused before asking the instrument
+                limits.check(value, f"(QDAC-II channel {channel}) ramp target")
+        generators = self._generators(list(targets))
+        for channel, value in targets.items():
+            self._check_level(channel, value, "ramp target", generators)
             candidates = [s for s in (slew_v_per_s, self._limit_slew(channel)) if s is not None]
             if candidates:
                 slews[channel] = self._check_slew(channel, min(candidates), "ramp slew")
@@ -515,6 +641,15 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
             raise ValueError(f"sine on channel {channel}: offset {offset_v!r} V")
         limits = self._limits.get(channel)
         if limits is not None:
+            if 2.0 * amplitude_v > limits.max_v - limits.min_v:  # fits nowhere: no I/O needed
+                raise LimitError(
+                    f"{self._label(channel)} sine span",
+                    2.0 * amplitude_v,
+                    0.0,
+                    limits.max_v - limits.min_v,
+                    "V",
+                    limits.source,
+                )
             # Steepest slope of A*sin(2*pi*f*t) is 2*pi*f*A.
             limits.check_slew(
                 max(2.0 * math.pi * frequency_hz * amplitude_v, 1e-300),
@@ -584,8 +719,11 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         plan = {int(ch): (float(f), float(a)) for ch, (f, a) in sines.items()}
         for channel, (frequency, amplitude) in plan.items():
             self._check_sine(channel, frequency, amplitude, 0.0)
+        generators = self._generators(list(plan))
         for channel, (_, amplitude) in plan.items():
-            self._check_added_levels(channel, -amplitude, amplitude, "sine excursion", "sine")
+            self._check_added_levels(
+                channel, -amplitude, amplitude, "sine excursion", "sine", generators
+            )
         for channel, (frequency, amplitude) in plan.items():
             self._write_sine(channel, frequency, amplitude, 0.0, -1, source)
             self._armed.setdefault(channel, {})["sine"] = (-amplitude, amplitude)
@@ -664,8 +802,11 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
                 # Tolerate float rounding of the differences (1e-9 relative), nothing more.
                 if steepest > limits.max_slew_v_per_s * (1 + 1e-9):
                     limits.check_slew(steepest, f"(QDAC-II channel {channel}) trace step per 1 us")
+        generators = self._generators(list(given))
         for channel, data in given.items():
-            self._check_added_levels(channel, float(data.min()), float(data.max()), "trace", "awg")
+            self._check_added_levels(
+                channel, float(data.min()), float(data.max()), "trace", "awg", generators
+            )
         for channel, data in given.items():
             self._armed.setdefault(channel, {})["awg"] = (float(data.min()), float(data.max()))
 
@@ -755,11 +896,38 @@ class QDac2(ErrorCheckingMixin, SCPIMixin, Instrument):
         self.check_errors()
 
     # ------------------------------------------------------------------ role: safety, records
-    def safe_state(self) -> None:
-        """Abort every generator, ramp each limited channel to its ``safe_v`` at its slew limit,
-        and wait until there."""
+    def disarm_all(self) -> None:
+        """Stop every generator on every channel, whoever started it: continuous re-arming off
+        (a continuously armed generator survives ``abor`` and would start again on the next
+        trigger), then ``abor``, and every DC generator back to fixed mode (a sweep or list
+        stops where it is). DC levels stay where they are now."""
+        everywhere = f"(@1:{CHANNEL_COUNT})"
+        for generator in (*ADDING_GENERATORS, "dc"):
+            self.write(f"sour:{generator}:init:cont off,{everywhere}")
         self.write("abor")
+        self.write(f"sour:volt:mode fix,{everywhere}")
         self._armed.clear()
+
+    def hold_levels(self, channels: Sequence[int] | None = None) -> dict[int, float]:
+        """Stop every DC ramp on ``channels`` (default all) where it is now, and return the
+        present levels ``{channel: V}``. A channel still slewing towards a level someone else
+        set gets its present level as the new target: nothing moves, so nothing is checked
+        against the limits (a level outside them is for the caller to judge)."""
+        numbers = list(range(1, CHANNEL_COUNT + 1)) if channels is None else list(channels)
+        levels: dict[int, float] = {}
+        for channel in numbers:
+            self.channel(channel)
+            present, target = self._dc_levels(channel)
+            if present != target:
+                self.write(f"sour{channel}:volt {format_number(present)}")
+            levels[channel] = present
+        self.check_errors(context="hold_levels")
+        return levels
+
+    def safe_state(self) -> None:
+        """Stop every generator (:meth:`disarm_all`), ramp each limited channel to its
+        ``safe_v`` at its slew limit, and wait until there."""
+        self.disarm_all()
         targets = {channel: limits.safe_v for channel, limits in self._limits.items()}
         if not targets:
             self.check_errors(context="safe_state")

@@ -197,6 +197,12 @@ def _add_procedure_command(sub: Any, spec: ProcedureCommand) -> None:
         help="print the plan (channels, voltage extremes, device time), check it against the "
         "station's limits and stop: nothing is opened or moved",
     )
+    parser.add_argument(
+        "--ramp-into-range",
+        action="store_true",
+        help="at connect, ramp an output found outside the station's limits into range (at "
+        "its slew limit) instead of refusing to start",
+    )
     _add_output_options(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     parser.set_defaults(
@@ -373,6 +379,7 @@ def _run(
         runs_dir=getattr(args, "out", None),
         echo=True,
         subscribers=subscribers,
+        ramp_into_range=True if getattr(args, "ramp_into_range", False) else None,
     )
 
 

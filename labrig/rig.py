@@ -21,6 +21,7 @@ from typing import Any
 from instruments.errors import InstrumentConnectionError
 from instruments.roles import DacBank, Digitizer, Instrument, LockIn, WaveformGenerator
 from labrig.station import IN_PROCESS, MODELS, Station, load_station
+from labrig.takeover import drain_after_reconnect, take_over
 
 
 def _load(dotted: str) -> Any:
@@ -37,6 +38,7 @@ class Rig:
     bench_client: Any | None = None
     built: Any | None = None  # the in-process BuiltBench, if any
     library: Any = "@py"  # the in-process VISA library, if any
+    takeover: Any = None  # what labrig.takeover found and did when the rig was opened
     _closed: bool = field(default=False, init=False)
 
     # ------------------------------------------------------------------ roles
@@ -92,6 +94,7 @@ class Rig:
         for ch in self.station.channels:
             if ch.instrument == name:
                 inst.set_limits(ch.channel, ch.limits)
+        drain_after_reconnect(name, inst)  # what the dropped session left is not the next's
         self.instruments[name] = inst
         return inst
 
@@ -178,8 +181,13 @@ class Rig:
         self.close()
 
 
-def open_rig(station: Station | str, pacing: str | None = None) -> Rig:
-    """Connect every instrument of ``station`` (a Station, a built-in name or a file path)."""
+def open_rig(
+    station: Station | str, pacing: str | None = None, ramp_into_range: bool | None = None
+) -> Rig:
+    """Connect every instrument of ``station`` (a Station, a built-in name or a file path),
+    then take it over (:func:`labrig.takeover.take_over`: error queues cleared and recorded,
+    generators stopped, out-of-limit levels refused or, with ``ramp_into_range``, ramped into
+    range) before anything else moves."""
     if isinstance(station, str):
         station = load_station(station)
     built = None
@@ -208,13 +216,15 @@ def open_rig(station: Station | str, pacing: str | None = None) -> Rig:
             )
         for ch in station.channels:
             instruments[ch.instrument].set_limits(ch.channel, ch.limits)
+        rig = Rig(station, instruments, bench_client, built, library)
+        rig.takeover = take_over(rig, ramp_into_range)
     except Exception:
         for inst in [*instruments.values(), bench_client]:
             if inst is not None:
                 with contextlib.suppress(Exception):
                     inst.adapter.close()
         raise
-    return Rig(station, instruments, bench_client, built, library)
+    return rig
 
 
 def _connect(station: Station, name: str, library: Any) -> Any:

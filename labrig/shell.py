@@ -70,12 +70,15 @@ def run_on_station(
     handle_signals: bool = True,
     pacing: str | None = None,
     rig: Rig | None = None,
+    ramp_into_range: bool | None = None,
     **runner_options: Any,
 ) -> RunResult:
     """Run ``procedure`` on ``station``: check, open the rig (unless ``rig`` is lent), bind, run,
-    close. ``runner_options`` go to :func:`~labrig.procedures.runner.run_procedure`."""
+    close. ``ramp_into_range``: at takeover, ramp a channel found outside its limits into range
+    instead of refusing to start (None: as the station says; see :mod:`labrig.takeover`).
+    ``runner_options`` go to :func:`~labrig.procedures.runner.run_procedure`."""
     loaded = station_for(procedure, station if rig is None else rig.station)
-    with _rig_for(loaded, pacing, rig) as opened:
+    with _rig_for(loaded, pacing, rig, ramp_into_range) as opened:
         procedure.bind_rig(opened)
         return run_procedure(
             procedure,
@@ -111,6 +114,7 @@ def resume_on_station(
     echo: bool = True,
     pacing: str | None = None,
     controller: RunController | None = None,
+    ramp_into_range: bool | None = None,
 ) -> RunResult:
     """Continue a crashed or aborted run in its own record, on the station it ran on.
 
@@ -136,7 +140,7 @@ def resume_on_station(
 
     cls = get_procedure_class(record.start.procedure, record.start.procedure_class)
     loaded = station_for(cls, station)
-    with _rig_for(loaded, pacing, None) as opened:
+    with _rig_for(loaded, pacing, None, ramp_into_range) as opened:
 
         def prepare(procedure: Procedure) -> None:
             if not isinstance(procedure, RigProcedure):
@@ -155,13 +159,15 @@ def resume_on_station(
 
 
 @contextlib.contextmanager
-def _rig_for(station: Station, pacing: str | None, lent: Rig | None) -> Iterator[Rig]:
+def _rig_for(
+    station: Station, pacing: str | None, lent: Rig | None, ramp_into_range: bool | None = None
+) -> Iterator[Rig]:
     """Open ``station``'s rig (or take a lent one) and close what was opened. Close problems go
     to the log: the run's record is complete by then, its safe state already recorded."""
     if lent is not None:
         yield lent
         return
-    opened = open_rig(station, pacing=pacing)
+    opened = open_rig(station, pacing=pacing, ramp_into_range=ramp_into_range)
     try:
         yield opened
     finally:

@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 from instruments.errors import ChannelLimits
 from labrig.errors import StationError
-from labrig.physics.noise import TiaParams
+from labrig.physics.noise import DacNoiseParams, TiaParams
 
 Rig = Literal["dnpu", "reservoir"]
 
@@ -191,6 +191,15 @@ class BenchSpec:
     resistance_ohm: float = 1e7
     capacitance_f: float = 1e-11
     io_time: bool = True  # charge instrument link time to the bench clock
+    # The DNPU bench's noise (labrig.physics.noise: TiaParams, DacNoiseParams hold the defaults
+    # and their sources): white current noise (nA^2/Hz), the 1/f corner (Hz), the drift (nA/sqrt
+    # s, relaxing over drift_tau_s), the DAC's output noise (V/sqrt Hz) and resolution (V).
+    current_noise_psd_na2_per_hz: float = TiaParams.current_noise_psd_na2_per_hz
+    flicker_corner_hz: float = TiaParams.flicker_corner_hz
+    drift_na_per_sqrt_s: float = TiaParams.drift_na_per_sqrt_s
+    drift_tau_s: float = TiaParams.drift_tau_s
+    dac_noise_v_per_sqrt_hz: float = DacNoiseParams.noise_v_per_sqrt_hz
+    dac_lsb_v: float = DacNoiseParams.lsb_v
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,9 @@ class Station:
     reservoir: ReservoirRig | None = None
     bench: BenchSpec | None = None
     description: str = ""
+    #: ``[station] ramp_into_range``: at takeover, ramp a channel found outside its limits into
+    #: range (at its slew limit) instead of refusing to start.
+    ramp_into_range: bool = False
 
     @property
     def simulated_in_process(self) -> bool:
@@ -274,11 +286,23 @@ class _Parser:
         return data
 
     def typed(
-        self, data: dict[str, Any], key: str, name: str, kind: type | tuple[type, ...]
+        self,
+        data: dict[str, Any],
+        key: str,
+        name: str,
+        kind: type | tuple[type, ...],
+        span: str = "",
     ) -> Any:
+        """``data[name]`` of type ``kind`` (an integer is a float too); a float must be finite.
+        ``span`` says what range the value may take (for the error message)."""
         value = data[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML has nan and inf; no station value may be either (a NaN limit passes every
+            # comparison, so every voltage would pass the check)
+            allowed = f"; allowed: {span}" if span else ""
+            raise self.fail(f"{key}.{name}", f"{value!r} is not a finite number{allowed}")
         if isinstance(value, bool) and kind is not bool:
             raise self.fail(f"{key}.{name}", f"must be {_kind_name(kind)}, got {value!r}")
         if not isinstance(value, kind):
@@ -299,9 +323,12 @@ class _Parser:
         """``data[name]`` (or ``default``) as an integer or a number within ``[low, high]``."""
         if name not in data:
             return default
-        value = self.typed(data, key, name, int if integer else float)
+        if math.isfinite(high):
+            span = f"{low:g}..{high:g}"
+        else:
+            span = f">= {low:g}" if math.isfinite(low) else "any finite number"
+        value = self.typed(data, key, name, int if integer else float, span)
         if not low <= value <= high:
-            span = f"{low:g}..{high:g}" if math.isfinite(high) else f">= {low:g}"
             raise self.fail(f"{key}.{name}", f"{value!r} is outside {span}")
         return value
 
@@ -339,7 +366,10 @@ class _Parser:
             {"station", "instruments"},
         )
         head = self.table(
-            top["station"], "station", {"name", "rig", "description"}, {"name", "rig"}
+            top["station"],
+            "station",
+            {"name", "rig", "description", "ramp_into_range"},
+            {"name", "rig"},
         )
         name = self.typed(head, "station", "name", str)
         rig = self.typed(head, "station", "rig", str)
@@ -372,6 +402,11 @@ class _Parser:
             reservoir=reservoir,
             bench=bench,
             description=str(head.get("description", "")),
+            ramp_into_range=(
+                self.typed(head, "station", "ramp_into_range", bool)
+                if "ramp_into_range" in head
+                else False
+            ),
         )
 
     def instruments(self, data: Any) -> dict[str, InstrumentSpec]:
@@ -434,10 +469,14 @@ class _Parser:
             if (inst, channel) in seen:
                 raise self.fail(key, f"{inst} channel {channel} is listed twice")
             seen.add((inst, channel))
-            min_v = self.typed(t, key, "min_v", float)
-            max_v = self.typed(t, key, "max_v", float)
-            slew = self.typed(t, key, "max_slew_v_per_s", float)
-            safe_v = self.typed(t, key, "safe_v", float) if "safe_v" in t else 0.0
+            hw = f"[{info.hardware_min_v:g}, {info.hardware_max_v:g}] V, the {info.key} range"
+            min_v = self.typed(t, key, "min_v", float, hw)
+            max_v = self.typed(t, key, "max_v", float, hw)
+            slew_span = f"(0, {info.hardware_max_slew_v_per_s:g}] V/s"
+            slew = self.typed(t, key, "max_slew_v_per_s", float, slew_span)
+            safe_v = (
+                self.typed(t, key, "safe_v", float, "within min_v..max_v") if "safe_v" in t else 0.0
+            )
             if not min_v < max_v:
                 raise self.fail(key, f"min_v ({min_v} V) must be below max_v ({max_v} V)")
             if min_v < info.hardware_min_v or max_v > info.hardware_max_v:
@@ -529,7 +568,17 @@ class _Parser:
         for name in lockins:
             if name not in instruments or instruments[name].info.role != "lockin":
                 raise self.fail(f"{key}.lockins", f"{name!r} is not a lock-in of this station")
-        absolute = self.typed(t, key, "absolute_max_v", float)
+        dac_info = instruments[dac].info
+        hardware = max(abs(dac_info.hardware_min_v), abs(dac_info.hardware_max_v))
+        absolute = self.typed(
+            t, key, "absolute_max_v", float, f"(0, {hardware:g}] V ({dac_info.key} hardware)"
+        )
+        if not 0.0 < absolute <= hardware:
+            raise self.fail(
+                f"{key}.absolute_max_v",
+                f"{absolute!r} V is outside (0, {hardware:g}] V, the {dac_info.key} hardware "
+                f"range [{dac_info.hardware_min_v:g}, {dac_info.hardware_max_v:g}] V",
+            )
         raw_ranges = self.typed(t, key, "activation_ranges_v", list)
         if len(raw_ranges) != len(electrodes):
             raise self.fail(
@@ -538,9 +587,15 @@ class _Parser:
             )
         ranges: list[tuple[float, float]] = []
         for k, pair in enumerate(raw_ranges):
-            if not (isinstance(pair, list) and len(pair) == 2 and float(pair[0]) < float(pair[1])):
+            finite = isinstance(pair, list) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in pair
+            )
+            if not (finite and len(pair) == 2 and float(pair[0]) < float(pair[1])):
                 raise self.fail(
-                    f"{key}.activation_ranges_v[{k}]", f"need [low, high], got {pair!r}"
+                    f"{key}.activation_ranges_v[{k}]",
+                    f"need [low, high] (finite numbers, low < high, within electrode {k}'s "
+                    f"limits), got {pair!r}",
                 )
             ranges.append((float(pair[0]), float(pair[1])))
         for k, ch in enumerate(electrodes):
@@ -644,6 +699,7 @@ class _Parser:
                 "resistance_ohm",
                 "capacitance_f",
                 "io_time",
+                *_BENCH_NOISE_KEYS,
             },
             set(),
         )
@@ -662,7 +718,22 @@ class _Parser:
             resistance_ohm=self.number(t, key, "resistance_ohm", 1e7, 1e-12),
             capacitance_f=self.number(t, key, "capacitance_f", 1e-11, 0.0),
             io_time=self.typed(t, key, "io_time", bool) if "io_time" in t else True,
+            **{
+                name: self.number(t, key, name, getattr(BenchSpec, name), minimum)
+                for name, minimum in _BENCH_NOISE_KEYS.items()
+            },
         )
+
+
+# The [bench] noise keys and their smallest allowed values (a time constant must be > 0).
+_BENCH_NOISE_KEYS = {
+    "current_noise_psd_na2_per_hz": 0.0,
+    "flicker_corner_hz": 0.0,
+    "drift_na_per_sqrt_s": 0.0,
+    "drift_tau_s": 1e-6,
+    "dac_noise_v_per_sqrt_hz": 0.0,
+    "dac_lsb_v": 0.0,
+}
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

@@ -13,9 +13,15 @@ a control set whose four outputs lie within the gap of each other.
 
 Usage::
 
+    .venv/bin/python scripts/bench_hge_gates.py --smoke                 # seconds, for CI
     .venv/bin/python scripts/bench_hge_gates.py --quick                 # gates on 2 seeds
     .venv/bin/python scripts/bench_hge_gates.py --seeds 20 --functions all
     .venv/bin/python scripts/bench_hge_gates.py --seeds 0 --modes --modes-max-iterations 40
+    .venv/bin/python scripts/bench_hge_gates.py --model-study --seeds 8   # losses x restarts
+
+``--model-study`` runs the trainer on the noise-free model with its exact gradient (no bench):
+the losses (corsig, MSE-with-fit, Fisher) and restart strategies (the authors' 3 starts, random
+probes at each start, restart after a stall) compared within the same measurement budget.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from labrig.algorithms.boolean import boolean_outputs, boolean_voltages, function_table
+from labrig.algorithms.hge_trainer import HgeConfig, HgeTrainer, Measurement
 from labrig.algorithms.tasks import boolean_task, truth_string
-from labrig.physics.dnpu import DnpuModel, boolean_outputs, function_table
+from labrig.physics.dnpu import DnpuModel
 from labrig.procedures.hge import HgeTraining
 from labrig.shell import run_on_station
 from labrig.station import builtin_station_path
@@ -130,6 +138,82 @@ def train(
     )
 
 
+# ------------------------------------------------------------------ trainer study on the model
+STUDY_CLIP_NA = 0.97 * 350.0  # the procedure's saturation test (TIA rails at 350 nA)
+#: (label, loss, random probes per start, stall iterations): the strategies compared.
+STUDY_CONFIGS = (
+    ("corsig, 3 starts (authors)", "corsig", 0, 0),
+    ("fisher, 3 starts", "fisher", 0, 0),
+    ("mse_with_fit, 3 starts", "mse_with_fit", 0, 0),
+    ("corsig, 20 probes/start", "corsig", 20, 0),
+    ("fisher, 20 probes/start", "fisher", 20, 0),
+    ("mse_with_fit, 20 probes/start", "mse_with_fit", 20, 0),
+    ("corsig, restart after 15 stalled", "corsig", 0, 15),
+    ("corsig, 20 probes + restart after 15 stalled", "corsig", 20, 15),
+    ("corsig, 40 probes/start", "corsig", 40, 0),
+)
+
+
+def model_study(
+    seeds: list[int],
+    samples: int,
+    min_gap: float,
+    budget: tuple[int, int],
+    configs: tuple[tuple[str, str, int, int], ...] = STUDY_CONFIGS,
+) -> None:
+    """The trainer on the noise-free model with its exact gradient (what HGE estimates): which
+    loss and restart strategy finds the realisable functions, at a fraction of the bench's cost.
+    The procedure's settings otherwise (Adam, learning rate, ranges, gap)."""
+    probe = HgeTraining(task="AND")
+    amps = np.array(probe._frequency_plan(5).amplitudes_v)
+    iterations, starts = budget
+    rows: dict[str, list[tuple[int, str, bool, int]]] = {c[0]: [] for c in configs}
+    for dev in seeds:
+        model = DnpuModel(seed=dev)
+        ranges = np.array(model.activation_ranges_v)[2:]
+        lo, hi = ranges[:, 0] + amps, ranges[:, 1] - amps
+
+        def measure(controls: np.ndarray, model: DnpuModel = model) -> Measurement:
+            volts = boolean_voltages(model, controls)[0]
+            out = np.asarray(model.current_na(volts))
+            jac = np.asarray(model.gradient_na_per_v(volts))[:, 2:]
+            return Measurement(out, jac, bool(np.max(np.abs(out)) >= STUDY_CLIP_NA))
+
+        able = sorted(realisable(dev, samples, min_gap) & set(NON_CONSTANT))
+        for label, loss, probes, stall in configs:
+            for truth in able:
+                config = HgeConfig(
+                    control_ranges_v=tuple(zip(lo, hi, strict=True)),
+                    learning_rate=float(probe.learning_rate),
+                    optimizer=str(probe.optimizer),
+                    max_iterations=iterations,
+                    n_initializations=starts,
+                    loss=loss,
+                    min_gap=min_gap,
+                    probes_per_start=probes,
+                    stall_iterations=stall,
+                )
+                trainer = HgeTrainer(measure, boolean_task(truth).targets, config, seed=dev)
+                found = trainer.run().found
+                rows[label].append((dev, truth, found, trainer.n_measurements))
+        print(f" device {dev}: {len(able)} realisable functions studied", flush=True)
+    gates = {gate_truth(g) for g in GATES}
+    print(
+        f"\nTrainer study on the noise-free model (exact gradients), {len(seeds)} devices, "
+        f"{starts} x {iterations} iterations:"
+    )
+    print(f"  {'strategy':<34} {'found':>9} {'rate':>6} {'gates':>9} {'med it':>7}")
+    for label, *_ in configs:
+        r = rows[label]
+        hits = [x for x in r if x[2]]
+        g = [x for x in r if x[1] in gates]
+        print(
+            f"  {label:<34} {len(hits):>4}/{len(r):<4} {len(hits) / max(1, len(r)):>6.1%} "
+            f"{sum(x[2] for x in g):>4}/{len(g):<4} "
+            f"{median_or_nan([x[3] for x in hits]):>7.0f}"
+        )
+
+
 def name_of(truth: str) -> str:
     return boolean_task(truth).name
 
@@ -150,6 +234,9 @@ def print_outcome(o: Outcome) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the six gates on devices 0 and 1")
+    parser.add_argument(
+        "--smoke", action="store_true", help="AND and XOR on device 0, a short budget (for CI)"
+    )
     parser.add_argument("--seeds", type=int, default=None, help="device seeds 0..N-1 (20)")
     parser.add_argument("--seed-list", default=None, help="explicit device seeds, e.g. 0,3,7")
     parser.add_argument("--functions", choices=["gates", "all"], default=None)
@@ -163,7 +250,20 @@ def main() -> int:
         "--modes-max-iterations", type=int, default=30, help="per start, in the mode comparison"
     )
     parser.add_argument("--json", default=None, help="write every outcome to this file")
+    parser.add_argument(
+        "--model-study",
+        action="store_true",
+        help="compare losses and restart strategies on the noise-free model (no bench)",
+    )
+    parser.add_argument(
+        "--study-configs", default=None, help="indices into STUDY_CONFIGS, e.g. 0,3 (all)"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.seed_list = "0"
+        args.max_iterations = min(args.max_iterations, 8)
+        args.initializations = 1
+        args.brute_force = args.brute_force or 500
     if args.seed_list:
         seeds = [int(s) for s in args.seed_list.split(",")]
     else:
@@ -172,8 +272,18 @@ def main() -> int:
     samples = args.brute_force or (5000 if args.quick else 20000)
     min_gap = float(HgeTraining(task="AND").min_gap_na)
     wanted = [gate_truth(g) for g in GATES] if functions == "gates" else list(NON_CONSTANT)
+    if args.smoke:
+        wanted = [gate_truth("AND"), gate_truth("XOR")]
 
     started = time.perf_counter()
+    if args.model_study:
+        chosen = STUDY_CONFIGS
+        if args.study_configs:
+            picked = [int(k) for k in args.study_configs.split(",")]
+            chosen = tuple(STUDY_CONFIGS[k] for k in picked)
+        model_study(seeds, samples, min_gap, (args.max_iterations, args.initializations), chosen)
+        print(f"\nwall time {time.perf_counter() - started:.0f} s")
+        return 0
     outcomes: list[Outcome] = []
     reach: dict[int, set[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ Prints
 Run on one core, as the targets are stated::
 
     .venv/bin/python scripts/bench_physics_dnpu.py [--controls 4000] [--seeds 5]
+    .venv/bin/python scripts/bench_physics_dnpu.py --smoke       # seconds, for CI
 """
 
 from __future__ import annotations
@@ -30,14 +31,13 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from labrig.algorithms.hge import AUTHORS_PLAN  # noqa: E402
-from labrig.physics.dnpu import (  # noqa: E402
-    ACTIVATION_COUNT,
+from labrig.algorithms.boolean import (  # noqa: E402
     COMMON_GATES,
-    DnpuModel,
     boolean_outputs,
     function_table,
 )
+from labrig.algorithms.hge import AUTHORS_PLAN  # noqa: E402
+from labrig.physics.dnpu import ACTIVATION_COUNT, DnpuModel  # noqa: E402
 
 FS_HZ = 10e3
 TRACE_SAMPLES = 3000
@@ -129,7 +129,12 @@ def main() -> None:
     parser.add_argument("--controls", type=int, default=4000, help="control sets per seed")
     parser.add_argument("--seeds", type=int, default=5, help="devices (seeds 0..N-1)")
     parser.add_argument("--traces", type=int, default=5, help="traces to time")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes (1 trace, 1 seed, 300 controls), for CI"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.traces, args.seeds, args.controls = 1, 1, 300
     bench_trace(DnpuModel(0), args.traces, seed=7)
     gate_statistics(args.seeds, args.controls)
 

@@ -16,6 +16,25 @@ from instruments.qdevil_qdac2 import QDac2
 from instruments.roles import DacBank
 
 OK = ("syst:err:all?", '0, "No error"')
+GENERATORS = ("sine", "squ", "tri", "awg")
+
+
+def state_query(*channels: int) -> str:
+    """The one query that asks the QDAC-II what drives ``channels`` besides the DC level."""
+    where = f"(@{','.join(map(str, channels))})"
+    parts = [f"sour:volt:mode? {where}"]
+    parts += [f"sour:{g}:ncl? {where}" for g in GENERATORS]
+    parts += [f"sour:{g}:init:cont? {where}" for g in GENERATORS]
+    return ";:".join(parts)
+
+
+def idle(*channels: int) -> tuple[str, str]:
+    """That query and the reply 'fixed DC, no generator running or armed'."""
+    n = len(channels)
+    reply = ";".join([",".join(["FIX"] * n)] + [",".join(["0"] * n)] * 2 * len(GENERATORS))
+    return state_query(*channels), reply
+
+
 ELECTRODE = ChannelLimits(
     min_v=-1.2, max_v=0.6, max_slew_v_per_s=10.0, safe_v=0.0, label="electrode 3", source="test"
 )
@@ -106,7 +125,7 @@ def test_generator_settings_cannot_bypass_limit_checks(name):
 
 # ----------------------------------------------------------------------- DC and slew
 def test_dc_set_on_limited_channel_sets_slew_limit_first():
-    dialogue = [("sour3:volt:slew 10", None), ("sour3:volt 0.5", None), OK]
+    dialogue = [idle(3), ("sour3:volt:slew 10", None), ("sour3:volt 0.5", None), OK]
     with qdac(dialogue, {3: ELECTRODE}) as dac:
         dac.ch_3.voltage = 0.5
 
@@ -163,6 +182,7 @@ def test_instrument_error_raises_with_all_entries():
 # ----------------------------------------------------------------------- ramps
 def test_ramp_to_writes_slews_and_levels_then_polls_until_there():
     dialogue = [
+        idle(3, 9),
         ("sour9:rang?", "HIGH"),  # 2.5 V is only possible in the high range
         ("sour3:volt:slew 10", None),
         ("sour3:volt -1", None),
@@ -181,6 +201,7 @@ def test_ramp_to_writes_slews_and_levels_then_polls_until_there():
 
 def test_ramp_slew_is_the_smaller_of_request_and_limit():
     dialogue = [
+        idle(3),
         ("sour3:volt:slew 2", None),
         ("sour3:volt 0", None),
         ("sour4:volt:slew 2", None),
@@ -192,8 +213,8 @@ def test_ramp_slew_is_the_smaller_of_request_and_limit():
     ]
     with qdac(dialogue, {3: ELECTRODE}) as dac:
         dac.ramp_to({3: 0.0, 4: 0.0}, slew_v_per_s=2.0)
-    dialogue[0] = ("sour3:volt:slew 10", None)  # the limit wins over a faster request
-    dialogue[2] = ("sour4:volt:slew 50", None)
+    dialogue[1] = ("sour3:volt:slew 10", None)  # the limit wins over a faster request
+    dialogue[3] = ("sour4:volt:slew 50", None)
     with qdac(dialogue, {3: ELECTRODE}) as dac:
         dac.ramp_to({3: 0.0, 4: 0.0}, slew_v_per_s=50.0)
 
@@ -206,7 +227,7 @@ def test_ramp_refuses_before_any_byte_if_one_target_is_bad():
 def test_ramp_times_out(monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr("instruments.common.time", clock)
-    dialogue = [("sour3:volt:slew 10", None), ("sour3:volt 0.5", None), OK]
+    dialogue = [idle(3), ("sour3:volt:slew 10", None), ("sour3:volt 0.5", None), OK]
     dialogue += [("*OPC?", "1"), ("sour3:volt?", "0.1")] * 3
     with qdac(dialogue, {3: ELECTRODE}) as dac, pytest.raises(TimeoutError) as info:
         dac.ramp_to({3: 0.5}, timeout_s=0.025)
@@ -216,6 +237,7 @@ def test_ramp_times_out(monkeypatch):
 # ----------------------------------------------------------------------- sines
 def test_start_sines_checks_dc_plus_amplitude_then_arms_and_fires():
     dialogue = [
+        idle(3),
         ("sour3:volt?", "0.1"),
         ("sour3:volt:last?", "0.1"),
         ("sour3:sine:abor", None),
@@ -247,21 +269,22 @@ def _armed_sine(dac, amplitude_v: float) -> None:
 
 def test_a_dc_move_counts_what_a_running_sine_adds():
     # 0.3 V of sine on electrode 3 (max 0.6 V): DC 0.5 V would reach 0.8 V. Refused, no bytes.
-    with qdac([], {3: ELECTRODE}) as dac:
+    with qdac([idle(3), idle(3)], {3: ELECTRODE}) as dac:
         _armed_sine(dac, 0.3)
         with pytest.raises(LimitError, match="armed sine"):
             dac.set_voltage(3, 0.5)
         with pytest.raises(LimitError, match="armed sine"):
             dac.ramp_to({3: -1.0})  # -1.0 - 0.3 < -1.2
     # within the limits with the sine on top: written as usual
-    with qdac([("sour3:volt:slew 10", None), ("sour3:volt 0.2", None), OK], {3: ELECTRODE}) as dac:
+    dialogue = [idle(3), ("sour3:volt:slew 10", None), ("sour3:volt 0.2", None), OK]
+    with qdac(dialogue, {3: ELECTRODE}) as dac:
         _armed_sine(dac, 0.3)
         dac.set_voltage(3, 0.2)
 
 
 def test_a_trace_counts_a_sine_already_armed_on_its_channel():
     # DC 0.1 V + sine 0.3 V + trace up to 0.25 V = 0.65 V > 0.6 V: refused after reading DC.
-    dialogue = [("sour3:volt?", "0.1"), ("sour3:volt:last?", "0.1")]
+    dialogue = [idle(3), ("sour3:volt?", "0.1"), ("sour3:volt:last?", "0.1")]
     with qdac(dialogue, {3: ELECTRODE}) as dac:
         _armed_sine(dac, 0.3)
         with pytest.raises(LimitError, match="trace"):
@@ -269,7 +292,8 @@ def test_a_trace_counts_a_sine_already_armed_on_its_channel():
 
 
 def test_stopping_the_generators_frees_the_dc_range_again():
-    dialogue = [("abor", None), OK, ("sour3:volt:slew 10", None), ("sour3:volt 0.5", None), OK]
+    dialogue = [("abor", None), OK, idle(3), ("sour3:volt:slew 10", None)]
+    dialogue += [("sour3:volt 0.5", None), OK]
     with qdac(dialogue, {3: ELECTRODE}) as dac:
         _armed_sine(dac, 0.3)
         dac.stop_generators()
@@ -278,13 +302,13 @@ def test_stopping_the_generators_frees_the_dc_range_again():
 
 def test_sine_beyond_limits_with_dc_level_writes_nothing():
     # 0.58 V + 0.03 V > 0.6 V: only the two read-only queries happen.
-    dialogue = [("sour3:volt?", "0.58"), ("sour3:volt:last?", "0.58")]
+    dialogue = [idle(3), ("sour3:volt?", "0.58"), ("sour3:volt:last?", "0.58")]
     with qdac(dialogue, {3: ELECTRODE}) as dac, pytest.raises(LimitError):
         dac.start_sines({3: (10.0, 0.03)})
 
 
 def test_sine_ramping_dc_target_counts_too():
-    dialogue = [("sour3:volt?", "0.0"), ("sour3:volt:last?", "0.59")]
+    dialogue = [idle(3), ("sour3:volt?", "0.0"), ("sour3:volt:last?", "0.59")]
     with qdac(dialogue, {3: ELECTRODE}) as dac, pytest.raises(LimitError):
         dac.start_sines({3: (10.0, 0.03)})
 
@@ -305,6 +329,7 @@ def test_sine_refusals_need_no_bytes(sine):
 
 def test_configure_sine_with_offset_and_count():
     dialogue = [
+        idle(3),
         ("sour3:volt?", "0"),
         ("sour3:volt:last?", "0"),
         ("sour3:sine:abor", None),
@@ -333,6 +358,7 @@ def test_play_traces_upsamples_defines_binds_marks_and_arms():
     up3 = np.interp(fine, np.arange(3), trace3).astype("<f4").tobytes()
     up4 = np.interp(fine, np.arange(3), trace4).astype("<f4").tobytes()
     dialogue = [
+        idle(3),
         ("sour3:volt?", "0"),
         ("sour3:volt:last?", "0"),
         ("sour3:awg:abor", None),
@@ -371,6 +397,7 @@ def test_play_traces_again_only_rearms_the_uploaded_traces():
     # limits are still checked against the present DC level: the two level queries).
     trace = np.array([0.0, 1e-6, 2e-6])
     first = [
+        idle(3),
         ("sour3:volt?", "0"),
         ("sour3:volt:last?", "0"),
         ("sour3:awg:abor", None),
@@ -386,7 +413,8 @@ def test_play_traces_again_only_rearms_the_uploaded_traces():
         ("sour3:awg:init", None),
         OK,
     ]
-    again = [("sour3:volt?", "0.1"), ("sour3:volt:last?", "0.1"), ("sour3:awg:init", None), OK]
+    again = [idle(3), ("sour3:volt?", "0.1"), ("sour3:volt:last?", "0.1")]
+    again += [("sour3:awg:init", None), OK]
     with qdac(first + again, {3: ELECTRODE}) as dac:
         dac.play_traces({3: trace}, 1e6, "bus", marker_output=None)
         dac.play_traces({3: trace}, 1e6, "bus", marker_output=None)
@@ -425,7 +453,7 @@ def test_upsampling_interpolates_so_the_real_slope_is_checked():
 
 
 def test_trace_sample_beyond_limits_with_dc_writes_nothing():
-    dialogue = [("sour3:volt?", "-1.19999"), ("sour3:volt:last?", "-1.19999")]
+    dialogue = [idle(3), ("sour3:volt?", "-1.19999"), ("sour3:volt:last?", "-1.19999")]
     trace = np.array([0.0, -5e-6, -1e-5, -1.5e-5])
     with qdac(dialogue, {3: ELECTRODE}) as dac, pytest.raises(LimitError):
         dac.play_traces({3: trace}, 1e6)
@@ -502,9 +530,17 @@ def test_set_limits_validation():
         assert dac.channel_count == 24
 
 
+DISARM = [
+    *((f"sour:{g}:init:cont off,(@1:24)", None) for g in (*GENERATORS, "dc")),
+    ("abor", None),
+    ("sour:volt:mode fix,(@1:24)", None),
+]
+
+
 def test_safe_state_aborts_and_ramps_limited_channels_to_safe_level():
     dialogue = [
-        ("abor", None),
+        *DISARM,
+        idle(3, 9),
         ("sour3:volt:slew 10", None),
         ("sour3:volt 0", None),
         ("sour9:volt:slew 1000", None),
@@ -519,7 +555,7 @@ def test_safe_state_aborts_and_ramps_limited_channels_to_safe_level():
 
 
 def test_shutdown_without_limits_aborts_and_closes():
-    with qdac([("abor", None), OK]) as dac:
+    with qdac([*DISARM, OK]) as dac:
         dac.shutdown()
     assert dac.isShutdown
 
@@ -528,6 +564,7 @@ def test_reset_ramps_limited_channels_to_zero_first():
     dialogue = [
         ("abor", None),
         OK,
+        idle(3),
         ("sour3:volt:slew 10", None),
         ("sour3:volt 0", None),
         OK,

@@ -71,14 +71,45 @@ def test_an_instrument_reported_error_aborts_cleanly_with_the_reason(tmp_path: P
     assert all(v == 0.0 for v in finals.values()), finals
 
 
-def test_a_dac_connection_dropped_mid_ramp_is_reopened_to_make_the_electrode_safe(
+def test_a_dac_connection_dropped_mid_ramp_is_reopened_and_the_sweep_goes_on(
     tmp_path: Path,
 ) -> None:
-    # The DAC's ramps are not retried (a ramp half done is not safe to repeat blindly): the run
-    # fails, and its safe state meets a dead connection. The runner reopens it and tries again.
+    # A ramp to an absolute level is repeatable: the DAC is reopened, the ramp repeated (its
+    # limits checked again) and the sweep completes.
     result, _ = run_with(("drop", 0.0), tmp_path, target="dac", after_commands=3)
-    assert result.status == "failed"  # type: ignore[attr-defined]
-    assert result.safe_state["dac"] == "ok after reconnecting"  # type: ignore[attr-defined]
+    assert result.status == "success", result.reason  # type: ignore[attr-defined]
+    assert result.n_events == 8  # type: ignore[attr-defined]
     assert result.summary["final_voltages_v"]["dac:4"] == 0.0  # type: ignore[attr-defined]
     logs = " ".join(doc.message for doc in RunRecord.open(result.run_dir).logs)  # type: ignore[attr-defined]
+    assert "reconnected dac" in logs
+
+
+class FailingIv(IvSweep):
+    """Fails for a reason of its own, with the DAC's connection dropping on its next command:
+    the safe state meets a dead connection."""
+
+    def execute(self) -> None:
+        rig = self.require_rig()
+        assert rig.bench_client is not None and rig.built is not None
+        rig.dac.ramp_to({4: 0.3})
+        sent = rig.built.bench.faults.command_counts.get("dac", 0)
+        rig.bench_client.add_fault("drop", "dac", at_command=sent + 1)
+        raise RuntimeError("the procedure's own failure")
+
+
+def test_a_safe_state_that_meets_a_dropped_connection_reaches_safety_on_a_fresh_one(
+    tmp_path: Path,
+) -> None:
+    result = run_on_station(
+        FailingIv(electrode=3, points=2),
+        "sim-dnpu",
+        runs_dir=tmp_path,
+        echo=False,
+        handle_signals=False,
+    )
+    assert result.status == "failed"
+    assert "own failure" in result.reason
+    assert result.safe_state["dac"] == "ok after reconnecting"
+    assert result.summary["final_voltages_v"]["dac:4"] == 0.0
+    logs = " ".join(doc.message for doc in RunRecord.open(result.run_dir).logs)
     assert "needed a reconnect" in logs

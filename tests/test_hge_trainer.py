@@ -7,12 +7,12 @@ import copy
 import numpy as np
 import pytest
 
-from labrig.algorithms.hge import AUTHORS_PLAN
+from labrig.algorithms.hge import AUTHORS_PLAN, build_case_waveforms
 from labrig.algorithms.hge_trainer import (
     HgeConfig,
     HgeTrainer,
     Measurement,
-    hge_measure,
+    parallel_measurement,
 )
 from labrig.algorithms.tasks import boolean_task, input_voltages, separable
 
@@ -61,7 +61,9 @@ def test_xor_is_rare_for_random_controls() -> None:
 def test_trainer_finds_xor_and_stays_in_range(optimizer: str) -> None:
     task = boolean_task("XOR")
     lr = 0.02 if optimizer == "sgd" else 0.05
-    cfg = HgeConfig(control_ranges_v=CONTROL_RANGES, optimizer=optimizer, learning_rate=lr)
+    cfg = HgeConfig(
+        control_ranges_v=CONTROL_RANGES, optimizer=optimizer, learning_rate=lr, probes_per_start=0
+    )
     for seed in range(4):
         records: list[dict] = []
         trainer = HgeTrainer(
@@ -87,7 +89,7 @@ def test_trainer_descends_the_chain_rule_gradient() -> None:
     from labrig.algorithms.losses import corsig
 
     task = boolean_task("XOR")
-    cfg = HgeConfig(control_ranges_v=((-10.0, 10.0),) * 5, learning_rate=1e-3)
+    cfg = HgeConfig(control_ranges_v=((-10.0, 10.0),) * 5, learning_rate=1e-3, probes_per_start=0)
     records: list[dict] = []
     trainer = HgeTrainer(
         exact_measure("XOR"), task.targets, cfg, seed=5, on_iteration=records.append
@@ -201,13 +203,82 @@ def test_parallel_hge_through_waveforms_trains_xor() -> None:
         current = play_clean(schedule)
         return current + 0.2 * rng.normal(size=current.size)
 
+    def hge_measure(play, saturation_limit: float | None = None):  # type: ignore[no-untyped-def]
+        # The procedure's path: build the schedule, play it, parallel_measurement on the trace.
+        def measure(controls_v: np.ndarray) -> Measurement:
+            schedule = build_case_waveforms(vin, controls_v, AUTHORS_PLAN, ramp_s=0.02)
+            trace = play(schedule)
+            clipped = saturation_limit is not None and np.max(np.abs(trace)) >= saturation_limit
+            return parallel_measurement(trace, schedule, AUTHORS_PLAN, clipped=bool(clipped))
+
+        return measure
+
     at = np.full(5, 0.2)
     exact = exact_measure("XOR")(at)
-    clean = hge_measure(play_clean, vin, AUTHORS_PLAN, ramp_s=0.02)(at)
+    clean = hge_measure(play_clean)(at)
     np.testing.assert_allclose(clean.dI_dV, exact.dI_dV, atol=0.002 * np.abs(exact.dI_dV).max())
     np.testing.assert_allclose(clean.outputs, exact.outputs, atol=0.05)  # ≈ ¼ Σ I'' A² bias
-    measure = hge_measure(play, vin, AUTHORS_PLAN, ramp_s=0.02, saturation_limit=350.0)
+    measure = hge_measure(play, saturation_limit=350.0)
     # The authors' amplitudes are ≤ 30 mV: keep V ± A inside the ±1 V range.
     cfg = HgeConfig(control_ranges_v=((-0.97, 0.97),) * 5)
     found = [HgeTrainer(measure, task.targets, cfg, seed=s).run().found for s in range(3)]
     assert all(found)
+
+
+def _linear_probe_trainer(**cfg_kw: object) -> tuple[HgeTrainer, list[np.ndarray]]:
+    """A device whose loss is -c0 (higher control 0 is better), never 'found'."""
+    seen: list[np.ndarray] = []
+
+    def measure(c: np.ndarray) -> Measurement:
+        seen.append(c.copy())
+        jac = np.zeros((2, 3))
+        jac[1, 0] = 1.0
+        return Measurement(np.array([0.0, c[0]]), jac)
+
+    def loss(out: np.ndarray, tgt: np.ndarray) -> tuple[float, np.ndarray]:
+        return float(-out[1]), np.array([0.0, -1.0])
+
+    settings: dict[str, object] = {"learning_rate": 0.01, "max_iterations": 20, **cfg_kw}
+    cfg = HgeConfig(
+        control_ranges_v=((-1.0, 1.0),) * 3,
+        optimizer="sgd",
+        n_initializations=2,
+        **settings,  # type: ignore[arg-type]
+    )
+    trainer = HgeTrainer(
+        measure, [0, 1], cfg, seed=4, loss_fn=loss, found_fn=lambda o, t: (False, 0.0)
+    )
+    return trainer, seen
+
+
+def test_probes_start_descent_from_the_best_random_probe() -> None:
+    trainer, seen = _linear_probe_trainer(probes_per_start=6, max_iterations=24)
+    for _ in range(7):
+        trainer.step()
+    probes = np.array(seen[:6])
+    assert len({tuple(p) for p in probes}) == 6  # six distinct random points
+    best = probes[np.argmax(probes[:, 0])]
+    np.testing.assert_allclose(
+        seen[6], best + np.array([0.01, 0.0, 0.0])
+    )  # one SGD step from the best
+    # state round trip in the middle of probing gives the same continuation
+    t2, _ = _linear_probe_trainer(probes_per_start=6, max_iterations=24)
+    for _ in range(3):
+        t2.step()
+    state = copy.deepcopy(t2.state_dict())
+    t3, seen3 = _linear_probe_trainer(probes_per_start=6, max_iterations=24)
+    t3.load_state_dict(state)
+    for _ in range(4):
+        t3.step()
+    np.testing.assert_allclose(seen3[-1], seen[6])
+    with pytest.raises(ValueError, match="probes_per_start"):
+        HgeConfig(control_ranges_v=((0.0, 1.0),), probes_per_start=-1).validate()
+
+
+def test_stalled_starts_end_early_within_the_same_budget() -> None:
+    trainer, _ = _linear_probe_trainer(stall_iterations=4, learning_rate=0.5, probes_per_start=0)
+    # Control 0 reaches its bound (loss -1) in a few steps and the loss stops improving: each
+    # start ends 4 iterations later and a new one begins; the budget stays 2 x 20 measurements.
+    trainer.run()
+    assert trainer.n_measurements == 40
+    assert trainer.init_index > 2  # more starts than the two the plan gives

@@ -7,18 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labrig.algorithms.hge import AUTHORS_PLAN
-from labrig.algorithms.tasks import GATE_NAMES, boolean_task
-from labrig.physics.dnpu import (
-    ACTIVATION_COUNT,
+from labrig.algorithms.boolean import (
     COMMON_GATES,
-    DnpuModel,
-    DnpuParams,
     boolean_outputs,
     boolean_voltages,
     function_table,
     realised_functions,
 )
+from labrig.algorithms.hge import AUTHORS_PLAN
+from labrig.algorithms.tasks import GATE_NAMES, boolean_task
+from labrig.physics.dnpu import ACTIVATION_COUNT, DnpuModel, DnpuParams
 from labrig.physics.surrogate import (
     SurrogateFileError,
     SurrogateModel,

@@ -9,6 +9,8 @@ import pytest
 from scipy import signal
 
 from labrig.physics.noise import (
+    ClockedCurrentNoise,
+    DacNoiseParams,
     ReadoutChain,
     TiaParams,
     first_order_lowpass,
@@ -142,3 +144,84 @@ def test_tia_params_validate() -> None:
         TiaParams(bandwidth_hz=0.0)
     with pytest.raises(ValueError, match="1-D"):
         ReadoutChain().output_v(np.zeros((2, 2)), 1e3, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------ the clocked process
+def _clocked(**kw: float) -> ClockedCurrentNoise:
+    return ClockedCurrentNoise(TiaParams(**kw), seed=[3, 4])
+
+
+def test_clocked_flicker_components_sum_to_one_over_f() -> None:
+    p = TiaParams(drift_na_per_sqrt_s=0.0)
+    noise = ClockedCurrentNoise(p)
+    f = np.logspace(-2, math.log10(3000), 120)
+    flicker = noise.psd_na2_per_hz(f) - p.current_noise_psd_na2_per_hz
+    ratio_db = 10 * np.log10(flicker / (p.current_noise_psd_na2_per_hz * p.flicker_corner_hz / f))
+    assert np.all(np.abs(ratio_db) < 0.1), ratio_db
+
+
+def test_clocked_noise_is_a_function_of_time_alone() -> None:
+    """Same instants, same values: whatever the grouping, the order, or the object's history."""
+    a = _clocked()
+    t = np.array([7.25, 0.5, 3.0000125, 3.0, 12.9999999, -0.5])
+    first = a.filtered_na(t)
+    # read a lot in between (evicts the block cache), then again, and on a fresh object
+    a.filtered_na(np.arange(20.0, 30.0, 1e-3))
+    np.testing.assert_array_equal(a.filtered_na(t), first)
+    b = _clocked()
+    np.testing.assert_array_equal(b.filtered_na(t[::-1]), first[::-1])
+    # one request vs many: a long window equals its pieces
+    window = 2.9 + np.arange(30_000) * 1e-5  # straddles the block edge at 3 s
+    whole = b.filtered_na(window)
+    pieces = np.concatenate([_clocked().filtered_na(w) for w in np.array_split(window, 7)])
+    np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-12)
+    # another seed is another process
+    other = ClockedCurrentNoise(TiaParams(), seed=[3, 5]).filtered_na(t)
+    assert not np.allclose(other, first)
+
+
+def test_clocked_noise_refuses_times_before_it_starts() -> None:
+    with pytest.raises(ValueError, match="before the process starts"):
+        _clocked().filtered_na(np.array([-10.0]))
+
+
+@pytest.mark.slow
+def test_clocked_noise_spectrum_matches_the_model_across_blocks() -> None:
+    """Welch PSD of 120 s read at 10 kHz (120 blocks of 1 s): the block edges and bridges
+    leave no trace from 1 Hz to 3 kHz (the model's PSD through the TIA, aliased at 10 kHz)."""
+    noise = _clocked()
+    fs = 10e3
+    x = noise.filtered_na(np.arange(0, 120.0, 1 / fs))
+    f, pxx = signal.welch(x, fs=fs, nperseg=100_000)
+    expected = _aliased_tia_psd(noise, f, fs)
+    errors = {}
+    for lo in np.logspace(0, math.log10(2000), 12):
+        band = (f >= lo) & (f < lo * 1.5)
+        errors[round(lo, 2)] = 10 * np.log10(pxx[band].mean() / expected[band].mean())
+    assert all(abs(e) < 1.0 for e in errors.values()), errors
+
+
+def _aliased_tia_psd(noise: ClockedCurrentNoise, f: np.ndarray, fs: float) -> np.ndarray:
+    """The process's PSD after the TIA's low-pass, sampled at ``fs``: every image below the
+    process grid's Nyquist frequency folds onto ``f``."""
+    bw = noise.params.bandwidth_hz
+    total = np.zeros_like(f)
+    for k in range(-int(noise.rate_hz / fs), int(noise.rate_hz / fs) + 1):
+        g = np.abs(f + k * fs)
+        inside = (g > 0) & (g < noise.rate_hz / 2)
+        g = np.where(inside, g, 1.0)
+        total += np.where(inside, noise.psd_na2_per_hz(g) / (1 + (g / bw) ** 2), 0.0)
+    return total
+
+
+def test_dac_noise_quantises_and_adds_its_density() -> None:
+    dac = DacNoiseParams(lsb_v=1e-3, noise_v_per_sqrt_hz=0.0)
+    np.testing.assert_allclose(
+        dac.apply(np.array([0.0104, -0.0006]), 1e3, np.random.default_rng(0)), [0.010, -0.001]
+    )
+    noisy = DacNoiseParams(lsb_v=0.0, noise_v_per_sqrt_hz=1e-6)
+    v = noisy.apply(np.zeros(200_000), 20e3, np.random.default_rng(1))
+    _f, pxx = signal.welch(v, fs=20e3, nperseg=4096)
+    assert abs(np.mean(pxx[1:]) / 1e-12 - 1) < 0.05
+    with pytest.raises(ValueError, match="lsb_v"):
+        DacNoiseParams(lsb_v=-1.0)

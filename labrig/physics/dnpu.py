@@ -104,7 +104,9 @@ Boolean convention (labrig's Boolean tasks', :mod:`labrig.algorithms.tasks`)
 Inputs on electrodes 0 and 1; logical 0 = low end of that electrode's activation range, logical 1
 = high end; controls on electrodes 2–6. Cases are ordered (0,0), (0,1), (1,0), (1,1); a function
 is the integer of its truth string, ``int(truth, 2)``: the output for case ``i`` is bit ``3 - i``
-(AND = ``0b0001`` = 1, XOR = ``0b0110`` = 6).
+(AND = ``0b0001`` = 1, XOR = ``0b0110`` = 6). The analysis of which functions a device realises
+(``boolean_outputs``, ``function_table``) lives in :mod:`labrig.algorithms.boolean`: the physics
+takes plain arrays and knows no tasks.
 """
 
 from __future__ import annotations
@@ -116,8 +118,6 @@ from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
-
-from labrig.algorithms.tasks import BOOLEAN_CASES, GATE_NAMES
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -139,11 +139,6 @@ DEFAULT_ACTIVATION_RANGES_V: tuple[tuple[float, float], ...] = (
     (-1.2, 0.6),
     (-0.7, 0.3),
 )
-
-#: The six common gates as function codes (see the Boolean convention above).
-COMMON_GATES: dict[str, int] = {
-    name: int(GATE_NAMES[name], 2) for name in ("AND", "OR", "NAND", "NOR", "XOR", "XNOR")
-}
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 ELEMENTARY_CHARGE_C = 1.602176634e-19
@@ -747,85 +742,3 @@ class DnpuModel:
             rows = np.nonzero(pending)[0]
             occ[rows], _ = self._newton(rates, rows, occ0=occ[rows])
         return self._current(occ, rates, all_rows)
-
-
-# ---------------------------------------------------------------------- Boolean helpers
-def boolean_voltages(model: DeviceModel, controls_v: npt.ArrayLike) -> FloatArray:
-    """Electrode voltages ``(n, 4, 7)`` for the four input cases at each of ``(n, 5)`` controls.
-
-    Inputs on electrodes 0 and 1 at the low (logical 0) or high (logical 1) end of the model's
-    activation range; controls on electrodes 2–6, which must lie within their ranges.
-    """
-    c = np.asarray(controls_v, dtype=float)
-    c2 = c.reshape(1, -1) if c.ndim == 1 else c
-    n_ctrl = len(CONTROL_ELECTRODES)
-    if c2.ndim != 2 or c2.shape[1] != n_ctrl:
-        raise ValueError(
-            f"boolean_voltages: controls_v must have shape (n, {n_ctrl}), got {c.shape}"
-        )
-    ranges = np.asarray(model.activation_ranges_v, dtype=float)
-    lo = ranges[list(CONTROL_ELECTRODES), 0]
-    hi = ranges[list(CONTROL_ELECTRODES), 1]
-    bad = (c2 < lo - 1e-12) | (c2 > hi + 1e-12) | ~np.isfinite(c2)
-    if bad.any():
-        row, col = (int(k) for k in np.argwhere(bad)[0])
-        raise ValueError(
-            f"boolean_voltages: control {c2[row, col]!r} V on electrode {CONTROL_ELECTRODES[col]} "
-            f"(row {row}) is outside the activation range [{lo[col]}, {hi[col]}] V"
-        )
-    volts = np.empty((c2.shape[0], len(BOOLEAN_CASES), ACTIVATION_COUNT))
-    volts[:, :, list(CONTROL_ELECTRODES)] = c2[:, None, :]
-    for case, bits in enumerate(BOOLEAN_CASES):
-        for el, bit in zip(INPUT_ELECTRODES, bits, strict=True):
-            volts[:, case, el] = ranges[el, int(bit)]
-    return volts
-
-
-def boolean_outputs(model: DeviceModel, controls_v: npt.ArrayLike) -> FloatArray:
-    """Noise-free output currents ``(n, 4)`` (nA) for the cases (0,0), (0,1), (1,0), (1,1).
-
-    ``controls_v``: ``(n, 5)`` control voltages on electrodes 2–6 (or one ``(5,)`` row → ``(4,)``).
-    """
-    c = np.asarray(controls_v, dtype=float)
-    volts = boolean_voltages(model, c)
-    out = np.asarray(model.current_na(volts.reshape(-1, ACTIVATION_COUNT))).reshape(-1, 4)
-    return out[0] if c.ndim == 1 else out
-
-
-def function_table(outputs: npt.ArrayLike, min_gap_na: float = 1.0) -> npt.NDArray[np.bool_]:
-    """Which of the 16 functions each row of ``outputs`` ``(n, 4)`` realises → ``(n, 16)`` bool.
-
-    Column ``t`` is the function with code ``t`` (``int(truth, 2)``; the output for case ``c`` is
-    bit ``3 - c``). A non-constant function (1..14) is realised when one threshold separates its
-    1-cases from its 0-cases with the 1-cases *higher*, by at least ``min_gap_na``::
-
-        min(I[c] for c with bit 3 - c of t set) - max(I[c] for the others) >= min_gap_na
-
-    The constant functions 0 and 15 are realised when the output does not depend on the inputs
-    at that resolution: ``max(I) - min(I) < min_gap_na``. (With no absolute threshold a constant
-    output reads as either constant, so both are counted together.)
-    """
-    if not min_gap_na > 0:
-        raise ValueError(f"function_table: min_gap_na must be > 0, got {min_gap_na!r}")
-    out = np.asarray(outputs, dtype=float)
-    out2 = out.reshape(1, -1) if out.ndim == 1 else out
-    if out2.ndim != 2 or out2.shape[1] != 4:
-        raise ValueError(f"function_table: outputs must have shape (n, 4), got {out.shape}")
-    table = np.zeros((out2.shape[0], 16), dtype=bool)
-    for t in range(1, 15):
-        ones = np.array([(t >> (3 - c)) & 1 for c in range(4)], dtype=bool)
-        table[:, t] = out2[:, ones].min(axis=1) - out2[:, ~ones].max(axis=1) >= min_gap_na
-    flat = out2.max(axis=1) - out2.min(axis=1) < min_gap_na
-    table[:, 0] = flat
-    table[:, 15] = flat
-    return table
-
-
-def realised_functions(outputs: npt.ArrayLike, min_gap_na: float = 1.0) -> set[int]:
-    """The set of truth tables (0..15) realised by any row of ``outputs`` ``(n, 4)`` or ``(4,)``.
-
-    See :func:`function_table` for the criterion. Example: ``6 in realised_functions(out)`` asks
-    whether XOR appears.
-    """
-    table = function_table(outputs, min_gap_na)
-    return {int(t) for t in np.nonzero(table.any(axis=0))[0]}

@@ -110,17 +110,24 @@ class IvSweep(RigProcedure):
             [dnpu.digitizer],
             what="digitiser configuration",
         )
-        rig.dac.ramp_to({**fixed, channel: float(voltages[self._next_point])})
+        self.with_retry(
+            lambda: rig.dac.ramp_to({**fixed, channel: float(voltages[self._next_point])}),
+            [dnpu.dac],
+            what="starting levels",
+        )
         for i in range(self._next_point, self.points):
             if self.should_stop():
                 return
             v = float(voltages[i])
-            rig.dac.ramp_to({channel: v})
-            self.wait(self.settle_s)
+
+            def point(v: float = v) -> Any:
+                # repeated whole after a dropped connection: the level is re-set, then measured
+                rig.dac.ramp_to({channel: v})
+                self.wait(self.settle_s)
+                return rig.digitizer.acquire(dnpu.digitizer_channel)
+
             trace = self.with_retry(
-                lambda: rig.digitizer.acquire(dnpu.digitizer_channel),
-                [dnpu.digitizer],
-                what=f"acquisition at point {i}",
+                point, [dnpu.dac, dnpu.digitizer], what=f"acquisition at point {i}"
             )
             current = np.asarray(trace.volts) * dnpu.tia_gain_na_per_v
             self._next_point = i + 1
@@ -298,7 +305,15 @@ class TransferCurve(RigProcedure):
         return 1.0 / node_s, period_s
 
     def _play_and_record(self, drive: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
-        """Play ``drive`` (V at ``fs``) once on the AWG; record the photodetector from its start."""
+        """Play ``drive`` (V at ``fs``) once on the AWG; record the photodetector from its start.
+        Repeated on fresh connections after a transport fault (the play sets up everything)."""
+        return self.with_retry(
+            lambda: self._play_and_record_once(drive, fs),
+            list(self.instruments),
+            what="transfer playback",
+        )
+
+    def _play_and_record_once(self, drive: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
         rig = self.require_rig()
         res = rig.station.reservoir
         assert res is not None

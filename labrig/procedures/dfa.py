@@ -270,6 +270,7 @@ class ReservoirLayer:
         wait: Callable[[float], None],
         scope_range_v: float = 1.6,
         scope_offset_v: float = 0.5,
+        retry: Callable[[Callable[[], FloatArray]], FloatArray] | None = None,
     ) -> None:
         res = rig.station.reservoir
         if res is None:
@@ -293,6 +294,8 @@ class ReservoirLayer:
         self.last_states: FloatArray | None = None
         self._output_on = False
         self._scope_setup: tuple[float, int] | None = None
+        # Repeats a chunk after a dropped connection (RigProcedure.with_retry), or calls once.
+        self._retry = retry if retry is not None else (lambda call: call())
 
     def __call__(self, drive_v: FloatArray) -> FloatArray:
         drive = np.asarray(drive_v, dtype=float)
@@ -306,7 +309,7 @@ class ReservoirLayer:
             batch, self.spec, self.fs_awg, self.fs_scope, AWG_MAX_POINTS, RAW_RECORD_POINTS[-1]
         )
         for sl in slices:
-            out[sl] = self._play(full[sl])[..., : self.nodes]
+            out[sl] = self._play_repeatable(full[sl])[..., : self.nodes]
         self.last_states = out
         return out
 
@@ -323,6 +326,20 @@ class ReservoirLayer:
         instrument traffic of an epoch (and with it the bench clock) does not depend on what
         the previous epoch played: a resumed run repeats the uninterrupted one exactly."""
         self._scope_setup = None
+
+    def _play_repeatable(self, drive: FloatArray) -> FloatArray:
+        """:meth:`_play`, repeated after a transport fault on a fresh connection: the scope is
+        then configured afresh (the AWG waveform is loaded by every play)."""
+        attempts = 0
+
+        def attempt() -> FloatArray:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                self._scope_setup = None
+            return self._play(drive)
+
+        return self._retry(attempt)
 
     def _play(self, drive: FloatArray) -> FloatArray:
         res = self.res
@@ -569,6 +586,7 @@ class DfaTraining(RigProcedure):
             self.scope_rate_hz,
             cal,
             self.wait,
+            retry=lambda call: self.with_retry(call, list(self.instruments), "reservoir pass"),
         )
         # Output on before any checkpoint is restored, so a resumed run's clock restarts from
         # the same instrument state as the uninterrupted run's (see ReservoirLayer.forget_setup).

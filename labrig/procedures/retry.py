@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from instruments.errors import InstrumentConnectionError
 from labrig.errors import ProcedureError
 
 try:
@@ -35,9 +34,12 @@ class RunAborted(ProcedureError):
 
 
 # A garbled reply surfaces as a UnicodeDecodeError from PyVISA: a transport fault, retried.
+# A connection the other end dropped surfaces from a socket as the built-in
+# ConnectionResetError / BrokenPipeError / ConnectionAbortedError (all ConnectionError, as is
+# InstrumentConnectionError) and from VISA as a VisaIOError (VI_ERROR_CONN_LOST, ...).
 # (LimitError, a ValueError, is deliberately not among these.)
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    InstrumentConnectionError,
+    ConnectionError,
     TimeoutError,
     UnicodeDecodeError,
 )
@@ -68,7 +70,8 @@ def retry(
 
     Up to ``attempts`` calls in all, waiting ``backoff_s``, then twice as long each time (at most
     ``max_backoff_s``). Only ``retry_on`` errors are retried (by default
-    ``InstrumentConnectionError``, ``TimeoutError`` and pyvisa's ``VisaIOError``); anything else,
+    ``ConnectionError`` (``InstrumentConnectionError``, ``ConnectionResetError``,
+    ``BrokenPipeError``), ``TimeoutError`` and pyvisa's ``VisaIOError``); anything else,
     an ``InstrumentReportedError`` or a ``LimitError`` say, propagates at once. ``reconnect`` is
     called before each new attempt (re-open the session). The wait ends early if
     ``should_stop()`` turns true, raising :class:`RunAborted`.

@@ -112,7 +112,8 @@ class RigProcedure(Procedure):
     def startup(self) -> None:
         rig = self.require_rig()
         self._device_t0_s = rig.device_time_s()
-        self.log(f"station {rig.station.name!r} from {rig.station.source}: {rig.identities()}")
+        identities = self.with_retry(rig.identities, list(self.instruments), "identities")
+        self.log(f"station {rig.station.name!r} from {rig.station.source}: {identities}")
 
     def require_rig(self) -> RigRoles:
         if self.rig is None:

@@ -59,7 +59,7 @@ from labrig.procedures.base import (
     get_procedure_class,
 )
 from labrig.procedures.retry import RETRYABLE_ERRORS, RetriesExhaustedError, retry
-from labrig.runs.checkpoint import load_checkpoint, save_checkpoint
+from labrig.runs.checkpoint import resume_point, save_checkpoint
 from labrig.runs.documents import (
     DescriptorDoc,
     EventDoc,
@@ -690,11 +690,20 @@ def _execute(
             record.extras["snapshot_after_startup"] = _snapshot(procedure.instruments)
             # A procedure that opens its station in startup() knows the station (limits,
             # wiring, file text) and the bench's seeds only now: complete the start document.
-            for name, read in (("station", procedure.station_info), ("seeds", procedure.seeds)):
+            takeover = getattr(getattr(procedure, "rig", None), "takeover", None)
+            for line in takeover.warnings() if takeover is not None else []:
+                context.log(f"takeover: {line}", "warning")
+            for name, read in (
+                ("station", procedure.station_info),
+                ("seeds", procedure.seeds),
+                ("takeover", lambda: takeover.as_document() if takeover is not None else {}),
+            ):
                 try:
                     value = to_jsonable(read())
-                    if value:
+                    if value and name in ("station", "seeds"):
                         record.start = dataclasses.replace(record.start, **{name: value})
+                    elif value:  # beside the start document (start/<name> in the record)
+                        record.extras[name] = value
                 except Exception as exc:
                     context.log(f"could not store the {name} after startup: {exc}", "warning")
             # Declared before the first event: the record is built with every dataset now.
@@ -847,7 +856,11 @@ def _make_safe(
     procedure: Procedure, label: str, instrument: Any, log: Callable[[str, LogLevel], None]
 ) -> str:
     """Bring one instrument to its safe state: "ok", "ok after reconnecting" (the connection
-    had dropped and the procedure reopened it), or the error."""
+    had dropped and the procedure reopened it), or the error.
+
+    Errors already in the instrument's queue are read (and logged) first: they belong to
+    whatever ran before, and must not make the safe state look failed (nor stop it)."""
+    _drain_before_safe_state(label, instrument, log)
     try:
         instrument.safe_state()
         return "ok"
@@ -864,6 +877,20 @@ def _make_safe(
         return f"{first}; after reconnecting: {type(exc).__name__}: {exc}"
     log(f"safe_state() of {label!r} needed a reconnect ({first})", "warning")
     return "ok after reconnecting"
+
+
+def _drain_before_safe_state(
+    label: str, instrument: Any, log: Callable[[str, LogLevel], None]
+) -> None:
+    read = getattr(instrument, "read_error_entries", None)
+    if not callable(read):
+        return
+    try:
+        listed = "; ".join(f"{code}, {message!r}" for code, message in read())
+    except Exception:  # e.g. a dead connection: the safe state itself will reconnect
+        return
+    if listed:
+        log(f"{label}: error queue held, before its safe state: {listed}", "warning")
 
 
 def _release(procedure: Procedure, log: Callable[[str, LogLevel], None]) -> None:
@@ -947,8 +974,10 @@ def resume_run(
     ``overrides`` (e.g. more iterations), passed to ``prepare`` (give it its instruments), then
     run as a new segment: ``startup()``, ``restore_state(checkpoint)``, ``execute()``. Events
     continue from the checkpoint's seq_num + 1; later events in the record are dropped first.
+    A run killed before its first checkpoint starts again from the beginning (no
+    ``restore_state``; every event it wrote is dropped), same parameters and seeds.
 
-    Raises :class:`RecordError` if the record is live or has no checkpoint and
+    Raises :class:`RecordError` if the record is live or its checkpoints unreadable and
     :class:`ProcedureError` if the run already succeeded or its class cannot be found.
     """
     t0 = time.monotonic()
@@ -957,7 +986,9 @@ def resume_run(
         raise RecordError(f"{run_dir}: the run is still being written; cannot resume it")
     if record.status == "success":
         raise ProcedureError(f"{run_dir}: the run finished successfully; nothing to resume")
-    checkpoint = load_checkpoint(Path(run_dir))
+    # None: killed before its first checkpoint; started again from the beginning (event 0),
+    # in the same record, with the same parameters and seeds.
+    checkpoint = resume_point(Path(run_dir))
     cls = get_procedure_class(record.start.procedure, record.start.procedure_class)
     # The latest segment's parameters: an override given to an earlier resume still holds.
     latest = record.segments[-1]
@@ -971,7 +1002,7 @@ def resume_run(
     except ParameterError as exc:
         where = "override" if exc.parameter in (overrides or {}) else f"recorded in {run_dir}"
         raise ParameterError(exc.parameter, exc.value, exc.problem, where) from None
-    procedure.resumed = True
+    procedure.resumed = checkpoint is not None
     if prepare is not None:
         prepare(procedure)
     controller = controller or RunController()
@@ -983,18 +1014,21 @@ def resume_run(
             record.start.run_uid,
             latest.station_text,
             segment=segment,
-            first_seq=checkpoint.seq_num + 1,
+            first_seq=checkpoint.seq_num + 1 if checkpoint is not None else 0,
         )
+        keep_through = checkpoint.seq_num if checkpoint is not None else -1
         lock = lock_run_dir(Path(run_dir))
     except BaseException:
         _safe_state_only(procedure)
         controller._end_if_running()
         raise
+    if checkpoint is None:
+        _logger.info("resume: no checkpoint; starting again from the beginning")
     return _execute(
         procedure,
         run_dir=Path(run_dir),
         lock=lock,
-        keep_through_seq=checkpoint.seq_num,
+        keep_through_seq=keep_through,
         start=start,
         controller=controller,
         subscribers=subscribers,
@@ -1002,8 +1036,8 @@ def resume_run(
         echo=echo,
         drain_timeout_s=drain_timeout_s,
         checkpointing=True,
-        resume_state=checkpoint.state,
-        prior_wall_s=checkpoint.wall_time_s,
-        prior_device_s=checkpoint.device_time_s,
+        resume_state=checkpoint.state if checkpoint is not None else None,
+        prior_wall_s=checkpoint.wall_time_s if checkpoint is not None else 0.0,
+        prior_device_s=checkpoint.device_time_s if checkpoint is not None else 0.0,
         t0=t0,
     )

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from labrig.runs.checkpoint import checkpoint_paths
+from labrig.runs.checkpoint import checkpoint_paths, is_resumable
 from labrig.runs.record import RUN_FILE, RecordError, RunRecord, default_runs_dir
 
 __all__ = [
@@ -126,7 +126,7 @@ def summarize_run(run_dir: str | os.PathLike[str]) -> RunSummary:
         last_loss=_last_loss(record.events.scalars),
         run_uid=record.start.run_uid,
         reason=record.stop.reason if record.stop is not None else "",
-        resumable=resumable and record.status not in ("success", "running"),
+        resumable=is_resumable(folder, record.status),
         task=str(task) if task is not None else "",
         result=result_text(
             record.start.procedure, record.stop.summary if record.stop is not None else {}

@@ -15,7 +15,9 @@ which measured 1.5-3 ms per iteration here against ~0.3 ms for a rename to a fre
 Round-trips exactly: float64 arrays bit for bit, Python ints beyond 64 bits (a PCG64 state),
 numpy scalars with their dtype, tuples as tuples, bytes as bytes.
 
-Resume a run with :func:`labrig.shell.resume_on_station` (the runner does the work).
+Resume a run with :func:`labrig.shell.resume_on_station` (the runner does the work);
+:func:`resume_point` says where it starts (None: from the beginning, for a run killed before its
+first checkpoint) and :func:`is_resumable` whether a run can be resumed at all.
 """
 
 from __future__ import annotations
@@ -39,13 +41,19 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "RESUMABLE_STATUSES",
     "Checkpoint",
     "checkpoint_paths",
     "decode_state",
     "encode_state",
+    "is_resumable",
     "load_checkpoint",
+    "resume_point",
     "save_checkpoint",
 ]
+
+#: Record statuses of runs that did not finish and can be continued in the same record.
+RESUMABLE_STATUSES = ("crashed", "aborted", "failed")
 
 _META = "__meta__"
 _NAME = re.compile(r"^checkpoint\.(\d+)\.npz$")
@@ -215,3 +223,25 @@ def load_checkpoint(run_dir: str | os.PathLike[str]) -> Checkpoint:
             path=path,
         )
     raise RecordError(f"{run_dir}: no readable checkpoint ({'; '.join(problems)})")
+
+
+def resume_point(run_dir: str | os.PathLike[str]) -> Checkpoint | None:
+    """Where a resume of ``run_dir`` starts: its newest readable checkpoint, or None when the
+    run holds none (it was killed before its first checkpoint: the resume starts again from
+    the beginning, in the same record, with the same parameters and seeds).
+
+    Raises :class:`RecordError` if checkpoints exist but none reads back (starting again would
+    silently throw their work away).
+    """
+    if not checkpoint_paths(run_dir):
+        return None
+    return load_checkpoint(run_dir)
+
+
+def is_resumable(run_dir: str | os.PathLike[str], status: str) -> bool:
+    """Whether ``labrig resume`` can continue the run in ``run_dir`` whose record reads
+    ``status``: every run that did not finish (crashed, aborted, failed) can — from its newest
+    checkpoint, or from the beginning if it ended before its first one. A run still being
+    written, a successful one or an unreadable record (its parameters are lost) cannot."""
+    del run_dir  # any unfinished run can be started again from the beginning
+    return status in RESUMABLE_STATUSES

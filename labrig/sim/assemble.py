@@ -68,7 +68,12 @@ def _build_device(station: Station, bench: Bench) -> object:
     spec = station.bench
     assert spec is not None  # checked by build_bench
     if spec.device == "dnpu":
-        from labrig.physics.noise import ReadoutChain, TiaParams
+        from labrig.physics.noise import (
+            ClockedCurrentNoise,
+            DacNoiseParams,
+            ReadoutChain,
+            TiaParams,
+        )
         from labrig.sim.devices import DnpuPart
 
         model: object
@@ -80,14 +85,24 @@ def _build_device(station: Station, bench: Bench) -> object:
             from labrig.physics.dnpu import DnpuModel
 
             model = DnpuModel(seed=spec.device_seed)
-        tia = TiaParams()
+        noise = {
+            "current_noise_psd_na2_per_hz": spec.current_noise_psd_na2_per_hz,
+            "flicker_corner_hz": spec.flicker_corner_hz,
+            "drift_na_per_sqrt_s": spec.drift_na_per_sqrt_s,
+            "drift_tau_s": spec.drift_tau_s,
+        }
+        tia = TiaParams(**noise)
         if station.dnpu is not None:
             tia = TiaParams(
                 gain_na_per_v=station.dnpu.tia_gain_na_per_v,
                 bandwidth_hz=station.dnpu.tia_bandwidth_hz,
                 saturation_v=station.dnpu.tia_saturation_v,
+                **noise,
             )
-        return DnpuPart(bench, model, ReadoutChain(tia))
+        # The current noise is one process on the bench clock, seeded by the bench's seed.
+        clocked = ClockedCurrentNoise(tia, seed=[spec.seed, 0xD1])
+        dac = DacNoiseParams(lsb_v=spec.dac_lsb_v, noise_v_per_sqrt_hz=spec.dac_noise_v_per_sqrt_hz)
+        return DnpuPart(bench, model, ReadoutChain(tia, clocked), dac_noise=dac)
     if spec.device == "reservoir":
         from labrig.physics.reservoir import DelayReservoir, ReservoirParams
         from labrig.sim.devices import ReservoirPart

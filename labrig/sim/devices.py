@@ -101,8 +101,12 @@ class DnpuPart:
         readout: Any,
         name: str = "dnpu",
         internal_rate_hz: float = 20e3,
+        dac_noise: Any = None,
     ) -> None:
         self.name = name
+        # The DAC's output noise and resolution, as the electrodes receive them (a
+        # labrig.physics.noise.DacNoiseParams; None: the DAC's voltages exactly).
+        self.dac_noise = dac_noise
         self.bench = bench
         self.model = model
         self.readout = readout
@@ -170,8 +174,15 @@ class DnpuPart:
         return np.interp(t, grid, out)
 
     def _tia_on_grid(self, grid: FloatArray, fs: float) -> FloatArray:
-        current = self.model.current_trace_na(self.electrode_voltages(grid))
+        volts = self.electrode_voltages(grid)
+        if self.dac_noise is not None:
+            volts = self.dac_noise.apply(volts, fs, self.bench.rng_for(f"{self.name}.dac", grid[0]))
+        current = self.model.current_trace_na(volts)
         current = np.asarray(current) + self.drift_offset_na
+        if getattr(self.readout, "noise", None) is not None:
+            # The current noise is one process on the bench clock: the same instant reads the
+            # same noise in every record, DC window and trace.
+            return np.asarray(self.readout.output_on_clock_v(current, grid, fs))
         rng = self.bench.rng_for(self.name, float(grid[0]))
         return np.asarray(self.readout.output_v(current, fs, rng))
 
