@@ -822,7 +822,10 @@ def register(sub: Any, argv: Sequence[str] | None = None) -> None:
 
     register_sweep(sub)
 
-    report = sub.add_parser("report", help="PNG plots of a run or a sweep, in its folder")
+    report = sub.add_parser(
+        "report",
+        help="an HTML page of a run (parameters, station, result, figures), or a sweep's figures",
+    )
     report.add_argument(
         "run", help="run name, a unique prefix of it, its folder, or a sweep folder"
     )

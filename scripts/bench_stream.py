@@ -1,6 +1,7 @@
 """Benchmark the run machinery: events per second, and what each layer costs.
 
     .venv/bin/python scripts/bench_stream.py [--events 2000] [--work-ms 0]
+    .venv/bin/python scripts/bench_stream.py --smoke      # 100 events, 1 repeat (CI)
 
 Cases (the same toy procedure: 4 scalars, a 5-element "controls" and a 64-sample "trace"):
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labrig.procedures.base import IntegerParameter, Procedure
 from labrig.procedures.runner import run_procedure
-from labrig.runs.documents import Document, EventDoc
+from labrig.runs.documents import DataKey, Document, EventDoc, StreamDeclaration
 from labrig.runs.stream import DocumentStream
 
 
@@ -59,6 +60,20 @@ class BenchProcedure(Procedure):
 
     def checkpoint_state(self) -> dict[str, Any] | None:
         return {"controls": self.controls, "i": self.i, "rng": self.rng.bit_generator.state}
+
+    def describe_data(self) -> list[StreamDeclaration]:
+        return [
+            StreamDeclaration(
+                (
+                    DataKey("loss"),
+                    DataKey("accuracy"),
+                    DataKey("grad_norm"),
+                    DataKey("lr"),
+                    DataKey("controls", "V", (5,), ("electrode",)),
+                    DataKey("trace", "nA", (64,), ("time",)),
+                )
+            )
+        ]
 
 
 class NoCheckpoint(BenchProcedure):
@@ -104,7 +119,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--work-ms", type=float, default=0.0, help="simulated instrument time")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="100 events, 1 repeat (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.events, args.repeats = 100, 1
     n, work_us = args.events, int(args.work_ms * 1000)
 
     def slow(doc: Document) -> None:

@@ -25,7 +25,6 @@ from labrig.gui.panels.plots import (
     AxisFollower,
     PlotBoard,
     RunData,
-    plan_panels,
 )
 from labrig.gui.panels.run_browser import RunBrowser
 from labrig.gui.worker import DocumentBridge
@@ -37,10 +36,59 @@ from labrig.procedures.base import (
     register_procedure,
 )
 from labrig.procedures.runner import run_procedure
-from labrig.runs.documents import EventDoc, StartDoc, StopDoc
+from labrig.runs.documents import (
+    DataKey,
+    DescriptorDoc,
+    EventDoc,
+    PlotHint,
+    StartDoc,
+    StopDoc,
+    StreamDeclaration,
+)
 from labrig.runs.record import RunRecord
 
 TRACE_POINTS = 2000
+ELECTRODES = {"electrode": ["e2", "e3", "e4", "e5", "e6"]}
+CASES = {"case": ["00", "01", "10", "11"]}
+
+#: What an HGE run declares (the procedure's own declaration needs a rig; this is its shape).
+HGE_LIKE = StreamDeclaration(
+    (
+        DataKey("loss", description="corsig loss"),
+        DataKey("accuracy", description="accuracy"),
+        DataKey("iteration", description="iteration"),
+        DataKey("threshold_na", "nA", description="decision threshold"),
+        DataKey("device_time_s", "s", description="device time", optional=True),
+        DataKey("controls_v", "V", (5,), ("electrode",), ELECTRODES, description="control"),
+        DataKey("gradient", "1/V", (5,), ("electrode",), ELECTRODES, description="dL/dV"),
+        DataKey("case_outputs_na", "nA", (4,), ("case",), CASES, description="output"),
+        DataKey("targets", "", (4,), ("case",), CASES, description="target"),
+        DataKey("trace_t_s", "s", (None,), ("time",), description="time"),
+        DataKey("trace_na", "nA", (None,), ("time",), description="TIA output current"),
+    ),
+    (
+        PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
+        PlotHint("accuracy", "lines", ("accuracy",), "Accuracy"),
+        PlotHint("history:controls_v", "history", ("controls_v",), "Control voltages"),
+        PlotHint("bars:gradient", "bars", ("gradient",), "Loss gradient per electrode"),
+        PlotHint(
+            "cases",
+            "cases",
+            ("case_outputs_na",),
+            "Case outputs vs decision threshold",
+            targets="targets",
+            threshold="threshold_na",
+        ),
+        PlotHint("trace:trace_na", "trace", ("trace_na",), "TIA trace", x="trace_t_s"),
+    ),
+    x="iteration",
+    status=("device_time_s",),
+)
+
+
+def _declare(board: PlotBoard, stream: StreamDeclaration) -> None:
+    start = StartDoc("u", "t", "m:c", {}, {}, "", {}, {}, {}, {}, {}, 0.0)
+    board.add_descriptor(DescriptorDoc.compose(start, stream, "test"))
 
 
 class RecordingInstrument:
@@ -114,6 +162,9 @@ class GuiToy(Procedure):
             self.emit_event(scalars, arrays)
             if self.period_s:
                 time.sleep(self.period_s)
+
+    def describe_data(self) -> list[StreamDeclaration]:
+        return [HGE_LIKE]
 
 
 @register_procedure
@@ -429,59 +480,98 @@ def test_bridge_coalesces_large_arrays_and_never_drops_start_or_stop(qtbot: Any)
     qtbot.waitUntil(lambda: len(signals) == 2, timeout=2000)
 
 
-def test_panels_are_chosen_by_the_arrays_that_arrive() -> None:
-    hge = plan_panels(
-        ["loss", "accuracy", "found", "iteration", "initialization", "threshold_na"],
-        {
-            "controls_v": (5,),
-            "gradient": (5,),
-            "dI_dV": (4, 5),
-            "case_outputs_na": (4,),
-            "targets": (4,),
-            "trace_t_s": (100_000,),
-            "trace_na": (100_000,),
-            "lockin_r": (5,),
-        },
-    )
-    keys = [p.key for p in hge]
-    for key in (
+def test_panels_come_from_the_declaration_with_titles_units_and_names(qtbot: Any) -> None:
+    """Titles, axis labels with units, electrodes and cases by name, legends below the plot,
+    bookkeeping in the status text instead of a panel: all from the declaration."""
+    board = PlotBoard()
+    qtbot.addWidget(board)
+    board.resize(1400, 900)
+    board.show()
+    _declare(board, HGE_LIKE)
+    rng = np.random.default_rng(1)
+    t = np.linspace(0.0, 0.2, 500)
+    for seq in range(3):
+        scalars = {
+            "loss": 1.0 / (seq + 1),
+            "accuracy": 0.75,
+            "iteration": float(seq),
+            "threshold_na": 40.0,
+            "device_time_s": 0.3 * (seq + 1),
+        }
+        arrays = {
+            "controls_v": rng.normal(size=5),
+            "gradient": rng.normal(size=5),
+            "case_outputs_na": rng.uniform(0, 100, 4),
+            "targets": np.array([0.0, 1.0, 1.0, 0.0]),
+            "trace_t_s": t,
+            "trace_na": rng.normal(size=t.size),
+        }
+        board.add_event(EventDoc("u", seq, 0.0, scalars, arrays))
+    board.refresh()
+    assert board.panel_keys() == [
         "loss",
         "accuracy",
         "history:controls_v",
         "bars:gradient",
         "cases",
         "trace:trace_na",
-        "image:dI_dV",
-        "bars:lockin_r",
-        "scalar:found",
-        "scalar:initialization",
-    ):
-        assert key in keys
-    assert "scalar:iteration" not in keys and "scalar:threshold_na" not in keys
-    assert "trace:trace_t_s" not in keys and "history:targets" not in keys
-    dfa = plan_panels(
-        ["loss", "train_accuracy", "test_accuracy", "epoch", "device_time_s"],
-        {
-            "awg_drive_v": (50_000,),
-            "pd_trace_v": (50_000,),
-            "node_states": (32, 50),
-            "readout_error": (10,),
-        },
+    ]  # no panel for device_time_s, iteration (the x axis) or trace_t_s (the trace's axis)
+    titles = {k: board.panel(k).plot.titleLabel.text for k in board.panel_keys()}  # type: ignore[union-attr]
+    assert titles["cases"] == "Case outputs vs decision threshold"
+    assert titles["trace:trace_na"] == "TIA trace"
+
+    def label(key: str, side: str) -> str:
+        panel = board.panel(key)
+        assert panel is not None
+        return panel.axis_label(side)
+
+    assert label("history:controls_v", "left") == "control (V)"
+    assert label("history:controls_v", "bottom") == "iteration"
+    assert label("bars:gradient", "left") == "dL/dV (1/V)"
+    assert label("bars:gradient", "bottom") == "electrode"
+    assert label("cases", "left") == "output (nA)"
+    assert label("trace:trace_na", "left") == "TIA output current (nA)"
+    assert label("trace:trace_na", "bottom") == "time (s)"
+    assert label("loss", "left") == "corsig loss"
+    # Electrodes and cases by name: tick labels and the legend (below the plot, not on it).
+    ticks = board.panel("bars:gradient").plot.getAxis("bottom")._tickLevels  # type: ignore[union-attr]
+    assert [text for _, text in ticks[0]] == ELECTRODES["electrode"]
+    case_ticks = board.panel("cases").plot.getAxis("bottom")._tickLevels  # type: ignore[union-attr]
+    assert [text for _, text in case_ticks[0]] == CASES["case"]
+    history = board.panel("history:controls_v")
+    assert history is not None and history.legend.isVisible()
+    for name in ELECTRODES["electrode"]:
+        assert name in history.legend.text()
+    assert history.plot.legend is None  # nothing drawn over the data
+    # The trace is drawn against its declared time axis, not as a signal of its own.
+    trace_x, _ = board.panel("trace:trace_na").curve.getOriginalDataset()  # type: ignore[union-attr]
+    np.testing.assert_array_equal(trace_x, t)
+    assert board.status_text() == "device time 0.9 s"
+
+
+def test_an_xy_panel_draws_the_declared_spread_as_error_bars(qtbot: Any) -> None:
+    board = PlotBoard()
+    qtbot.addWidget(board)
+    board.show()
+    keys = (
+        DataKey("voltage_v", "V", description="electrode 3 voltage"),
+        DataKey("current_na", "nA", description="output current"),
+        DataKey("current_std_na", "nA", description="spread"),
     )
-    assert [p.key for p in dfa] == [
-        "loss",
-        "accuracy",
-        "trace:awg_drive_v",
-        "trace:pd_trace_v",
-        "image:node_states",
-        "bars:readout_error",
-        "scalar:device_time_s",
-    ]
-    assert dfa[1].names == ("test_accuracy", "train_accuracy")
-    iv = plan_panels(["voltage_v", "current_na"], {})
-    assert [p.key for p in iv] == ["xy:current_na"]
-    generic = plan_panels(["a"], {"v": (3,), "w": (1000,), "m": (4, 4)})
-    assert [p.key for p in generic] == ["image:m", "history:v", "trace:w", "scalar:a"]
+    hint = PlotHint(
+        "xy:current_na", "xy", ("current_na",), "I-V", x="voltage_v", error="current_std_na"
+    )
+    _declare(board, StreamDeclaration(keys, (hint,)))
+    for seq, v in enumerate((-0.5, 0.0, 0.5)):
+        scalars = {"voltage_v": v, "current_na": 10 * v, "current_std_na": 0.5 + seq}
+        board.add_event(EventDoc("u", seq, 0.0, scalars, {}))
+    board.refresh()
+    panel = board.panel("xy:current_na")
+    assert panel is not None
+    assert panel.axis_label("bottom") == "electrode 3 voltage (V)"
+    assert panel.axis_label("left") == "output current (nA)"
+    bars = panel.error_bars  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(bars.opts["top"], [0.5, 1.5, 2.5])
 
 
 def test_board_draws_a_1e5_point_trace_and_an_image(qtbot: Any) -> None:
@@ -491,6 +581,18 @@ def test_board_draws_a_1e5_point_trace_and_an_image(qtbot: Any) -> None:
     board.show()
     trace = np.sin(np.linspace(0, 100, 100_000))
     nodes = np.arange(32 * 50, dtype=float).reshape(32, 50)
+    _declare(
+        board,
+        StreamDeclaration(
+            (
+                DataKey("epoch"),
+                DataKey("loss"),
+                DataKey("pd_trace_v", "V", (None,), ("sample",)),
+                DataKey("node_states", "", (None, None), ("sample", "node")),
+            ),
+            x="epoch",
+        ),
+    )
     board.add_event(
         EventDoc(
             "u", 0, 0.0, {"epoch": 0.0, "loss": 1.0}, {"pd_trace_v": trace, "node_states": nodes}
@@ -517,6 +619,20 @@ def test_board_draws_a_frame_in_slices_taking_the_panels_in_turn(qtbot: Any) -> 
         arrays["trace_na"] = rng.normal(size=5000)
         return EventDoc("u", seq, 0.0, scalars, arrays)
 
+    _declare(
+        board,
+        StreamDeclaration(
+            (
+                DataKey("iteration"),
+                DataKey("loss"),
+                DataKey("accuracy"),
+                DataKey("controls_v", shape=(5,)),
+                DataKey("gradient", shape=(5,)),
+                DataKey("trace_na", shape=(5000,)),
+            ),
+            x="iteration",
+        ),
+    )
     board.add_event(event(0))
     board.refresh()
     keys = board.panel_keys()
@@ -643,6 +759,14 @@ def test_panel_view_follows_new_data_until_the_operator_moves_it(qtbot: Any) -> 
     qtbot.addWidget(board)
     board.resize(1200, 800)
     board.show()
+    _declare(
+        board,
+        StreamDeclaration(
+            (DataKey("iteration"), DataKey("loss")),
+            (PlotHint("loss", "lines", ("loss",), "Loss"),),
+            x="iteration",
+        ),
+    )
     for seq in range(20):
         board.add_event(EventDoc("u", seq, 0.0, {"iteration": float(seq), "loss": 1.0 + seq}, {}))
         board.refresh()

@@ -22,7 +22,18 @@ from labrig.procedures.runner import (
     retry,
     run_procedure,
 )
-from labrig.runs.documents import Document, EventDoc, LogDoc, StartDoc, StopDoc
+from labrig.runs.documents import (
+    BlueskyAdapter,
+    DataKey,
+    Document,
+    EventDoc,
+    LogDoc,
+    PlotHint,
+    StartDoc,
+    StopDoc,
+    StreamDeclaration,
+    validate_bluesky,
+)
 from labrig.runs.record import RunRecord
 from labrig.runs.stream import Subscriber
 
@@ -302,29 +313,118 @@ def test_slow_subscriber_does_not_slow_the_procedure(tmp_path: Path) -> None:
     assert ratio < 1.05, f"slow subscriber: {with_slow} vs none: {bare} (ratio {ratio:.3f})"
 
 
+class Talkative(Procedure):
+    name = "test-talkative"
+
+    def seeds(self) -> dict[str, int]:
+        return {"device": 42}
+
+    def execute(self) -> None:
+        self.log("hello", "info")
+        self.emit_event({"x": 1.0}, {"trace": np.arange(3.0)})
+        self.emit_event({"peak_v": 2.0})
+
+    def describe_data(self) -> list[StreamDeclaration]:
+        return [
+            StreamDeclaration(
+                (
+                    DataKey("x", units="V"),
+                    DataKey("trace", units="nA", shape=(3,), dims=("sample",)),
+                ),
+                (PlotHint("x", "lines", ("x",)),),
+            ),
+            StreamDeclaration((DataKey("peak_v", units="V"),), name="peaks"),
+        ]
+
+
 def test_log_and_start_documents_reach_subscribers(tmp_path: Path) -> None:
     docs: list[Document] = []
-
-    class Talkative(Procedure):
-        name = "test-talkative"
-
-        def seeds(self) -> dict[str, int]:
-            return {"device": 42}
-
-        def execute(self) -> None:
-            self.log("hello", "info")
-            self.emit_event({"x": 1.0}, {"trace": np.arange(3.0)})
-
     result = run_procedure(Talkative(), runs_dir=tmp_path, subscribers=[docs.append], echo=False)
     kinds = [type(d).__name__ for d in docs]
-    assert kinds == ["StartDoc", "LogDoc", "EventDoc", "StopDoc"]
+    assert kinds == [
+        "StartDoc",
+        "DescriptorDoc",
+        "DescriptorDoc",
+        "LogDoc",
+        "EventDoc",
+        "EventDoc",
+        "StopDoc",
+    ]
     start = docs[0]
     assert isinstance(start, StartDoc) and start.seeds == {"device": 42}
-    log = docs[1]
+    log = docs[3]
     assert isinstance(log, LogDoc) and log.message == "hello"
-    event = docs[2]
+    event = docs[4]
     assert isinstance(event, EventDoc) and not event.arrays["trace"].flags.writeable
     assert result.run_uid == start.run_uid
+    assert [d.stream for d in docs if isinstance(d, EventDoc)] == ["primary", "peaks"]
+
+
+def test_the_stream_is_bluesky_documents_that_validate(tmp_path: Path) -> None:
+    """What a RunEngine would emit: start, descriptors, events, stop, each valid against
+    event-model's schema, descriptors before their events, seq_num from 1 per stream."""
+    seen: list[tuple[str, dict]] = []
+    run_procedure(
+        Talkative(),
+        runs_dir=tmp_path,
+        subscribers=[BlueskyAdapter(lambda n, d: seen.append((n, d)))],
+        echo=False,
+    )
+    assert [name for name, _ in seen] == [
+        "start",
+        "descriptor",
+        "descriptor",
+        "event",
+        "event",
+        "stop",
+    ]
+    for name, doc in seen:
+        validate_bluesky(name, doc)
+    start, trace_desc, peak_desc = seen[0][1], seen[1][1], seen[2][1]
+    assert trace_desc["run_start"] == start["uid"] and trace_desc["name"] == "primary"
+    assert trace_desc["data_keys"]["trace"]["shape"] == [3]
+    assert trace_desc["data_keys"]["trace"]["units"] == "nA"
+    assert trace_desc["data_keys"]["trace"]["dims"] == ["sample"]
+    assert trace_desc["data_keys"]["x"]["dtype"] == "number"
+    events = [doc for name, doc in seen if name == "event"]
+    assert [e["descriptor"] for e in events] == [trace_desc["uid"], peak_desc["uid"]]
+    assert [e["seq_num"] for e in events] == [1, 1]
+    stop = seen[-1][1]
+    assert stop["exit_status"] == "success" and stop["num_events"] == {"primary": 1, "peaks": 1}
+    # The record holds the same descriptors; a reader rebuilds the declaration from them.
+    record = RunRecord.open(next(tmp_path.iterdir()))
+    assert record.descriptors["primary"].document["uid"] == trace_desc["uid"]
+    assert record.data_key("trace").units == "nA"
+    assert record.stop is not None and record.stop.document["uid"] == stop["uid"]
+    assert list(record.events.stream) == ["primary", "peaks"]
+    assert np.isnan(record.events.scalars["x"][1]) and record.events.scalars["peak_v"][1] == 2.0
+
+
+def test_an_event_that_breaks_its_declaration_fails_the_run_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    class Liar(Talkative):
+        name = "test-liar"
+
+        def execute(self) -> None:
+            self.emit_event({"x": 1.0}, {"trace": np.arange(4.0)})
+
+    result = run_procedure(Liar(), runs_dir=tmp_path, echo=False)
+    assert result.status == "failed"
+    assert "'trace'" in result.reason and "(4,)" in result.reason and "(3,)" in result.reason
+
+    class Stranger(Talkative):
+        name = "test-stranger"
+
+        def execute(self) -> None:
+            self.emit_event({"y": 1.0})
+
+    result = run_procedure(Stranger(), runs_dir=tmp_path, echo=False)
+    assert (
+        result.status == "failed"
+        and "['y']" in result.reason
+        and "no declared stream" in result.reason
+    )
 
 
 def test_a_failure_setting_up_the_run_still_makes_it_safe_and_hands_signals_back(

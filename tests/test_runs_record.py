@@ -18,8 +18,22 @@ import pytest
 
 from labrig.procedures.base import Procedure
 from labrig.procedures.runner import RunController, run_procedure
-from labrig.runs.documents import EventDoc, StartDoc
-from labrig.runs.record import RecordWriter, RunRecord, default_runs_dir, new_run_dir
+from labrig.runs.documents import (
+    DataKey,
+    DescriptorDoc,
+    EventDoc,
+    LogDoc,
+    StartDoc,
+    StopDoc,
+    StreamDeclaration,
+)
+from labrig.runs.record import (
+    RecordWriter,
+    RunRecord,
+    default_runs_dir,
+    lock_run_dir,
+    new_run_dir,
+)
 
 
 def _start(uid: str = "0123456789abcdef") -> StartDoc:
@@ -36,7 +50,16 @@ def _start(uid: str = "0123456789abcdef") -> StartDoc:
         seeds={"device": 7},
         host={},
         time=time.time(),
-    )
+    ).with_bluesky()
+
+
+def _descriptors(start: StartDoc, *keys: DataKey) -> list[DescriptorDoc]:
+    return [DescriptorDoc.compose(start, StreamDeclaration(keys), "labrig:unit")]
+
+
+def _writer(run_dir: Path, start: StartDoc, *keys: DataKey) -> RecordWriter:
+    run_dir.mkdir(exist_ok=True)
+    return RecordWriter.create(lock_run_dir(run_dir), start, _descriptors(start, *keys))
 
 
 class Emitter(Procedure):
@@ -44,9 +67,17 @@ class Emitter(Procedure):
 
     name = "test-emitter"
 
-    def __init__(self, plan: list[tuple[dict[str, float], dict[str, np.ndarray]]]) -> None:
+    def __init__(
+        self,
+        plan: list[tuple[dict[str, float], dict[str, np.ndarray]]],
+        keys: tuple[DataKey, ...] = (),
+    ) -> None:
         super().__init__()
         self.plan = plan
+        self.keys = keys
+
+    def describe_data(self) -> list[StreamDeclaration] | None:
+        return [StreamDeclaration(self.keys)] if self.keys else None
 
     def execute(self) -> None:
         for scalars, arrays in self.plan:
@@ -83,7 +114,17 @@ def test_round_trip_scalars_arrays_dtypes_and_shape_changes(tmp_path: Path) -> N
         # a waveform whose length changes part-way (ragged)
         arrays["signal"] = np.linspace(0, 1, 4 if i < 6 else 9)
         plan.append((scalars, arrays))
-    result = run_procedure(Emitter(plan), runs_dir=tmp_path, station_text="[s]\nx = 1\n")
+    keys = (
+        DataKey("loss"),
+        DataKey("accuracy", optional=True),
+        DataKey("controls", "V", (5,), ("electrode",), {"electrode": list("abcde")}),
+        DataKey("counts", shape=(3,), dtype="int16"),
+        DataKey("flags", shape=(2,), dtype="bool"),
+        DataKey("iq", shape=(2,), dtype="complex128"),
+        DataKey("trace", shape=(2, 7), dtype="float32", optional=True),
+        DataKey("signal", "V", (None,), ("time",)),
+    )
+    result = run_procedure(Emitter(plan, keys), runs_dir=tmp_path, station_text="[s]\nx = 1\n")
     assert result.status == "success", result.reason
     record = RunRecord.open(result.run_dir)
     events = record.events
@@ -104,19 +145,44 @@ def test_round_trip_scalars_arrays_dtypes_and_shape_changes(tmp_path: Path) -> N
     assert "signal" in events.ragged_arrays and "signal" not in events.arrays
     assert [r.shape for r in events.rows("signal")] == [(4,)] * 6 + [(9,)] * 6
     assert events.array_seq["signal"].tolist() == list(range(12))
+    assert record.data_key("controls").labels(0) == tuple("abcde")
+    assert record.data_key("signal").units == "V"
     assert record.start.parameters == {}
     assert record.start.station_text == "[s]\nx = 1\n"
     assert record.start.versions["labrig"] and record.start.versions["numpy"] == np.__version__
 
 
+def test_every_dataset_exists_before_the_first_event_and_none_is_added(tmp_path: Path) -> None:
+    """The record's structure is fixed when the data are declared: SWMR mode from the first
+    byte to the stop, one file handle, no object created while events are written."""
+    start = _start()
+    writer = _writer(tmp_path / "r", start, DataKey("x"), DataKey("v", shape=(3,)))
+    objects: list[list[str]] = []
+
+    def names() -> list[str]:
+        found: list[str] = []
+        writer._require_file().visit(found.append)
+        return found
+
+    handle = writer._require_file()
+    assert handle.swmr_mode
+    objects.append(names())
+    for seq in range(4):
+        writer.append_event(EventDoc(start.run_uid, seq, 1.0, {"x": 1.0}, {"v": np.ones(3)}))
+        writer.append_log(LogDoc(start.run_uid, 2.0, "info", f"event {seq}", seq))
+    writer.write_stop(StopDoc(start.run_uid, 3.0, "success", "", 4, 0.0, 0.0))
+    objects.append(names())
+    assert writer._require_file() is handle and handle.swmr_mode
+    writer.close()
+    assert objects[0] == objects[1]
+    assert "events/data/x" in objects[0] and "stop/json" in objects[0]
+
+
 def test_start_doc_and_logs_round_trip(tmp_path: Path) -> None:
     run_dir = tmp_path / "r"
-    run_dir.mkdir()
     start = _start()
-    writer = RecordWriter.create(run_dir, start)
+    writer = _writer(run_dir, start, DataKey("x", units="V"))
     writer.append_event(EventDoc(start.run_uid, 0, 1.0, {"x": 1.0}, {}))
-    from labrig.runs.documents import LogDoc
-
     writer.append_log(LogDoc(start.run_uid, 2.0, "warning", "line\nwith newline ü", 1))
     writer.close()
     record = RunRecord.open(run_dir / "run.h5")
@@ -125,7 +191,11 @@ def test_start_doc_and_logs_round_trip(tmp_path: Path) -> None:
     assert record.logs[0].message == "line\nwith newline ü" and record.logs[0].level == "warning"
     with h5py.File(run_dir / "run.h5", "r") as f:  # a plain reader sees the documented layout
         assert json.loads(f["start/parameters"][()]) == {"a": 1.5, "n": 3, "name": "é"}
-        assert f["events/scalars/x"][0] == 1.0
+        assert f["events/data/x"][0] == 1.0
+        (descriptor,) = json.loads(f["start/descriptors"][()])
+        assert descriptor["data_keys"]["x"]["units"] == "V"
+        assert json.loads(f["start/run_start"][()])["uid"] == start.run_uid
+        assert f["stop/json"].shape == (0,)  # no stop yet
 
 
 def test_plain_h5py_reader_sees_events_while_the_run_is_going(tmp_path: Path) -> None:
@@ -150,7 +220,7 @@ def test_plain_h5py_reader_sees_events_while_the_run_is_going(tmp_path: Path) ->
             for _ in range(3):
                 with h5py.File({str(h5)!r}, "r", swmr=True) as f:
                     n = f["events/seq_num"].shape[0]
-                    counts = f["events/scalars/count"][:n]
+                    counts = f["events/data/count"][:n]
                     seen.append((int(n), counts.tolist() == list(range(n))))
                 time.sleep(0.2)
             print(json.dumps(seen))
@@ -169,6 +239,14 @@ def test_plain_h5py_reader_sees_events_while_the_run_is_going(tmp_path: Path) ->
         result = controller.join(timeout_s=30)
     assert result is not None and result.status == "aborted"
     assert RunRecord.open(result.run_dir).status == "aborted"
+
+
+def _plain_open_fails(path: Path) -> bool:
+    try:
+        h5py.File(path, "r").close()
+    except OSError:
+        return True
+    return False
 
 
 @pytest.mark.slow
@@ -198,8 +276,10 @@ def test_sigkill_loses_at_most_the_event_in_flight(tmp_path: Path, kill_after: i
     with h5py.File(run_dir / "run.h5", "r", swmr=True) as f:  # plain h5py, no labrig
         n = f["events/seq_num"].shape[0]
         assert n >= confirmed + 1  # everything confirmed is there
-        assert f["events/scalars/count"][: confirmed + 1].tolist() == list(range(confirmed + 1))
-    record = RunRecord.open(run_dir)
+        assert f["events/data/count"][: confirmed + 1].tolist() == list(range(confirmed + 1))
+    assert _plain_open_fails(run_dir / "run.h5")  # the dead SWMR writer's flags
+    record = RunRecord.open(run_dir)  # what `labrig runs show` does
+    assert not _plain_open_fails(run_dir / "run.h5")  # ... clears them
     assert record.status == "crashed" and record.stop is None
     n_read = len(record.events)
     # all confirmed events, plus at most the ones emitted between the print and the kill
@@ -209,56 +289,58 @@ def test_sigkill_loses_at_most_the_event_in_flight(tmp_path: Path, kill_after: i
     assert not any(math.isnan(v) for v in record.events.scalars["count"])
 
 
+@pytest.mark.slow
+def test_sigkill_at_any_moment_leaves_a_record_a_swmr_reader_opens_at_once(
+    tmp_path: Path,
+) -> None:
+    """Kill -9 at spread-out moments from process start (imports, startup, the record being
+    built and renamed, events, the stop): there is either no run.h5 yet (killed before the data
+    were declared) or one that a SWMR reader opens at once, and plain h5py after
+    ``RunRecord.open``."""
+    from test_runs_toys import spawn_toy
+
+    outcomes = []
+    for k, delay_s in enumerate((0.0, 0.4, 0.8, 1.0, 1.2, 1.5, 2.0, 2.5, 3.5)):
+        root = tmp_path / f"k{k}"
+        root.mkdir()
+        proc = spawn_toy(["sleepy", str(root), "n_events=300", "period_s=0.0"])
+        time.sleep(delay_s)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        folders = list(root.iterdir())
+        if not folders or not (folders[0] / "run.h5").exists():
+            outcomes.append("none")
+            continue
+        h5 = folders[0] / "run.h5"
+        with h5py.File(h5, "r", swmr=True) as f:
+            n = f["events/seq_num"].shape[0]
+            assert f["events/data/count"][:n].shape == (n,)
+        record = RunRecord.open(folders[0])
+        assert not _plain_open_fails(h5)
+        assert record.events.scalars["count"].tolist() == list(range(len(record.events)))
+        outcomes.append(record.status)
+    assert set(outcomes) <= {"none", "crashed", "success"}
+    assert "crashed" in outcomes or "success" in outcomes, outcomes
+
+
 def test_a_reader_holding_the_file_open_cannot_break_the_run(tmp_path: Path) -> None:
-    # A new scalar makes the writer reopen the file outside SWMR mode; a reader that has it
-    # open (a person peeking, the run browser) holds HDF5's lock. The run must go on.
+    # A reader that has the file open (a person peeking, the run browser) while events and the
+    # stop are written: the writer never reopens the file, so nothing waits for its lock.
     run_dir = tmp_path / "r"
-    run_dir.mkdir()
     start = _start()
-    writer = RecordWriter.create(run_dir, start)
+    writer = _writer(run_dir, start, DataKey("x"), DataKey("y", optional=True))
     writer.append_event(EventDoc(start.run_uid, 0, 1.0, {"x": 1.0}, {}))
     with h5py.File(run_dir / "run.h5", "r", swmr=True) as reader:
-        assert reader["events/scalars/x"].shape == (1,)
+        assert reader["events/data/x"].shape == (1,)
         writer.append_event(EventDoc(start.run_uid, 1, 2.0, {"x": 2.0, "y": 3.0}, {}))
+        writer.write_stop(StopDoc(start.run_uid, 3.0, "success", "", 2, 0.0, 0.0))
+        reader["events/data/x"].refresh()
+        assert reader["events/data/x"].shape == (2,)
     writer.close()
     record = RunRecord.open(run_dir / "run.h5")
     assert list(record.events.scalars["x"]) == [1.0, 2.0]
     assert np.isnan(record.events.scalars["y"][0]) and record.events.scalars["y"][1] == 3.0
-
-
-def test_the_writer_goes_ahead_when_a_reader_holds_the_hdf5_lock(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from labrig.runs.record import LOCK_WAIT_S, _open_for_writing
-
-    path = tmp_path / "x.h5"
-    with h5py.File(path, "w", libver="latest") as f:
-        f.create_dataset("a", data=np.arange(3.0))
-    # Another process reading the file (a person with h5py) holds HDF5's file lock.
-    reader = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import h5py,sys,time; f=h5py.File({str(path)!r},'r');"
-            "print('open', flush=True); sys.stdin.readline()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
-        with pytest.raises(OSError, match="lock"):
-            h5py.File(path, "r+", libver="latest").close()  # what the writer used to do
-        t0 = time.monotonic()
-        with _open_for_writing(path) as f:
-            f.create_dataset("b", data=np.ones(2))
-        assert time.monotonic() - t0 >= LOCK_WAIT_S  # it waited for the reader first
-    finally:
-        reader.communicate("\n", timeout=30)
-    with h5py.File(path, "r") as f:
-        assert list(f["b"][:]) == [1.0, 1.0]
+    assert record.status == "success"
 
 
 def test_a_row_extended_but_never_written_is_not_read_as_an_event(tmp_path: Path) -> None:
@@ -266,9 +348,8 @@ def test_a_row_extended_but_never_written_is_not_read_as_an_event(tmp_path: Path
     # leaves a row that holds only the fill value. Neither readers nor a resume may take it
     # for event 0.
     run_dir = tmp_path / "r"
-    run_dir.mkdir()
     start = _start()
-    writer = RecordWriter.create(run_dir, start)
+    writer = _writer(run_dir, start, DataKey("x"), DataKey("v", shape=(3,), dtype="int64"))
     for seq in range(5):
         writer.append_event(
             EventDoc(start.run_uid, seq, float(seq), {"x": float(seq)}, {"v": np.full(3, seq)})
@@ -276,47 +357,67 @@ def test_a_row_extended_but_never_written_is_not_read_as_an_event(tmp_path: Path
     writer.close()
     with h5py.File(run_dir / "run.h5", "a") as f:
         events = f["events"]
-        for name in ("time", "segment", "scalars/x", "arrays/v", "array_seq/v"):
-            events[name].resize(6, axis=0)  # written (or not) but for seq_num / array_seq
+        for name in ("time", "segment", "stream", "data/x", "data/v"):
+            events[name].resize(6, axis=0)  # written (or not) but for seq_num
         events["seq_num"].resize((6,))  # extended, never written
     record = RunRecord.open(run_dir)
     assert record.events.seq_num.tolist() == [0, 1, 2, 3, 4]
     assert record.events.arrays["v"].shape == (5, 3)
     np.testing.assert_array_equal(record.events.arrays["v"][:, 0], [0, 1, 2, 3, 4])
-    resumed = dataclasses.replace(start, segment=1, first_seq_num=5)
-    writer, removed = RecordWriter.reopen(run_dir, resumed, keep_through_seq=4)
+    resumed = dataclasses.replace(start, segment=1, first_seq_num=5).with_bluesky()
+    writer, removed = RecordWriter.resume(
+        lock_run_dir(run_dir),
+        resumed,
+        _descriptors(resumed, DataKey("x"), DataKey("v", shape=(3,), dtype="int64")),
+        keep_through_seq=4,
+    )
     writer.close()
     assert removed == 1  # the unwritten row went, the five events stayed
     assert RunRecord.open(run_dir).events.seq_num.tolist() == [0, 1, 2, 3, 4]
 
 
-def test_a_writer_killed_outside_swmr_mode_leaves_a_readable_resumable_record(
+def test_a_killed_writer_leaves_a_record_readable_at_once_and_resumable(
     tmp_path: Path,
 ) -> None:
     run_dir = tmp_path / "r"
-    run_dir.mkdir()
     start = _start()
-    writer = RecordWriter.create(run_dir, start)
-    for seq in range(3):
-        writer.append_event(EventDoc(start.run_uid, seq, float(seq), {"x": float(seq)}, {}))
-    writer.close()
-    # A process that dies while it has the file open for creating datasets (outside SWMR).
     code = textwrap.dedent(
         f"""
-        import os, h5py
-        f = h5py.File({str(run_dir / "run.h5")!r}, "r+", libver="latest")
-        f["events/scalars"].create_dataset("late", (3,), maxshape=(None,), dtype="f8")
-        f.flush()
-        os._exit(0)
+        import os, pickle, numpy as np
+        from labrig.runs.documents import DataKey, EventDoc
+        from test_runs_record import _start, _writer
+        start = pickle.loads({__import__("pickle").dumps(start)!r})
+        writer = _writer(__import__("pathlib").Path({str(run_dir)!r}), start, DataKey("x"))
+        for seq in range(3):
+            writer.append_event(EventDoc(start.run_uid, seq, float(seq), {{"x": float(seq)}}, {{}}))
+        os._exit(0)  # dies with the file open in SWMR mode
         """
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
-    with pytest.raises(OSError, match="already open for write"):
+    env_path = str(Path(__file__).parent)
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={**__import__("os").environ, "PYTHONPATH": env_path},
+    )
+    with h5py.File(run_dir / "run.h5", "r", swmr=True) as f:  # at once, with SWMR
+        assert f["events/data/x"][:].tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(OSError, match="already open for"):
         h5py.File(run_dir / "run.h5", "r").close()  # as HDF5 left it
+    from labrig.cli import main
+
+    assert main(["runs", "show", str(run_dir)]) == 0  # `labrig runs show` repairs it ...
+    with h5py.File(run_dir / "run.h5", "r") as f:  # ... so plain h5py (and h5dump) open it
+        assert f["events/data/x"][:].tolist() == [0.0, 1.0, 2.0]
     record = RunRecord.open(run_dir)
     assert record.status == "crashed"
     assert record.events.scalars["x"].tolist() == [0.0, 1.0, 2.0]
-    resumed = dataclasses.replace(start, segment=1, first_seq_num=3)
-    writer, removed = RecordWriter.reopen(run_dir, resumed, keep_through_seq=2)
+    resumed = dataclasses.replace(start, segment=1, first_seq_num=3).with_bluesky()
+    writer, removed = RecordWriter.resume(
+        lock_run_dir(run_dir), resumed, _descriptors(resumed, DataKey("x")), keep_through_seq=2
+    )
+    writer.append_event(EventDoc(start.run_uid, 3, 3.0, {"x": 3.0}, {}, descriptor="d"))
     writer.close()
-    assert removed == 0 and len(RunRecord.open(run_dir).events) == 3
+    record = RunRecord.open(run_dir)
+    assert removed == 0 and record.events.scalars["x"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert record.events.segment.tolist() == [0, 0, 0, 1]
+    assert [s.segment for s in record.segments] == [0, 1]

@@ -28,6 +28,7 @@ from labrig.procedures.base import (
     StrParameter,
     register_procedure,
 )
+from labrig.runs.documents import DataKey, StreamDeclaration
 
 
 class ToyInstrument:
@@ -123,6 +124,20 @@ class QuadraticDescent(Procedure):
             if self.delay_s:
                 time.sleep(self.delay_s)
             self.emit_event({"loss": self.loss(), "iteration": self.iteration}, arrays)
+
+    def describe_data(self) -> list[StreamDeclaration]:
+        return [
+            StreamDeclaration(
+                (
+                    DataKey("loss"),
+                    DataKey("iteration", dtype="int64"),
+                    DataKey("controls", shape=(4,), dims=("parameter",)),
+                    DataKey("gradient", shape=(4,), dims=("parameter",)),
+                    DataKey("trace", shape=(50,), dims=("sample",), optional=True),
+                ),
+                x="iteration",
+            )
+        ]
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {

@@ -56,7 +56,7 @@ from labrig.gui.panels.station import StationPanel, StationSession
 from labrig.gui.worker import RunWorker
 from labrig.procedures.base import ParameterError
 from labrig.procedures.rig_procedure import RigProcedure
-from labrig.runs.documents import EventDoc, LogDoc, StartDoc, StopDoc
+from labrig.runs.documents import DescriptorDoc, EventDoc, LogDoc, StartDoc, StopDoc
 from labrig.shell import station_for
 
 __all__ = ["MainWindow", "load_procedures"]
@@ -312,6 +312,8 @@ class MainWindow(QMainWindow):
                 self.live_board.add_event(doc)
                 self.events_received += 1
                 events += 1
+            elif isinstance(doc, DescriptorDoc):
+                self.live_board.add_descriptor(doc)
             elif isinstance(doc, LogDoc):
                 self.log_pane.add_doc(doc)
                 self.session.note_log(doc.message)
@@ -422,8 +424,10 @@ class MainWindow(QMainWindow):
         if now - self._frame_t0 >= 1.0:
             bridge = worker.bridge if worker is not None else None
             extra = f" · coalesced {bridge.coalesced} · dropped {bridge.dropped}" if bridge else ""
+            status = self.live_board.status_text()
             self.status_label.setText(
-                f"station {self.session.name} · events {self.events_received}{extra} · "
+                (f"{status} · " if status else "")
+                + f"station {self.session.name} · events {self.events_received}{extra} · "
                 f"redraws {self.live_board.redraws}"
             )
             self._frame_t0 = now

@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar, overload
 
 import numpy as np
 
@@ -51,6 +51,9 @@ from instruments.roles import Instrument
 from labrig.errors import ProcedureError
 from labrig.procedures.retry import RunAborted, retry
 from labrig.units import UnitError, parse_quantity
+
+if TYPE_CHECKING:
+    from labrig.runs.documents import StreamDeclaration
 
 __all__ = [
     "BoolParameter",
@@ -493,6 +496,15 @@ class Procedure:
         driver there; True if it did. The runner calls this when a safe state fails on a lost
         connection, then tries the safe state once more. The base class cannot reconnect."""
         return False
+
+    def describe_data(self) -> Sequence[StreamDeclaration] | None:
+        """Declare the data of this procedure's events: one
+        :class:`~labrig.runs.documents.StreamDeclaration` per kind of event, each naming every
+        key with its dtype, shape, units and axes, plus plot hints. Called after ``startup()``
+        before the first event; the record
+        creates its datasets from it. None: the keys of the first event are taken, without
+        units (kept for quick scripts; declare in anything that lasts)."""
+        return None
 
     def checkpoint_state(self) -> dict[str, Any] | None:
         """State to resume from after the last emitted event, or None if not resumable.

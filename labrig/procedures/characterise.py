@@ -38,6 +38,7 @@ from labrig.procedures.base import (
 )
 from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure, RigRoles
+from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
 
 if TYPE_CHECKING:
     from labrig.station import ReservoirRig
@@ -190,6 +191,32 @@ class IvSweep(RigProcedure):
         self._currents = [float(x) for x in np.asarray(state["currents"]).ravel()]
         self._stds = [float(x) for x in np.asarray(state["stds"]).ravel()]
         self.restore_rig_state(state)
+
+    def describe_data(self) -> list[StreamDeclaration]:
+        """One point per event: the swept electrode's voltage, the mean current and its
+        spread over the record (drawn as error bars)."""
+        name = electrode_names(self.require_rig())[self.electrode]
+        return [
+            StreamDeclaration(
+                (
+                    DataKey("voltage_v", "V", description=f"{name} voltage"),
+                    DataKey("current_na", "nA", description="output current"),
+                    DataKey("current_std_na", "nA", description="current spread (1 sigma)"),
+                    DataKey("device_time_s", "s", description="device time"),
+                ),
+                (
+                    PlotHint(
+                        "xy:current_na",
+                        "xy",
+                        ("current_na",),
+                        f"I-V curve, {name} swept",
+                        x="voltage_v",
+                        error="current_std_na",
+                    ),
+                ),
+                status=("device_time_s",),
+            )
+        ]
 
     def plan(self, station: Station) -> RunPlan:
         """What this sweep will do on ``station`` (parameters and wiring only): the swept
@@ -662,6 +689,53 @@ class TransferCurve(RigProcedure):
         self._done = bool(state["done"])
         self.restore_rig_state(state)
 
+    def describe_data(self) -> list[StreamDeclaration]:
+        """Two streams: the transfer curve (a point per drive level) and the impulse response
+        (one event: the photodetector on a time axis, and the delay and echo ratio)."""
+        return [
+            StreamDeclaration(
+                (
+                    DataKey("drive_v", "V", description="modulator drive"),
+                    DataKey("pd_v", "V", description="photodetector, loop settled"),
+                    DataKey("pd_open_loop_v", "V", description="photodetector, open loop"),
+                    DataKey("pd_fit_v", "V", description="sin² fit of the open-loop curve"),
+                ),
+                (
+                    PlotHint(
+                        "lines:transfer",
+                        "lines",
+                        ("pd_v", "pd_open_loop_v", "pd_fit_v"),
+                        "Transfer curve: settled, open loop and its sin² fit",
+                    ),
+                ),
+                x="drive_v",
+            ),
+            StreamDeclaration(
+                (
+                    DataKey("loop_delay_s", "s", description="loop delay"),
+                    DataKey("echo_ratio", description="first echo / pulse"),
+                    DataKey("impulse_t_s", "s", (None,), ("time",), description="time"),
+                    DataKey(
+                        "impulse_pd_v",
+                        "V",
+                        (None,),
+                        ("time",),
+                        description="photodetector - baseline",
+                    ),
+                ),
+                (
+                    PlotHint(
+                        "trace:impulse_pd_v",
+                        "trace",
+                        ("impulse_pd_v",),
+                        "Impulse response of the delay loop",
+                        x="impulse_t_s",
+                    ),
+                ),
+                name="impulse",
+            ),
+        ]
+
     def plan(self, station: Station) -> RunPlan:
         """What this measurement will do on ``station`` (parameters and wiring only): the AWG
         drive's staircase and impulse, the modulator bias, and the play time. Opens nothing."""
@@ -708,6 +782,15 @@ class TransferCurve(RigProcedure):
                 f"{period_s * 1e6:g} us; impulse: {self.echoes} echoes",
             ),
         )
+
+
+def electrode_names(rig: Any) -> list[str]:
+    """The DNPU's electrodes by the station's names (its DAC channels' labels), in order."""
+    dnpu = rig.station.dnpu
+    labels = {(c.instrument, c.channel): c.limits.label for c in rig.station.channels}
+    return [
+        labels.get((dnpu.dac, ch), f"electrode {k}") for k, ch in enumerate(dnpu.electrode_channels)
+    ]
 
 
 # ------------------------------------------------------------------------------------ outputs

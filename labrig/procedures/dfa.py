@@ -136,6 +136,7 @@ from labrig.procedures.base import (
 from labrig.procedures.characterise import completion_timeout_s, measure_reservoir
 from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure
+from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
 
 if TYPE_CHECKING:
     from labrig.station import Station
@@ -154,6 +155,7 @@ STARTUP_LEVELS = 81  # drive levels of the start-up calibration (no calibration 
 SYNC_TRIGGER_LEVEL_V = 1.0  # the AWG's sync output is a 0 / 3.3 V marker
 EVENT_TRACE_POINTS = 1000  # at most this many points of drive and PD trace per event
 EVENT_NODE_ROWS = 16  # samples shown in the node-state image of an event
+DRIVE_BINS = 40  # bins of the per-layer drive histogram over the AWG window
 
 
 # ------------------------------------------------------------------------------ task loading
@@ -1016,6 +1018,7 @@ class DfaTraining(RigProcedure):
         task = self._task
         x, y = task.x_test[: self._n_test], task.y_test[: self._n_test]
         fwd = self._forward(x)
+        self._test_pass = (fwd, y)  # for the epoch's event (per-layer views, confusion)
         if task.regression:
             pred = fwd.y[:, 0] * task.y_scale + task.y_offset
             err = np.abs(pred - y)
@@ -1065,7 +1068,34 @@ class DfaTraining(RigProcedure):
                 states = states[:, -1]  # a sequence: each sample's last period
             arrays["node_states"] = states[:EVENT_NODE_ROWS].copy()
         arrays["readout_error"] = per_class
+        arrays.update(self._layer_views())
         self.emit_event(scalars, arrays)
+
+    def _layer_views(self) -> dict[str, np.ndarray]:
+        """From the epoch's test pass: each layer's drive histogram (AWG volts), the node
+        states of a few samples per layer, and the confusion matrix (classification)."""
+        fwd, y = self._test_pass
+        edges = np.linspace(-AWG_WINDOW_V, AWG_WINDOW_V, DRIVE_BINS + 1)
+        volts = [
+            np.clip(self._drive_offset_v + self._volts_per_unit * np.ravel(a), edges[0], edges[-1])
+            for a in fwd.a[: self.layers]
+        ]
+        views: dict[str, np.ndarray] = {
+            "drive_histogram": np.array([np.histogram(v, edges)[0] for v in volts]),
+            "layer_states": np.array(
+                [
+                    (h[:, -1] if h.ndim == 3 else h)[:EVENT_NODE_ROWS]
+                    for h in fwd.h[1 : self.layers + 1]
+                ]
+            ),
+        }
+        if not self._task.regression:
+            guess = np.argmax(fwd.y, axis=1)
+            n = self._task.n_out
+            views["confusion"] = np.bincount(
+                np.asarray(y, dtype=int) * n + guess, minlength=n * n
+            ).reshape(n, n)
+        return views
 
     # ---------------------------------------------------------------- results and resume
     def summary(self) -> dict[str, Any]:
@@ -1144,6 +1174,130 @@ class DfaTraining(RigProcedure):
         hist = state.get("history") or {}
         n = len(next(iter(hist.values()))) if hist else 0
         self._history = [{k: float(np.asarray(v)[i]) for k, v in hist.items()} for i in range(n)]
+
+    def describe_data(self) -> list[StreamDeclaration]:
+        """One event per epoch: loss, train and test score, device and wall time, the last
+        waveform as driven and as recorded, node states of a few samples, and the test error
+        per class (per quantile for a regression task)."""
+        task = self._task
+        score = "nmse" if task.regression else "accuracy"
+        per = (
+            ("quantile", ["50 %", "90 %", "99 %"])
+            if task.regression
+            else ("class", [str(c) for c in range(task.n_out)])
+        )
+        keys: tuple[DataKey, ...] = (
+            DataKey("epoch", dtype="float64", description="epoch"),
+            DataKey("loss", description="training loss"),
+            DataKey(f"train_{score}", description=f"train {score}"),
+            DataKey(f"test_{score}", description=f"test {score}"),
+            DataKey("device_time_s", "s", description="device time"),
+            DataKey("epoch_device_time_s", "s", description="device time per epoch"),
+            DataKey("epoch_train_device_time_s", "s", description="training device time"),
+            DataKey("epoch_wall_time_s", "s", description="wall time per epoch"),
+            DataKey("projection_device_time_s", "s", description="projection device time"),
+            DataKey("clipped_fraction", description="drives clipped (fraction)"),
+            DataKey(
+                "awg_drive_v",
+                "V",
+                (None,),
+                ("sample",),
+                description="AWG drive",
+                optional=True,
+            ),
+            DataKey(
+                "pd_trace_v",
+                "V",
+                (None,),
+                ("sample",),
+                description="photodetector",
+                optional=True,
+            ),
+            DataKey(
+                "node_states",
+                "",
+                (None, None),
+                ("sample", "node"),
+                description="node states",
+                optional=True,
+            ),
+            DataKey(
+                "readout_error",
+                "",
+                (len(per[1]),),
+                (per[0],),
+                {per[0]: per[1]},
+                description="test error" if not task.regression else "|error| quantile",
+            ),
+        )
+        edges = np.linspace(-AWG_WINDOW_V, AWG_WINDOW_V, DRIVE_BINS + 1)
+        centres = [round(float(c), 4) for c in 0.5 * (edges[1:] + edges[:-1])]
+        layer_names = [f"layer {k + 1}" for k in range(self.layers)]
+        keys += (
+            DataKey(
+                "drive_histogram",
+                "",
+                (self.layers, DRIVE_BINS),
+                ("layer", "AWG drive (V)"),
+                {"layer": layer_names, "AWG drive (V)": centres},
+                dtype="int64",
+                description="test-set drives (count)",
+                optional=True,
+            ),
+            DataKey(
+                "layer_states",
+                "",
+                (self.layers, None, self.nodes),
+                ("layer", "sample", "node"),
+                {"layer": layer_names},
+                description="node states (centred)",
+                optional=True,
+            ),
+        )
+        if not task.regression:
+            classes = [str(c) for c in range(task.n_out)]
+            keys += (
+                DataKey(
+                    "confusion",
+                    "",
+                    (task.n_out, task.n_out),
+                    ("true class", "predicted class"),
+                    {"true class": classes, "predicted class": classes},
+                    dtype="int64",
+                    description="test samples (count)",
+                    optional=True,
+                ),
+            )
+        plots: tuple[PlotHint, ...] = (
+            PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
+            PlotHint(
+                "accuracy" if score == "accuracy" else "nmse",
+                "lines",
+                (f"train_{score}", f"test_{score}"),
+                score.capitalize(),
+            ),
+            PlotHint("trace:awg_drive_v", "trace", ("awg_drive_v",), "AWG drive (last waveform)"),
+            PlotHint("trace:pd_trace_v", "trace", ("pd_trace_v",), "Photodetector (last waveform)"),
+            PlotHint("image:node_states", "image", ("node_states",), "Node states"),
+            PlotHint("bars:readout_error", "bars", ("readout_error",), "Test error per " + per[0]),
+            PlotHint("scalar:clipped_fraction", "lines", ("clipped_fraction",), "Clipped drives"),
+            PlotHint(
+                "histogram:drive", "histogram", ("drive_histogram",), "Drive histogram per layer"
+            ),
+            PlotHint("image:layer_states", "image", ("layer_states",), "Node states per layer"),
+        )
+        if not task.regression:
+            plots += (
+                PlotHint("image:confusion", "image", ("confusion",), "Confusion matrix (test)"),
+            )
+        status = (
+            "device_time_s",
+            "epoch_device_time_s",
+            "epoch_train_device_time_s",
+            "epoch_wall_time_s",
+            "projection_device_time_s",
+        )
+        return [StreamDeclaration(keys, plots, x="epoch", status=status)]
 
     # ---------------------------------------------------------------- plan
     def plan(self, station: Station) -> RunPlan:

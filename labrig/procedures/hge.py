@@ -71,10 +71,12 @@ from labrig.procedures.base import (
 from labrig.procedures.characterise import (
     TIA_FULL_SCALE_V,
     completion_timeout_s,
+    electrode_names,
     scope_points,
 )
 from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure
+from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
 
 if TYPE_CHECKING:
     from labrig.station import Station
@@ -649,6 +651,83 @@ class HgeTraining(RigProcedure):
         if bench is not None:
             seeds.update(bench=bench.seed, device=bench.device_seed)
         return seeds
+
+    def describe_data(self) -> list[StreamDeclaration]:
+        """One event per iteration: loss and accuracy, the controls and the loss gradient per
+        control electrode (by the station's names), every input case's output against the
+        decision threshold, and the last TIA record on its time axis."""
+        names = electrode_names(self.require_rig())
+        controls = {"electrode": [names[k] for k in self._controls]}
+        inputs = self._task.case_inputs01
+        binary = bool(np.all((inputs == 0) | (inputs == 1)))
+        cases = {
+            "case": [
+                "".join(str(int(v)) for v in row) if binary else str(c)
+                for c, row in enumerate(inputs)
+            ]
+        }
+        n_c, n_k = len(self._controls), self._task.n_cases
+        loss_units = "nA^2" if self.loss == "mse_with_fit" else ""
+        keys = [
+            DataKey("loss", loss_units, description=f"{self.loss} loss"),
+            DataKey("accuracy", description="accuracy (best threshold)"),
+            DataKey("found", description="gate found"),
+            DataKey("iteration", description="iteration"),
+            DataKey("initialization", description="random start"),
+            DataKey("threshold_na", "nA", description="decision threshold"),
+            DataKey("restart", description="restart after clipping"),
+            DataKey("device_time_s", "s", description="device time"),
+            DataKey("controls_v", "V", (n_c,), ("electrode",), controls, description="control"),
+            DataKey(
+                "gradient",
+                f"{loss_units}/V" if loss_units else "1/V",
+                (n_c,),
+                ("electrode",),
+                controls,
+                description="dL/dV",
+            ),
+            DataKey("case_outputs_na", "nA", (n_k,), ("case",), cases, description="output"),
+            DataKey("targets", "", (n_k,), ("case",), cases, description="target"),
+            DataKey("trace_t_s", "s", (None,), ("time",), description="time", optional=True),
+            DataKey(
+                "trace_na",
+                "nA",
+                (None,),
+                ("time",),
+                description="TIA output current",
+                optional=True,
+            ),
+        ]
+        plots = [
+            PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
+            PlotHint("accuracy", "lines", ("accuracy",), "Accuracy"),
+            PlotHint("history:controls_v", "history", ("controls_v",), "Control voltages"),
+            PlotHint("bars:gradient", "bars", ("gradient",), "Loss gradient per electrode"),
+            PlotHint(
+                "cases",
+                "cases",
+                ("case_outputs_na",),
+                "Case outputs vs decision threshold",
+                targets="targets",
+                threshold="threshold_na",
+            ),
+            PlotHint("trace:trace_na", "trace", ("trace_na",), "TIA trace", x="trace_t_s"),
+        ]
+        if self.mode == "lockin":
+            keys.append(
+                DataKey("lockin_r", "nA", (n_c,), ("electrode",), controls, description="R")
+            )
+            plots.append(
+                PlotHint("bars:lockin_r", "bars", ("lockin_r",), "Lock-in R per electrode")
+            )
+        return [
+            StreamDeclaration(
+                tuple(keys),
+                tuple(plots),
+                x="iteration",
+                status=("found", "initialization", "restart", "device_time_s"),
+            )
+        ]
 
     # ----------------------------------------------------------------------------- plan
     def plan(self, station: Station) -> RunPlan:

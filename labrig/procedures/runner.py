@@ -28,6 +28,7 @@ For a GUI, run in a worker thread through :class:`RunController` (``start``, ``r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -60,15 +61,25 @@ from labrig.procedures.base import (
 from labrig.procedures.retry import RETRYABLE_ERRORS, RetriesExhaustedError, retry
 from labrig.runs.checkpoint import resume_point, save_checkpoint
 from labrig.runs.documents import (
+    DescriptorDoc,
     EventDoc,
     LogDoc,
     StartDoc,
     StopDoc,
     StopStatus,
+    StreamDeclaration,
+    check_declaration,
     check_name,
+    declaration_from_event,
     to_jsonable,
 )
-from labrig.runs.record import RecordError, RecordWriter, RunRecord, new_run_dir
+from labrig.runs.record import (
+    RecordError,
+    RecordWriter,
+    RunRecord,
+    lock_run_dir,
+    new_run_dir,
+)
 from labrig.runs.stream import DocumentStream, Subscriber
 
 __all__ = [
@@ -342,13 +353,107 @@ def _snapshot(instruments: Mapping[str, Instrument]) -> dict[str, Any]:
     return shot
 
 
+class _Record:
+    """The run record, created once the procedure has declared its data.
+
+    Until then (``startup()``) log documents wait here; :meth:`declare` composes the
+    EventDescriptors, has the record built with every dataset (new or resumed) and publishes
+    the descriptors. A procedure that declares nothing gets its declaration from its first
+    event (no units, a warning in the log).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        lock: Any,
+        start: StartDoc,
+        stream: DocumentStream,
+        keep_through_seq: int | None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.lock = lock
+        self.start = start
+        self.stream = stream
+        self.keep_through_seq = keep_through_seq  # None: a new record; else resume after it
+        self.writer: RecordWriter | None = None
+        self.descriptors: dict[str, DescriptorDoc] = {}
+        self.pending_logs: list[LogDoc] = []
+        self.extras: dict[str, Any] = {}
+        self.declared = False
+        self.segment_events: dict[str, int] = {}
+
+    @property
+    def n_events(self) -> int:
+        return self.writer.n_events if self.writer is not None else 0
+
+    def declare(self, streams: Sequence[StreamDeclaration]) -> None:
+        """Create the record from ``streams`` (a sequence of :class:`StreamDeclaration`)."""
+        if self.writer is not None:
+            raise ProcedureError("the run's data were declared already")
+        checked = check_declaration(streams)
+        source = f"labrig:{self.start.procedure}"
+        descriptors = [DescriptorDoc.compose(self.start, s, source) for s in checked]
+        self.declared = True
+        if self.keep_through_seq is None:
+            writer = RecordWriter.create(
+                self.lock, self.start, descriptors, logs=self.pending_logs, extras=self.extras
+            )
+        else:
+            writer, removed = RecordWriter.resume(
+                self.lock,
+                self.start,
+                descriptors,
+                self.keep_through_seq,
+                logs=self.pending_logs,
+                extras=self.extras,
+            )
+            if removed:
+                _logger.info("resume: dropped %d event(s) recorded after the checkpoint", removed)
+        self.writer = writer
+        self.pending_logs = []
+        self.descriptors = {d.stream.name: d for d in descriptors}
+        for descriptor in descriptors:
+            self.stream.publish(descriptor)
+
+    def ensure(self) -> RecordWriter | None:
+        """The writer; a record with no streams if none was declared (a run that failed or
+        stopped before its first event). None if even that cannot be written."""
+        if self.writer is None:
+            try:
+                self.declare(())
+            except Exception as exc:
+                _logger.error("could not write the run record: %s", exc)
+                print(f"labrig: could not write the run record: {exc}", file=sys.stderr)
+        return self.writer
+
+    def descriptor_for(self, names: frozenset[str]) -> DescriptorDoc:
+        """The stream an event carrying ``names`` belongs to (its required keys and no
+        undeclared one), else a :class:`ProcedureError` listing the declared streams."""
+        for descriptor in self.descriptors.values():
+            if descriptor.stream.accepts(names):
+                return descriptor
+        declared = "; ".join(
+            f"{name}: {sorted(d.stream.names())}" for name, d in self.descriptors.items()
+        )
+        raise ProcedureError(
+            f"an event with keys {sorted(names)} matches no declared stream "
+            f"({declared or 'none declared'}); declare it in describe_data()"
+        )
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        else:
+            self.lock.release()
+
+
 class _Context:
     """The runner side of a procedure's ``emit_event``/``log``/``should_stop``."""
 
     def __init__(
         self,
         procedure: Procedure,
-        writer: RecordWriter,
+        record: _Record,
         stream: DocumentStream,
         controller: RunController,
         run_uid: str,
@@ -360,7 +465,7 @@ class _Context:
         checkpointing: bool,
     ) -> None:
         self.procedure = procedure
-        self.writer = writer
+        self.record = record
         self.stream = stream
         self.controller = controller
         self.run_uid = run_uid
@@ -407,19 +512,45 @@ class _Context:
             array.setflags(write=False)
             clean_arrays[name] = array
         with self._lock:
+            record = self.record
+            if not record.declared:
+                self.log(
+                    f"procedure {self.procedure.name!r} declared no data (describe_data); "
+                    "its first event's keys are taken as the declaration, without units",
+                    "warning",
+                )
+                record.declare([declaration_from_event(clean_scalars, clean_arrays)])
+            descriptor = record.descriptor_for(frozenset(clean_scalars) | frozenset(clean_arrays))
+            writer = record.writer
+            assert writer is not None  # declare() made it
+            name = descriptor.stream.name
             seq = self.next_seq
-            doc = EventDoc(self.run_uid, seq, time.time(), clean_scalars, clean_arrays)
-            self.writer.append_event(doc)
+            stream_seq = record.segment_events.get(name, 0) + 1
+            doc = EventDoc(
+                self.run_uid,
+                seq,
+                time.time(),
+                clean_scalars,
+                clean_arrays,
+                stream=name,
+                descriptor=descriptor.uid,
+                stream_seq=stream_seq,
+            )
+            try:
+                writer.append_event(doc)
+            except ValueError as exc:  # the event does not fit its declaration
+                raise ProcedureError(str(exc)) from None
+            record.segment_events[name] = stream_seq
             self.next_seq = seq + 1
             self.last_scalars = clean_scalars
             if self.checkpointing:
                 state = self.procedure.checkpoint_state()
                 if state is not None:
                     save_checkpoint(
-                        self.writer.run_dir,
+                        record.run_dir,
                         state,
                         seq_num=seq,
-                        n_events=self.writer.n_events,
+                        n_events=writer.n_events,
                         segment=self.segment,
                         wall_time_s=self.wall_time_s(),
                         device_time_s=self.device_time_s(),
@@ -432,10 +563,14 @@ class _Context:
         doc = LogDoc(self.run_uid, time.time(), level, str(message), self.next_seq)
         _logger.log(logging.getLevelNamesMapping()[level.upper()], "%s", message)
         with self._lock:
-            try:
-                self.writer.append_log(doc)
-            except Exception:  # a lost log line must not end the run; the console still has it
-                _logger.exception("could not record a log document")
+            writer = self.record.writer
+            if writer is None:
+                self.record.pending_logs.append(doc)
+            else:
+                try:
+                    writer.append_log(doc)
+                except Exception:  # a lost log line must not end the run; the console has it
+                    _logger.exception("could not record a log document")
             self.stream.publish(doc)
 
     def should_stop(self) -> bool:
@@ -480,7 +615,7 @@ def _start_doc(
         time=time.time(),
         segment=segment,
         first_seq_num=first_seq,
-    )
+    ).with_bluesky()
 
 
 @dataclass
@@ -492,7 +627,9 @@ class _Outcome:
 def _execute(
     procedure: Procedure,
     *,
-    writer: RecordWriter,
+    run_dir: Path,
+    lock: Any,
+    keep_through_seq: int | None,
     start: StartDoc,
     controller: RunController,
     subscribers: Sequence[Subscriber],
@@ -505,7 +642,8 @@ def _execute(
     prior_device_s: float,
     t0: float,
 ) -> RunResult:
-    """Everything after the record exists: the lifecycle and the shielded shutdown."""
+    """Everything after the run folder exists: the lifecycle and the shielded shutdown. The
+    record is written once the procedure has declared its data (after ``startup()``)."""
     phase = _Phase()
     guard = _SignalGuard(phase, controller, echo)
     main = _in_main_thread()
@@ -515,10 +653,10 @@ def _execute(
         stream = DocumentStream()
         for subscriber in subscribers:
             stream.subscribe(subscriber)
-        writer.set_segment(start.segment)
+        record = _Record(run_dir, lock, start, stream, keep_through_seq)
         context = _Context(
             procedure,
-            writer,
+            record,
             stream,
             controller,
             start.run_uid,
@@ -531,8 +669,11 @@ def _execute(
         )
         procedure._attach(context)
     except BaseException:
-        # Not even the lifecycle could be set up: still safe, closed and signals handed back.
-        writer.close()
+        # Not even the lifecycle could be set up: still safe, recorded (with no data, "crashed"
+        # as it has no stop), closed and signals handed back.
+        with contextlib.suppress(Exception):
+            RecordWriter.create(lock, start, ()).close()
+        lock.release()
         _safe_state_only(procedure)
         if handle_signals and main:
             guard.restore()
@@ -546,10 +687,7 @@ def _execute(
             procedure.startup()
             # The snapshot comes before the restore: reading every setting takes instrument
             # time, and a resumed run must continue from exactly where the checkpoint was.
-            try:
-                writer.add_start_json("snapshot_after_startup", _snapshot(procedure.instruments))
-            except RecordError as exc:
-                context.log(f"could not store the snapshot after startup: {exc}", "warning")
+            record.extras["snapshot_after_startup"] = _snapshot(procedure.instruments)
             # A procedure that opens its station in startup() knows the station (limits,
             # wiring, file text) and the bench's seeds only now: complete the start document.
             takeover = getattr(getattr(procedure, "rig", None), "takeover", None)
@@ -562,10 +700,16 @@ def _execute(
             ):
                 try:
                     value = to_jsonable(read())
-                    if value:
-                        writer.add_start_json(name, value)
+                    if value and name in ("station", "seeds"):
+                        record.start = dataclasses.replace(record.start, **{name: value})
+                    elif value:  # beside the start document (start/<name> in the record)
+                        record.extras[name] = value
                 except Exception as exc:
                     context.log(f"could not store the {name} after startup: {exc}", "warning")
+            # Declared before the first event: the record is built with every dataset now.
+            streams = procedure.describe_data()
+            if streams is not None:
+                record.declare(streams)
             if resume_state is not None:
                 procedure.resumed = True
                 procedure.restore_state(resume_state)
@@ -597,7 +741,7 @@ def _execute(
             guard.install()
             installed_late = True
     try:
-        result = _shutdown(procedure, context, writer, stream, outcome, echo, drain_timeout_s)
+        result = _shutdown(procedure, context, record, stream, outcome, echo, drain_timeout_s)
         controller._end(result)
     finally:
         if handle_signals or installed_late:
@@ -612,7 +756,7 @@ def _execute(
 def _shutdown(
     procedure: Procedure,
     context: _Context,
-    writer: RecordWriter,
+    record: _Record,
     stream: DocumentStream,
     outcome: _Outcome,
     echo: bool,
@@ -656,7 +800,7 @@ def _shutdown(
         time=time.time(),
         status=outcome.status,
         reason=outcome.reason,
-        n_events=writer.n_events,
+        n_events=record.n_events,
         device_time_s=context.device_time_s(),
         wall_time_s=context.wall_time_s(),
         summary=to_jsonable(summary),
@@ -664,22 +808,26 @@ def _shutdown(
     )
     _release(procedure, context.log)
     try:
-        writer.write_stop(stop)
+        writer = record.ensure()
+        counts = {name: record.segment_events.get(name, 0) for name in record.descriptors}
+        stop = stop.with_bluesky(record.start, counts)
+        if writer is not None:
+            writer.write_stop(stop)
     except Exception as exc:
         _logger.exception("could not write the stop document")
         print(f"labrig: could not write the stop document: {exc}", file=sys.stderr, flush=True)
     finally:
-        writer.close()
+        record.close()
     stream.publish(stop)
     stream.close(drain_timeout_s)
     if echo and stop.status != "success":
         print(
-            f"labrig: run {writer.run_dir.name} {stop.status}: {stop.reason}",
+            f"labrig: run {record.run_dir.name} {stop.status}: {stop.reason}",
             file=sys.stderr,
             flush=True,
         )
     return RunResult(
-        run_dir=writer.run_dir,
+        run_dir=record.run_dir,
         status=stop.status,
         reason=stop.reason,
         device_time_s=stop.device_time_s,
@@ -784,14 +932,16 @@ def run_procedure(
     try:
         start = _start_doc(procedure, run_uid, station_text or "", segment=0, first_seq=0)
         run_dir = new_run_dir(runs_dir, procedure.name, run_uid, start.time)
-        writer = RecordWriter.create(run_dir, start)
+        lock = lock_run_dir(run_dir)
     except BaseException:
         _safe_state_only(procedure)
         controller._end_if_running()
         raise
     return _execute(
         procedure,
-        writer=writer,
+        run_dir=run_dir,
+        lock=lock,
+        keep_through_seq=None,
         start=start,
         controller=controller,
         subscribers=subscribers,
@@ -867,18 +1017,18 @@ def resume_run(
             first_seq=checkpoint.seq_num + 1 if checkpoint is not None else 0,
         )
         keep_through = checkpoint.seq_num if checkpoint is not None else -1
-        writer, removed = RecordWriter.reopen(Path(run_dir), start, keep_through)
+        lock = lock_run_dir(Path(run_dir))
     except BaseException:
         _safe_state_only(procedure)
         controller._end_if_running()
         raise
     if checkpoint is None:
         _logger.info("resume: no checkpoint; starting again from the beginning")
-    if removed:
-        _logger.info("resume: dropped %d event(s) recorded after the checkpoint", removed)
     return _execute(
         procedure,
-        writer=writer,
+        run_dir=Path(run_dir),
+        lock=lock,
+        keep_through_seq=keep_through,
         start=start,
         controller=controller,
         subscribers=subscribers,

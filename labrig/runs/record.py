@@ -4,45 +4,49 @@ Folder: ``<runs dir>/YYYYmmdd-HHMMSS-<procedure>-<short uid>`` (local time of th
 dir is, in order: the argument given, the environment variable ``LABRIG_RUNS_DIR``, or
 ``platformdirs.user_data_dir("labrig")/runs``.
 
-Layout of ``run.h5`` (all names fixed; JSON is UTF-8 text in scalar string datasets)::
+Layout of ``run.h5`` (format 2; JSON is UTF-8 text in scalar string datasets)::
 
-    /                       attrs: labrig_record_format=1, run_uid, procedure, created (ISO 8601)
-    /start                  the start document. attrs: run_uid, procedure, procedure_class,
-                            time (Unix s), segment=0, first_seq_num=0. JSON datasets: parameters,
-                            parameter_units, station, snapshot, versions, seeds, host, plus any
-                            extra ones (snapshot_after_startup); text dataset station_text (TOML)
-    /resumes/<k>            the start document of resumed segment k (same layout), plus
-                            previous_stop (JSON) and attr truncated_events
-    /events/seq_num         int64 (n,)     sequence number of each event (0, 1, 2, ...)
-    /events/time            float64 (n,)   Unix time of each event
-    /events/segment         int32 (n,)     which segment (0 = first start) wrote the event
-    /events/scalars/<name>  float64 (n,)   NaN where an event did not carry that scalar
-    /events/arrays/<name>   (k, *shape)    the rows of an array; dtype as emitted
-    /events/array_seq/<name> int64 (k,)    the seq_num of each row (arrays may skip events)
-    /logs/jsonl             uint8 (m,)     log documents as UTF-8 JSON lines
-    /stop                   attrs: status, reason, n_events, device_time_s, wall_time_s, time;
-                            JSON datasets: summary, safe_state. Absent while running or crashed.
+    /                         attrs: labrig_record_format=2, run_uid, procedure, created (ISO 8601)
+    /start                    segment 0. attrs: run_uid, procedure, procedure_class, time (Unix s),
+                              segment=0, first_seq_num=0. JSON: parameters, parameter_units,
+                              station, snapshot, versions, seeds, host, run_start (bluesky
+                              RunStart), descriptors (its EventDescriptors), extras such as
+                              snapshot_after_startup; text: station_text (TOML)
+    /resumes/<k>              resumed segment k, the same, plus previous_stop (JSON) and attr
+                              truncated_events
+    /events                   attr streams: JSON list of stream names
+    /events/seq_num           int64 (n,)  each event's sequence number (0, 1, ...; -1 unwritten)
+    /events/time              float64 (n,) Unix time of each event
+    /events/segment           int32 (n,)  the segment that wrote it
+    /events/stream            int16 (n,)  index of its stream in the streams attr
+    /events/data/<key>        (n, *shape) a declared key of fixed shape; the fill value (NaN
+                              for floats) in the rows of events of other streams
+    /events/ragged/<key>/shape  int64 (n, ndim) a key with an axis of open length, or optional: each
+                              event's shape, -1 in rows of events of other streams
+    /events/ragged/<key>/values (m,) its values, flattened and concatenated
+    /logs/jsonl               uint8 (m,) log documents as UTF-8 JSON lines
+    /stop/json                uint8 (m,) the stop document as JSON (labrig's fields and the
+                              bluesky RunStop under "document"); empty while running or crashed
 
-An array whose shape (or dtype) changes during a run gets one dataset per shape:
-``/events/arrays/<name>`` for the first, ``<name>~1``, ``<name>~2``, ... for later ones, each with
-attrs ``array_name`` and ``part`` and its own ``array_seq``. :class:`RunRecord` merges them.
+Datasets from declarations, SWMR once. Every dataset is created from the run's
+EventDescriptors (the procedure's declaration, :mod:`labrig.runs.documents`) before the first
+event: the file is built complete under a temporary name, renamed onto ``run.h5`` and opened
+straight into HDF5's single-writer/multiple-reader (SWMR) mode, where it stays until the run
+ends. Nothing is created, and the file is never reopened, while the run writes; SWMR orders
+its writes so that the file is consistent after every flush, and the record flushes after every
+event. A resume builds the continued record the same way (a copy truncated at the checkpoint,
+with the new segment and its descriptors) and renames it onto the old one.
 
-Crash safety. The file is written in HDF5's single-writer/multiple-reader (SWMR) mode and
-flushed after every event. SWMR orders its writes so that the file on disk is consistent after
-every flush; a writer killed at any instant leaves a file that plain h5py opens with
-``h5py.File(path, "r", swmr=True)`` and that holds every event whose append returned. (Opened
-without ``swmr=True``, HDF5 refuses a crashed file because its "open for writing" flag is still
-set.) New datasets (a scalar first seen mid-run, a shape change, the stop group) are created
-after briefly closing and reopening the file outside SWMR mode, because SWMR does not support
-creating objects while readers may be looking; that costs about 0.1 ms and happens rarely.
-Readers see datasets created after they opened the file only when they reopen it. A writer
-killed in that window leaves the plain "open for writing" flag, which no h5py open accepts:
-:meth:`RunRecord.open` and a resume then clear it (as ``h5clear -s`` would, and only when no
-writer holds the lock) and read every event flushed before.
+Crashes. ``kill -9`` at any moment leaves either no ``run.h5`` yet (killed before the procedure
+declared its data: the folder holds only the lock file) or a file that a SWMR reader opens at
+once (``h5py.File(path, "r", swmr=True)``) holding every event whose append returned. A plain
+open (``h5py.File(path, "r")``, ``h5dump``) refuses it while the superblock still says "open
+for writing": :meth:`RunRecord.open` (``labrig runs show``) clears those flags when no writer
+holds the lock, as HDF5's ``h5clear -s run.h5`` would.
 
 Who is writing: the writer holds an advisory lock (``flock``) on ``.writer.lock`` in the run
 folder for as long as it runs; the operating system releases it if the process dies. A record
-with no stop group is ``running`` while that lock is held, ``crashed`` otherwise.
+with no stop document is ``running`` while that lock is held, ``crashed`` otherwise.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -63,16 +67,19 @@ from typing import IO, Any, cast
 import h5py
 import numpy as np
 import platformdirs
-from h5py import h5s
+from h5py import h5f, h5p, h5s
 
 from labrig.runs.documents import (
+    DescriptorDoc,
     EventDoc,
     LogDoc,
     RunStatus,
     StartDoc,
     StopDoc,
+    StreamDeclaration,
     check_name,
     to_json,
+    to_jsonable,
 )
 
 try:
@@ -88,6 +95,7 @@ __all__ = [
     "RunRecord",
     "default_runs_dir",
     "is_being_written",
+    "lock_run_dir",
     "new_run_dir",
 ]
 
@@ -97,7 +105,7 @@ RUN_FILE = "run.h5"
 #: What a seq_num or array_seq row reads before it has been written.
 UNWRITTEN_SEQ = -1
 LOCK_FILE = ".writer.lock"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _JSON_FIELDS = ("parameters", "parameter_units", "station", "snapshot", "versions", "seeds", "host")
 _STR = h5py.string_dtype("utf-8")
 
@@ -188,13 +196,26 @@ def is_being_written(run_dir: str | os.PathLike[str]) -> bool:
 # ----------------------------------------------------------------------------------- writer
 
 
+def lock_run_dir(run_dir: Path) -> _WriterLock:
+    """Take the run folder's writer lock (a :class:`RecordError` if a live writer has it).
+    Hand it to :meth:`RecordWriter.create` or :meth:`RecordWriter.resume`."""
+    lock = _WriterLock(run_dir)
+    lock.acquire()
+    return lock
+
+
 def _write_json(group: h5py.Group, name: str, obj: object) -> None:
     if name in group:
         del group[name]
     group.create_dataset(name, data=to_json(obj), dtype=_STR)
 
 
-def _write_start(group: h5py.Group, start: StartDoc) -> None:
+def _write_start(
+    group: h5py.Group,
+    start: StartDoc,
+    descriptors: Sequence[DescriptorDoc],
+    extras: Mapping[str, object],
+) -> None:
     group.attrs["run_uid"] = start.run_uid
     group.attrs["procedure"] = start.procedure
     group.attrs["procedure_class"] = start.procedure_class
@@ -204,6 +225,11 @@ def _write_start(group: h5py.Group, start: StartDoc) -> None:
     group.attrs["first_seq_num"] = start.first_seq_num
     for name in _JSON_FIELDS:
         _write_json(group, name, getattr(start, name))
+    _write_json(group, "run_start", start.document)
+    _write_json(group, "descriptors", [d.document for d in descriptors])
+    for name, value in extras.items():
+        check_name(name, "start field")
+        _write_json(group, name, value)
     group.create_dataset("station_text", data=start.station_text, dtype=_STR)
 
 
@@ -213,18 +239,15 @@ def _chunk_rows(row_shape: tuple[int, ...], itemsize: int) -> int:
     return int(max(1, min(1024, 65536 // row_bytes)))
 
 
-@dataclass
-class _ArrayPart:
-    dataset: str  # name under /events/arrays and /events/array_seq
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
+def _fill_value(dtype: np.dtype[Any]) -> Any:
+    return np.array(math.nan if dtype.kind in "fc" else 0).astype(dtype)[()]
 
 
 class _Column:
-    """A resizable dataset grown one row at a time through h5py's low-level API.
+    """A resizable dataset grown along its first axis through h5py's low-level API.
 
     ``ds.resize(); ds[i] = v`` costs ~55 us per dataset in h5py's high-level layer; this costs
-    ~15 us, which matters at one call per scalar per event.
+    ~15 us, which matters at one call per data key per event.
     """
 
     def __init__(self, ds: h5py.Dataset) -> None:
@@ -236,50 +259,482 @@ class _Column:
         self._memory = h5s.create_simple((1, *self.row_shape))
         self._empty = 0 in self.row_shape
 
-    def append(self, value: object) -> None:
+    def append(self, value: object | None) -> None:
+        """One more row: ``value``, or the fill value if None."""
         k = self.rows
         self._id.set_extent((k + 1, *self.row_shape))
-        if not self._empty:
+        if value is not None and not self._empty:
             space = self._id.get_space()
             space.select_hyperslab((k, *self._origin), (1, *self.row_shape))
             buffer = np.ascontiguousarray(value, dtype=self.dtype).reshape((1, *self.row_shape))
             self._id.write(self._memory, space, buffer)
         self.rows = k + 1
 
+    def extend(self, values: np.ndarray) -> None:
+        """Append the 1-D ``values`` (a ragged key's flattened data)."""
+        k, n = self.rows, int(values.size)
+        if n:
+            self._id.set_extent((k + n,))
+            space = self._id.get_space()
+            space.select_hyperslab((k,), (n,))
+            memory = h5s.create_simple((n,))
+            self._id.write(memory, space, np.ascontiguousarray(values, dtype=self.dtype))
+        self.rows = k + n
 
-#: How long the writer waits for readers to let go of HDF5's file lock before going ahead.
-LOCK_WAIT_S = 0.5
+
+@dataclass
+class _KeyStore:
+    """Where one data key lives in the file and how its values are checked."""
+
+    name: str
+    stream: str
+    declared: tuple[int | None, ...]
+    dtype: np.dtype[Any]
+    ragged: bool
 
 
-def _open_for_writing(path: Path) -> h5py.File:
-    """Open the record read-write outside SWMR mode (to create datasets).
+def _per_event_shape(key: Any) -> bool:
+    """True if ``key`` (a DataKey) is stored with a shape row per event: an axis of open
+    length, or an optional array (the row says whether the event had it; an optional scalar
+    reads its fill value, NaN, where absent)."""
+    return bool(key.ragged or (key.optional and key.shape))
 
-    A reader that has the file open (the dashboard's run browser, a person with h5py) holds
-    HDF5's advisory lock, which refuses this open. A run must not fail on a reader's account:
-    wait a moment for it to let go, then open without the lock. SWMR readers see objects
-    created meanwhile when they reopen the file (documented above); the lock on
-    ``.writer.lock`` still keeps a second *writer* out.
+
+def _create_key(events: h5py.Group, key: Any, rows: int) -> None:
+    """Create the datasets of ``key`` (a DataKey) with ``rows`` rows of fill."""
+    dtype = key.numpy_dtype
+    if _per_event_shape(key):
+        group = events["ragged"].create_group(key.name)
+        group.create_dataset(
+            "shape",
+            data=np.full((rows, len(key.shape)), -1, dtype=np.int64),
+            maxshape=(None, len(key.shape)),
+            chunks=(1024, max(1, len(key.shape))),
+            fillvalue=-1,
+        )
+        group.create_dataset(
+            "values", (0,), maxshape=(None,), dtype=dtype, chunks=(_chunk_rows((), 8) * 16,)
+        )
+        return
+    shape = tuple(int(n) for n in key.shape)
+    events["data"].create_dataset(
+        key.name,
+        (rows, *shape),
+        maxshape=(None, *shape),
+        dtype=dtype,
+        chunks=(_chunk_rows(shape, dtype.itemsize), *shape) if 0 not in shape else None,
+        fillvalue=_fill_value(dtype),
+    )
+
+
+def _open_swmr_writer(path: Path) -> h5py.File:
+    """Open ``path`` read-write straight into SWMR mode: the superblock is marked for SWMR
+    writing in the same step, so there is no moment at which a killed writer leaves a file a
+    SWMR reader refuses."""
+    fapl = h5p.create(h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5f.LIBVER_LATEST, h5f.LIBVER_LATEST)
+    fid = h5f.open(os.fsencode(path), h5f.ACC_RDWR | h5f.ACC_SWMR_WRITE, fapl)
+    return h5py.File(fid)
+
+
+def _streams_of(descriptors: Sequence[DescriptorDoc]) -> dict[str, StreamDeclaration]:
+    return {d.stream.name: d.stream for d in descriptors}
+
+
+class RecordWriter:
+    """Append a run's documents to ``run.h5``, flushing every event (see the module docstring).
+
+    Not thread-safe: the runner calls it from one thread at a time. :meth:`create` starts a new
+    record, :meth:`resume` continues a crashed or aborted one; both take the descriptors, so the
+    file holds every dataset before its first event.
     """
-    deadline = time.monotonic() + LOCK_WAIT_S
-    delay = 0.01
-    while True:
+
+    def __init__(self, run_dir: Path, lock: _WriterLock) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / RUN_FILE
+        self._lock = lock
+        self._file: h5py.File | None = None
+        self._n = 0
+        self._last_seq = -1
+        self._segment = 0
+        self._log_bytes = 0
+        self._stream_index: dict[str, int] = {}
+        self._keys: dict[str, _KeyStore] = {}
+        self._streams: dict[str, StreamDeclaration] = {}
+        self._columns: dict[str, _Column] = {}
+        self._events_per_stream: dict[str, int] = {}
+
+    # ---- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        lock: _WriterLock,
+        start: StartDoc,
+        descriptors: Sequence[DescriptorDoc],
+        *,
+        logs: Sequence[LogDoc] = (),
+        extras: Mapping[str, object] | None = None,
+    ) -> RecordWriter:
+        """Write a new record in the locked, empty run folder and open it in SWMR mode.
+
+        ``logs``: log documents published before the record existed (during ``startup()``).
+        ``extras``: more JSON for the start group (``snapshot_after_startup``).
+        """
+        writer = cls(lock.path.parent, lock)
+        tmp = writer.path.with_name(RUN_FILE + ".new")
         try:
-            return h5py.File(path, "r+", libver="latest")
-        except OSError as exc:
-            if "lock" not in str(exc).lower():
+            with h5py.File(tmp, "w", libver="latest") as f:
+                f.attrs["labrig_record_format"] = FORMAT_VERSION
+                f.attrs["run_uid"] = start.run_uid
+                f.attrs["procedure"] = start.procedure
+                f.attrs["created"] = dt.datetime.fromtimestamp(start.time).astimezone().isoformat()
+                _write_start(f.create_group("start"), start, descriptors, extras or {})
+                _layout(f, _streams_of(descriptors), rows=0)
+                f.create_group("logs").create_dataset(
+                    "jsonl", data=_log_bytes(logs), maxshape=(None,), chunks=(4096,)
+                )
+                f.create_group("stop").create_dataset(
+                    "json", (0,), maxshape=(None,), dtype=np.uint8, chunks=(4096,)
+                )
+            os.replace(tmp, writer.path)
+            writer._open(start.segment)
+        except Exception as exc:
+            writer._close_file()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise RecordError(f"{writer.path}: cannot create run record ({exc})") from exc
+        return writer
+
+    @classmethod
+    def resume(
+        cls,
+        lock: _WriterLock,
+        start: StartDoc,
+        descriptors: Sequence[DescriptorDoc],
+        keep_through_seq: int,
+        *,
+        logs: Sequence[LogDoc] = (),
+        extras: Mapping[str, object] | None = None,
+    ) -> tuple[RecordWriter, int]:
+        """Continue the record in the locked run folder as segment ``start.segment``.
+
+        The continued record is built beside the old one: its events up to
+        ``keep_through_seq`` (the checkpoint; later ones are written again by the resumed
+        run), its logs, every earlier segment, and the new segment with its descriptors; then
+        it replaces the old file and opens in SWMR mode. Returns the writer and the number of
+        events dropped.
+        """
+        writer = cls(lock.path.parent, lock)
+        tmp = writer.path.with_name(RUN_FILE + ".new")
+        try:
+            with (
+                h5py.File(writer.path, "r", swmr=True) as src,
+                h5py.File(tmp, "w", libver="latest") as dst,
+            ):
+                removed = _copy_resumed(
+                    src, dst, start, descriptors, keep_through_seq, extras, logs
+                )
+            os.replace(tmp, writer.path)
+            writer._open(start.segment)
+        except Exception as exc:
+            writer._close_file()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(exc, RecordError):
                 raise
-            if time.monotonic() >= deadline:
-                return h5py.File(path, "r+", libver="latest", locking=False)
-            time.sleep(delay)
-            delay = min(2 * delay, 0.1)
+            raise RecordError(f"{writer.path}: cannot resume run record ({exc})") from exc
+        return writer, removed
+
+    def _open(self, segment: int) -> None:
+        """Open the finished file in SWMR mode and bind the columns (once per run)."""
+        f = _open_swmr_writer(self.path)
+        self._file = f
+        self._segment = segment
+        events = cast(h5py.Group, f["events"])
+        names = json.loads(_attr(events.attrs["streams"]))
+        self._stream_index = {name: i for i, name in enumerate(names)}
+        self._streams = {}
+        for group in _segment_groups(f):
+            for doc in _read_json(group, "descriptors", []):
+                d = DescriptorDoc.from_document(str(_attr(f.attrs["run_uid"])), doc)
+                self._streams[d.stream.name] = d.stream
+        self._keys = {}
+        for stream in self._streams.values():
+            for key in stream.keys:
+                self._keys[key.name] = _KeyStore(
+                    key.name, stream.name, key.shape, key.numpy_dtype, _per_event_shape(key)
+                )
+        # A key of an earlier segment no stream declares now: filled in every new event.
+        for name in events["data"]:
+            if name not in self._keys:
+                ds = events["data"][name]
+                self._keys[name] = _KeyStore(name, "", tuple(ds.shape[1:]), ds.dtype, False)
+        for name in events["ragged"]:
+            if name not in self._keys:
+                ds = events["ragged"][name]["values"]
+                ndim = int(events["ragged"][name]["shape"].shape[1])
+                self._keys[name] = _KeyStore(name, "", (None,) * ndim, ds.dtype, True)
+        columns = {name: _Column(events[name]) for name in _EVENT_COLUMNS}
+        for name, store in self._keys.items():
+            if store.ragged:
+                columns[f"{name}/shape"] = _Column(events["ragged"][name]["shape"])
+                columns[f"{name}/values"] = _Column(events["ragged"][name]["values"])
+            else:
+                columns[name] = _Column(events["data"][name])
+        self._columns = columns
+        self._n = columns["seq_num"].rows
+        self._last_seq = int(events["seq_num"][self._n - 1]) if self._n else -1
+        self._log_bytes = int(f["logs/jsonl"].shape[0])
+        stream_rows = events["stream"][: self._n]
+        self._events_per_stream = {
+            name: int(np.count_nonzero(stream_rows == i)) for name, i in self._stream_index.items()
+        }
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    @property
+    def n_events(self) -> int:
+        """Events in the record."""
+        return self._n
+
+    @property
+    def streams(self) -> dict[str, StreamDeclaration]:
+        """The declared streams, by name."""
+        return dict(self._streams)
+
+    def events_in(self, stream: str) -> int:
+        """Events of ``stream`` in the record (also those of earlier segments)."""
+        return self._events_per_stream.get(stream, 0)
+
+    def _require_file(self) -> h5py.File:
+        if self._file is None:
+            raise RecordError(f"{self.path}: the record is closed")
+        return self._file
+
+    def check_event(self, stream: str, values: Mapping[str, np.ndarray]) -> None:
+        """Raise ``ValueError`` naming the key if ``values`` do not fit ``stream``'s
+        declaration (missing or extra keys, a wrong number of axes or a wrong length)."""
+        declared = self._streams.get(stream)
+        if declared is None:
+            raise ValueError(f"event of undeclared stream {stream!r}")
+        missing = sorted(declared.required() - set(values))
+        extra = sorted(set(values) - declared.names())
+        if missing or extra:
+            raise ValueError(
+                f"event of stream {stream!r}: missing {missing}, undeclared {extra} "
+                f"(declared: {sorted(declared.names())})"
+            )
+        for name, value in values.items():
+            store = self._keys[name]
+            shape = np.shape(value)
+            if len(shape) != len(store.declared) or any(
+                d is not None and d != n for d, n in zip(store.declared, shape, strict=True)
+            ):
+                want = tuple("any" if d is None else d for d in store.declared)
+                raise ValueError(
+                    f"data key {name!r}: shape {shape} does not match the declared {want}"
+                )
+
+    def append_event(self, doc: EventDoc) -> None:
+        """Append ``doc`` (checked with :meth:`check_event`) and flush. ``doc.seq_num`` must
+        follow the previous event's."""
+        if doc.seq_num <= self._last_seq:
+            raise RecordError(
+                f"{self.path}: event seq_num {doc.seq_num} does not follow {self._last_seq}"
+            )
+        values: dict[str, Any] = {**doc.scalars, **doc.arrays}
+        self.check_event(doc.stream, values)
+        f = self._require_file()
+        columns = self._columns
+        for name, store in self._keys.items():
+            value = values.get(name)
+            if store.ragged:
+                if value is None:
+                    columns[f"{name}/shape"].append(None)
+                else:
+                    array = np.asarray(value)
+                    columns[f"{name}/values"].extend(array.ravel())
+                    columns[f"{name}/shape"].append(np.asarray(array.shape, dtype=np.int64))
+            else:
+                columns[name].append(value)
+        # seq_num last: a reader counts an event as complete when every per-event dataset has
+        # its row (see _complete_rows), whatever order a crash left them in.
+        columns["stream"].append(self._stream_index[doc.stream])
+        columns["segment"].append(self._segment)
+        columns["time"].append(doc.time)
+        columns["seq_num"].append(doc.seq_num)
+        f.flush()
+        self._n += 1
+        self._last_seq = doc.seq_num
+        self._events_per_stream[doc.stream] = self._events_per_stream.get(doc.stream, 0) + 1
+
+    def append_log(self, doc: LogDoc) -> None:
+        """Append ``doc`` to ``/logs/jsonl`` and flush."""
+        data = _log_bytes([doc])
+        f = self._require_file()
+        ds = f["logs/jsonl"]
+        start = self._log_bytes
+        ds.resize((start + data.size,))
+        ds[start:] = data
+        f.flush()
+        self._log_bytes = start + data.size
+
+    def write_stop(self, doc: StopDoc) -> None:
+        """Write the stop document into ``/stop/json``. The record stays open until
+        :meth:`close`."""
+        data = np.frombuffer(to_json(_stop_json(doc)).encode("utf-8"), dtype=np.uint8)
+        f = self._require_file()
+        ds = f["stop/json"]
+        ds.resize((data.size,))
+        ds[:] = data
+        f.flush()
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception as exc:  # the events flushed before stay readable
+                _logger.warning(
+                    "%s: closing the record failed: %s: %s", self.path, type(exc).__name__, exc
+                )
+            self._file = None
+
+    def close(self) -> None:
+        """Close the file and release the writer lock. Safe to call twice."""
+        self._close_file()
+        self._lock.release()
+
+
+_EVENT_COLUMNS = ("seq_num", "time", "segment", "stream")
+
+
+def _log_bytes(logs: Sequence[LogDoc]) -> np.ndarray:
+    lines = "".join(
+        json.dumps({"time": d.time, "level": d.level, "message": d.message, "seq_num": d.seq_num})
+        + "\n"
+        for d in logs
+    )
+    return np.frombuffer(lines.encode("utf-8"), dtype=np.uint8)
+
+
+def _stop_json(doc: StopDoc) -> dict[str, Any]:
+    return {
+        "status": doc.status,
+        "reason": doc.reason,
+        "n_events": doc.n_events,
+        "device_time_s": doc.device_time_s,
+        "wall_time_s": doc.wall_time_s,
+        "time": doc.time,
+        "summary": to_jsonable(doc.summary),
+        "safe_state": doc.safe_state,
+        "document": doc.document,
+    }
+
+
+def _layout(f: h5py.File, streams: Mapping[str, StreamDeclaration], rows: int) -> h5py.Group:
+    """The /events group: bookkeeping columns and every declared key, ``rows`` rows long."""
+    events = f.create_group("events")
+    events.attrs["streams"] = json.dumps(list(streams))
+    for name, dtype in (
+        ("seq_num", np.int64),
+        ("time", np.float64),
+        ("segment", np.int32),
+        ("stream", np.int16),
+    ):
+        # seq_num rows read -1 until written: a row extended but never written (an interrupt
+        # between the two) is then told from event 0.
+        events.create_dataset(
+            name,
+            (rows,),
+            maxshape=(None,),
+            dtype=dtype,
+            chunks=(1024,),
+            fillvalue=UNWRITTEN_SEQ if name == "seq_num" else 0,
+        )
+    events.create_group("data")
+    events.create_group("ragged")
+    for stream in streams.values():
+        for key in stream.keys:
+            _create_key(events, key, rows)
+    return events
+
+
+def _segment_groups(f: h5py.File) -> list[h5py.Group]:
+    groups = [f["start"]]
+    if "resumes" in f:
+        groups += [f["resumes"][k] for k in sorted(f["resumes"], key=int)]
+    return groups
+
+
+def _copy_resumed(
+    src: h5py.File,
+    dst: h5py.File,
+    start: StartDoc,
+    descriptors: Sequence[DescriptorDoc],
+    keep_through_seq: int,
+    extras: Mapping[str, object] | None,
+    logs: Sequence[LogDoc],
+) -> int:
+    """Fill ``dst`` (not yet live) with ``src``, truncated after ``keep_through_seq``, plus the
+    new segment, the datasets of keys it declares anew, and ``logs``."""
+    if int(_attr(src.attrs.get("labrig_record_format", 1))) != FORMAT_VERSION:
+        raise RecordError(
+            f"record format {_attr(src.attrs.get('labrig_record_format', 1))} cannot be "
+            f"resumed by this labrig (format {FORMAT_VERSION})"
+        )
+    for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    for name in src:
+        if name != "stop":
+            src.copy(src[name], dst, name=name)
+    events = dst["events"]
+    n_complete = _complete_rows(events)
+    keep = int(np.count_nonzero(events["seq_num"][:n_complete] <= keep_through_seq))
+    removed = int(events["seq_num"].shape[0]) - keep
+    for ds in (*(events[n] for n in _EVENT_COLUMNS), *events["data"].values()):
+        ds.resize(keep, axis=0)
+    for group in events["ragged"].values():
+        shapes = group["shape"][:keep]
+        sizes = np.where(np.all(shapes >= 0, axis=1), np.prod(np.maximum(shapes, 0), axis=1), 0)
+        group["shape"].resize(keep, axis=0)
+        group["values"].resize((int(sizes.sum()),))
+    # Streams: the earlier ones keep their index (recorded events point at it), new ones follow.
+    names = json.loads(_attr(events.attrs["streams"]))
+    new = _streams_of(descriptors)
+    events.attrs["streams"] = json.dumps([*names, *(n for n in new if n not in names)])
+    for stream in new.values():
+        for key in stream.keys:
+            if key.name in events["data"]:
+                recorded: tuple[int | None, ...] = tuple(events["data"][key.name].shape[1:])
+            elif key.name in events["ragged"]:
+                recorded = (None,) * int(events["ragged"][key.name]["shape"].shape[1])
+            else:
+                _create_key(events, key, keep)
+                continue
+            if recorded != ((None,) * len(key.shape) if _per_event_shape(key) else key.shape):
+                raise RecordError(
+                    f"data key {key.name!r} was recorded with shape {recorded} and is now "
+                    f"declared {key.shape}: a resumed run must keep its data layout"
+                )
+    group = dst.require_group("resumes").create_group(str(start.segment))
+    _write_start(group, start, descriptors, extras or {})
+    previous = _read_stop(src, start.run_uid)
+    _write_json(group, "previous_stop", None if previous is None else _stop_json(previous))
+    group.attrs["truncated_events"] = removed
+    jsonl = dst["logs/jsonl"]
+    added = _log_bytes(logs)
+    jsonl.resize((jsonl.shape[0] + added.size,))
+    jsonl[jsonl.shape[0] - added.size :] = added
+    dst.create_group("stop").create_dataset(
+        "json", (0,), maxshape=(None,), dtype=np.uint8, chunks=(4096,)
+    )
+    return removed
 
 
 # ------------------------------------------------------------------ crashed writers' flags
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-#: HDF5's refusal to open a file whose writer died outside SWMR mode (or in it, for a
-#: non-SWMR open): the superblock still says "open for writing".
-_OPEN_FOR_WRITE_ERRORS = ("already open for write", "not already open for SWMR writing")
 
 
 def _lookup3(data: bytes) -> int:
@@ -325,9 +780,9 @@ def _lookup3(data: bytes) -> int:
 
 
 def _clear_write_flags(path: Path) -> bool:
-    """Clear the "open for writing" flags a dead writer left in ``path``'s superblock (what
-    ``h5clear -s`` does), so the events it flushed can be read. Only for a record no writer
-    holds (see :func:`is_being_written`). True if flags were cleared."""
+    """Clear the "open for writing" flags (and SWMR's) a dead writer left in ``path``'s
+    superblock (what ``h5clear -s`` does), so plain h5py and HDF5's tools open it. Only for a
+    record no writer holds (see :func:`is_being_written`). True if flags were cleared."""
     with open(path, "r+b") as handle:
         head = handle.read(64)
         # Superblock version 2/3: signature, version, offset size, length size, flags, four
@@ -345,358 +800,6 @@ def _clear_write_flags(path: Path) -> bool:
     return True
 
 
-def _is_open_for_write_error(exc: BaseException) -> bool:
-    return any(text in str(exc) for text in _OPEN_FOR_WRITE_ERRORS)
-
-
-class RecordWriter:
-    """Append a run's documents to ``run.h5``, flushing every event (see the module docstring).
-
-    Not thread-safe: the runner calls it from one thread at a time. Use :meth:`create` for a new
-    run and :meth:`reopen` to continue a crashed or aborted one.
-    """
-
-    def __init__(self, run_dir: Path, lock: _WriterLock) -> None:
-        self.run_dir = run_dir
-        self.path = run_dir / RUN_FILE
-        self._lock = lock
-        self._file: h5py.File | None = None
-        self._n = 0
-        self._last_seq = -1
-        self._scalars: list[str] = []
-        self._parts: dict[str, list[_ArrayPart]] = {}
-        self._log_bytes = 0
-        self._segment = 0
-        self._start_group = "start"
-        self._columns: dict[str, _Column] = {}
-
-    # ---- opening ----------------------------------------------------------------------------
-
-    @classmethod
-    def create(cls, run_dir: Path, start: StartDoc) -> RecordWriter:
-        """Start a new record in the (empty) ``run_dir`` with the start document."""
-        lock = _WriterLock(run_dir)
-        lock.acquire()
-        writer = cls(run_dir, lock)
-        try:
-            f = h5py.File(writer.path, "w", libver="latest")
-            f.attrs["labrig_record_format"] = FORMAT_VERSION
-            f.attrs["run_uid"] = start.run_uid
-            f.attrs["procedure"] = start.procedure
-            f.attrs["created"] = dt.datetime.fromtimestamp(start.time).astimezone().isoformat()
-            _write_start(f.create_group("start"), start)
-            events = f.create_group("events")
-            for name, dtype in (("seq_num", np.int64), ("time", np.float64), ("segment", np.int32)):
-                # seq_num rows read -1 until written: a row extended but never written (an
-                # interrupt between the two) is then told from event 0.
-                events.create_dataset(
-                    name,
-                    (0,),
-                    maxshape=(None,),
-                    dtype=dtype,
-                    chunks=(1024,),
-                    fillvalue=UNWRITTEN_SEQ if name == "seq_num" else 0,
-                )
-            events.create_group("scalars")
-            events.create_group("arrays")
-            events.create_group("array_seq")
-            f.create_group("logs").create_dataset(
-                "jsonl", (0,), maxshape=(None,), dtype=np.uint8, chunks=(4096,)
-            )
-            f.swmr_mode = True
-            f.flush()
-            writer._file = f
-            writer._bind()
-        except Exception as exc:
-            lock.release()
-            raise RecordError(f"{writer.path}: cannot create run record ({exc})") from exc
-        return writer
-
-    @classmethod
-    def reopen(
-        cls, run_dir: Path, start: StartDoc, keep_through_seq: int
-    ) -> tuple[RecordWriter, int]:
-        """Continue the record in ``run_dir`` as segment ``start.segment``.
-
-        Events after ``keep_through_seq`` (written after the checkpoint) are removed, so the
-        resumed run writes them again. A crashed file is first repaired (copied into a clean
-        file). Returns the writer and the number of events removed.
-        """
-        lock = _WriterLock(run_dir)
-        lock.acquire()
-        writer = cls(run_dir, lock)
-        try:
-            try:
-                f = _open_for_writing(writer.path)
-            except OSError:
-                _repair(writer.path)
-                f = _open_for_writing(writer.path)
-            writer._file = f
-            previous_stop: dict[str, Any] | None = None
-            if "stop" in f:
-                previous_stop = {k: _attr(v) for k, v in f["stop"].attrs.items()}
-            removed = writer._truncate(keep_through_seq)
-            group = f.require_group("resumes").create_group(str(start.segment))
-            writer._start_group = group.name
-            _write_start(group, start)
-            _write_json(group, "previous_stop", previous_stop)
-            group.attrs["truncated_events"] = removed
-            # Only now that the old stop document is kept in the new segment: a failure before
-            # this point leaves the record as it ended, with its stop document.
-            if "stop" in f:
-                del f["stop"]
-            writer._load_layout()
-            f.swmr_mode = True
-            f.flush()
-            writer._bind()
-        except Exception as exc:
-            writer._close_file()
-            lock.release()
-            if isinstance(exc, RecordError):
-                raise
-            raise RecordError(f"{writer.path}: cannot reopen run record ({exc})") from exc
-        return writer, removed
-
-    def _truncate(self, keep_through_seq: int) -> int:
-        f = self._require_file()
-        events = cast(h5py.Group, f["events"])
-        n_complete = _complete_rows(events)
-        seq = events["seq_num"][:n_complete]
-        keep = int(np.count_nonzero(seq <= keep_through_seq))
-        removed = int(events["seq_num"].shape[0]) - keep
-        for name in ("seq_num", "time", "segment"):
-            events[name].resize((keep,))
-        for ds in events["scalars"].values():
-            ds.resize((keep,))
-        last_seq = int(seq[keep - 1]) if keep else -1
-        for name, ds in events["arrays"].items():
-            seq_ds = events["array_seq"][name]
-            rows = min(ds.shape[0], seq_ds.shape[0])
-            k = _rows_through(seq_ds[:rows], last_seq)
-            ds.resize(k, axis=0)
-            seq_ds.resize((k,))
-        return removed
-
-    def _load_layout(self) -> None:
-        f = self._require_file()
-        events = cast(h5py.Group, f["events"])
-        self._n = int(events["seq_num"].shape[0])
-        self._last_seq = int(events["seq_num"][self._n - 1]) if self._n else -1
-        self._scalars = list(events["scalars"].keys())
-        self._parts = {}
-        for dsname, ds in events["arrays"].items():
-            name = str(ds.attrs.get("array_name", dsname))
-            part = _ArrayPart(dsname, tuple(ds.shape[1:]), ds.dtype)
-            self._parts.setdefault(name, []).append(part)
-        self._log_bytes = int(f["logs/jsonl"].shape[0])
-
-    # ---- writing ----------------------------------------------------------------------------
-
-    @property
-    def n_events(self) -> int:
-        """Events in the record."""
-        return self._n
-
-    def _require_file(self) -> h5py.File:
-        if self._file is None:
-            raise RecordError(f"{self.path}: the record is closed")
-        return self._file
-
-    @contextlib.contextmanager
-    def _structure(self) -> Iterator[h5py.File]:
-        """Leave SWMR mode (close and reopen) to create objects, then re-enter it."""
-        self._require_file().close()
-        self._file = _open_for_writing(self.path)
-        try:
-            yield self._file
-        finally:
-            # With an SWMR reader attached, HDF5 keeps the file marked as in SWMR writing mode
-            # across the reopen; switching it on again would fail.
-            if not self._file.swmr_mode:
-                self._file.swmr_mode = True
-            self._bind()
-
-    def add_start_json(self, name: str, obj: object) -> None:
-        """Store extra JSON beside the start document (e.g. ``snapshot_after_startup``)."""
-        check_name(name, "start field")
-        with self._structure() as f:
-            _write_json(cast(h5py.Group, f[self._start_group]), name, obj)
-        self._require_file().flush()
-
-    def append_event(self, doc: EventDoc) -> None:
-        """Append ``doc`` and flush. ``doc.seq_num`` must follow the previous event's."""
-        if doc.seq_num <= self._last_seq:
-            raise RecordError(
-                f"{self.path}: event seq_num {doc.seq_num} does not follow {self._last_seq}"
-            )
-        arrays = {name: np.asarray(value) for name, value in doc.arrays.items()}
-        new_scalars = [name for name in doc.scalars if name not in self._scalars]
-        new_parts = [name for name, value in arrays.items() if self._find_part(name, value) is None]
-        if new_scalars or new_parts:
-            self._create(new_scalars, {name: arrays[name] for name in new_parts})
-        f = self._require_file()
-        columns = self._columns
-        for name in self._scalars:
-            columns[f"scalars/{name}"].append(doc.scalars.get(name, math.nan))
-        for name, value in arrays.items():
-            part = self._find_part(name, value)
-            if part is None:  # cannot happen: _create made it; keeps the type checker honest
-                raise RecordError(f"{self.path}: no dataset for array {name!r}")
-            columns[f"arrays/{part.dataset}"].append(value)
-            columns[f"array_seq/{part.dataset}"].append(doc.seq_num)
-        # seq_num last: a reader counts an event as complete when every 1-D per-event dataset
-        # has its row (see _complete_rows), whatever order a crash left them in.
-        columns["segment"].append(self._segment)
-        columns["time"].append(doc.time)
-        columns["seq_num"].append(doc.seq_num)
-        f.flush()
-        self._n += 1
-        self._last_seq = doc.seq_num
-
-    def _bind(self) -> None:
-        """(Re)build the column handles after the file was (re)opened."""
-        events = cast(h5py.Group, self._require_file()["events"])
-        columns = {name: _Column(events[name]) for name in ("seq_num", "time", "segment")}
-        for group in ("scalars", "arrays", "array_seq"):
-            for name, ds in events[group].items():
-                columns[f"{group}/{name}"] = _Column(ds)
-        self._columns = columns
-
-    def set_segment(self, segment: int) -> None:
-        """The segment number stored with the following events."""
-        self._segment = segment
-
-    def _find_part(self, name: str, value: np.ndarray) -> _ArrayPart | None:
-        for part in self._parts.get(name, []):
-            if part.shape == value.shape and part.dtype == value.dtype:
-                return part
-        return None
-
-    def _create(self, scalar_names: list[str], arrays: dict[str, np.ndarray]) -> None:
-        with self._structure() as f:
-            events = cast(h5py.Group, f["events"])
-            for name in scalar_names:
-                events["scalars"].create_dataset(
-                    name,
-                    (self._n,),
-                    maxshape=(None,),
-                    dtype=np.float64,
-                    chunks=(1024,),
-                    fillvalue=math.nan,
-                )
-                self._scalars.append(name)
-            for name, value in arrays.items():
-                parts = self._parts.setdefault(name, [])
-                dsname = name if not parts else f"{name}~{len(parts)}"
-                rows = _chunk_rows(value.shape, value.dtype.itemsize)
-                ds = events["arrays"].create_dataset(
-                    dsname,
-                    (0, *value.shape),
-                    maxshape=(None, *value.shape),
-                    dtype=value.dtype,
-                    chunks=(rows, *value.shape) if value.size else None,
-                )
-                ds.attrs["array_name"] = name
-                ds.attrs["part"] = len(parts)
-                events["array_seq"].create_dataset(
-                    dsname,
-                    (0,),
-                    maxshape=(None,),
-                    dtype=np.int64,
-                    chunks=(1024,),
-                    fillvalue=UNWRITTEN_SEQ,
-                )
-                parts.append(_ArrayPart(dsname, tuple(value.shape), value.dtype))
-
-    def append_log(self, doc: LogDoc) -> None:
-        """Append ``doc`` to ``/logs/jsonl`` and flush."""
-        line = json.dumps(
-            {"time": doc.time, "level": doc.level, "message": doc.message, "seq_num": doc.seq_num}
-        )
-        data = np.frombuffer((line + "\n").encode("utf-8"), dtype=np.uint8)
-        f = self._require_file()
-        ds = f["logs/jsonl"]
-        start = self._log_bytes
-        ds.resize((start + data.size,))
-        ds[start:] = data
-        f.flush()
-        self._log_bytes = start + data.size
-
-    def write_stop(self, doc: StopDoc) -> None:
-        """Write the stop document. The record stays open until :meth:`close`."""
-        with self._structure() as f:
-            if "stop" in f:
-                del f["stop"]
-            group = f.create_group("stop")
-            group.attrs["status"] = doc.status
-            group.attrs["reason"] = doc.reason
-            group.attrs["n_events"] = doc.n_events
-            group.attrs["device_time_s"] = doc.device_time_s
-            group.attrs["wall_time_s"] = doc.wall_time_s
-            group.attrs["time"] = doc.time
-            _write_json(group, "summary", doc.summary)
-            _write_json(group, "safe_state", doc.safe_state)
-        self._require_file().flush()
-
-    def _close_file(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except Exception as exc:  # the events flushed before stay readable
-                _logger.warning(
-                    "%s: closing the record failed: %s: %s", self.path, type(exc).__name__, exc
-                )
-            self._file = None
-
-    def close(self) -> None:
-        """Close the file and release the writer lock. Safe to call twice."""
-        self._close_file()
-        self._lock.release()
-
-
-def _repair(path: Path) -> None:
-    """Copy a crashed record (its 'open for writing' flag still set) into a clean file."""
-    tmp = path.with_name(path.name + ".repair")
-    try:
-        h5py.File(path, "r", swmr=True).close()
-    except OSError as exc:  # died outside SWMR mode: the caller holds the writer lock now
-        if not (_is_open_for_write_error(exc) and _clear_write_flags(path)):
-            raise
-    with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
-        for key, value in src.attrs.items():
-            dst.attrs[key] = value
-        events = src["events"]
-        n = _complete_rows(events)
-        for key in src:
-            if key != "events":
-                src.copy(src[key], dst, name=key)
-        dst_events = dst.create_group("events")
-        for name in ("seq_num", "time", "segment"):
-            data = events[name][:n]
-            dst_events.create_dataset(
-                name, data=data, maxshape=(None,), chunks=(1024,), dtype=events[name].dtype
-            )
-        for group_name in ("scalars", "arrays", "array_seq"):
-            dst_group = dst_events.create_group(group_name)
-            for name, ds in events[group_name].items():
-                rows = n if group_name == "scalars" else ds.shape[0]
-                if group_name != "scalars":
-                    other = "array_seq" if group_name == "arrays" else "arrays"
-                    rows = min(rows, events[other][name].shape[0])
-                data = ds[:rows]
-                new = dst_group.create_dataset(
-                    name,
-                    data=data,
-                    maxshape=(None, *ds.shape[1:]),
-                    chunks=ds.chunks,
-                    fillvalue=ds.fillvalue,
-                    dtype=ds.dtype,
-                )
-                for key, value in ds.attrs.items():
-                    new.attrs[key] = value
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------- reader
 
 
@@ -708,21 +811,20 @@ def _attr(value: object) -> Any:
     return value
 
 
+def _per_event(events: h5py.Group) -> list[h5py.Dataset]:
+    found = [events[name] for name in _EVENT_COLUMNS]
+    found += list(events["data"].values())
+    found += [group["shape"] for group in events["ragged"].values()]
+    return found
+
+
 def _complete_rows(events: h5py.Group) -> int:
-    """Events every 1-D per-event dataset has a row for (a crash may leave one half-written,
-    or a seq_num row extended but not yet written)."""
-    lengths = [int(events[name].shape[0]) for name in ("seq_num", "time", "segment")]
-    lengths += [int(ds.shape[0]) for ds in events["scalars"].values()]
-    n = min(lengths)
+    """Events every per-event dataset has a row for (a crash may leave one half-written, or a
+    seq_num row extended but not yet written)."""
+    n = min(int(ds.shape[0]) for ds in _per_event(events))
     while n and int(events["seq_num"][n - 1]) == UNWRITTEN_SEQ:
         n -= 1
     return n
-
-
-def _rows_through(part_seq: np.ndarray, last_seq: int) -> int:
-    """How many leading rows of an array part belong to events up to ``last_seq`` (a row
-    extended but never written reads ``UNWRITTEN_SEQ``)."""
-    return int(np.count_nonzero((part_seq != UNWRITTEN_SEQ) & (part_seq <= last_seq)))
 
 
 def _read_json(group: h5py.Group, name: str, default: Any = None) -> Any:
@@ -749,6 +851,7 @@ def _read_start(group: h5py.Group) -> StartDoc:
         time=float(attrs.get("time", math.nan)),
         segment=int(attrs.get("segment", 0)),
         first_seq_num=int(attrs.get("first_seq_num", 0)),
+        document=_read_json(group, "run_start", {}) or {},
     )
 
 
@@ -756,10 +859,11 @@ def _read_start(group: h5py.Group) -> StartDoc:
 class RecordedEvents:
     """The events of a record, column-wise.
 
-    ``scalars[name]`` is aligned with ``seq_num`` (NaN where an event lacked it).
-    ``arrays[name]`` stacks the rows of an array whose shape never changed, shape (k, ...), with
-    ``array_seq[name]`` the seq_num of each row; an array whose shape changed is in
-    ``ragged_arrays[name]`` (a list of rows) instead, also with ``array_seq``.
+    ``scalars[name]`` is aligned with ``seq_num`` (NaN where an event, of another stream, lacks
+    it). ``arrays[name]`` stacks the rows of an array whose shape never changed, shape (k, ...),
+    with ``array_seq[name]`` the seq_num of each row; an array whose shape changed (declared
+    with an open axis) is in ``ragged_arrays[name]`` (a list of rows) instead, also with
+    ``array_seq``. ``stream[i]`` is the stream of event i.
     """
 
     seq_num: np.ndarray
@@ -769,6 +873,7 @@ class RecordedEvents:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     ragged_arrays: dict[str, list[np.ndarray]] = field(default_factory=dict)
     array_seq: dict[str, np.ndarray] = field(default_factory=dict)
+    stream: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.seq_num.shape[0])
@@ -785,37 +890,58 @@ class RecordedEvents:
             return cast(np.ndarray, self.arrays[name][-1])
         return self.ragged_arrays[name][-1]
 
+    def has_array(self, name: str) -> bool:
+        return name in self.arrays or name in self.ragged_arrays
 
-def _read_events(events: h5py.Group, load_arrays: bool) -> RecordedEvents:
+
+def _read_events(
+    events: h5py.Group, streams: Mapping[str, StreamDeclaration], load_arrays: bool
+) -> RecordedEvents:
     n = _complete_rows(events)
     seq = events["seq_num"][:n]
-    last_seq = int(seq[-1]) if n else -1
-    scalars = {name: ds[:n] for name, ds in events["scalars"].items()}
-    parts: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
-    for dsname, ds in events["arrays"].items():
-        name = str(_attr(ds.attrs.get("array_name", dsname)))
-        seq_ds = events["array_seq"][dsname]
-        rows = min(int(ds.shape[0]), int(seq_ds.shape[0]))
-        part_seq = seq_ds[:rows]
-        keep = _rows_through(part_seq, last_seq)
-        data = ds[:keep] if load_arrays else np.empty((0, *ds.shape[1:]), dtype=ds.dtype)
-        parts.setdefault(name, []).append(
-            (int(_attr(ds.attrs.get("part", 0))), part_seq[:keep], data)
-        )
+    names = json.loads(_attr(events.attrs["streams"]))
+    stream_rows = events["stream"][:n]
+    owner = {key.name: name for name, stream in streams.items() for key in stream.keys}
+    scalars: dict[str, np.ndarray] = {}
     arrays: dict[str, np.ndarray] = {}
     ragged: dict[str, list[np.ndarray]] = {}
     array_seq: dict[str, np.ndarray] = {}
-    for name, found in parts.items():
-        found.sort(key=lambda item: item[0])
-        if len(found) == 1:
-            array_seq[name] = found[0][1]
-            arrays[name] = found[0][2]
+
+    def rows_of(name: str) -> np.ndarray:
+        stream = owner.get(name)
+        if stream is None or stream not in names:
+            return np.zeros(n, dtype=bool)
+        return cast(np.ndarray, stream_rows == names.index(stream))
+
+    for name, ds in events["data"].items():
+        mask = rows_of(name)
+        if ds.ndim == 1:
+            column = np.asarray(ds[:n], dtype=np.float64)
+            column[~mask] = math.nan
+            scalars[name] = column
             continue
-        merged_seq = np.concatenate([item[1] for item in found])
-        order = np.argsort(merged_seq, kind="stable")
-        all_rows = [row for item in found for row in item[2]]
-        array_seq[name] = merged_seq[order]
-        ragged[name] = [all_rows[i] for i in order] if load_arrays else []
+        array_seq[name] = seq[mask]
+        arrays[name] = ds[:n][mask] if load_arrays else np.empty((0, *ds.shape[1:]), dtype=ds.dtype)
+    for name, group in events["ragged"].items():
+        shapes = group["shape"][:n]
+        present = np.all(shapes >= 0, axis=1) & rows_of(name)
+        array_seq[name] = seq[present]
+        if not load_arrays:
+            arrays[name] = np.empty((0,), dtype=group["values"].dtype)
+            continue
+        sizes = np.where(np.all(shapes >= 0, axis=1), np.prod(np.maximum(shapes, 0), axis=1), 0)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        flat = group["values"][: int(offsets[-1])]
+        rows = [
+            flat[offsets[i] : offsets[i + 1]].reshape(tuple(shapes[i]))
+            for i in np.flatnonzero(present)
+        ]
+        if rows and all(r.shape == rows[0].shape for r in rows):
+            arrays[name] = np.stack(rows)
+        elif rows:
+            ragged[name] = rows
+        else:
+            arrays[name] = np.empty((0,), dtype=flat.dtype)
     return RecordedEvents(
         seq_num=seq,
         time=events["time"][:n],
@@ -824,6 +950,7 @@ def _read_events(events: h5py.Group, load_arrays: bool) -> RecordedEvents:
         arrays=arrays,
         ragged_arrays=ragged,
         array_seq=array_seq,
+        stream=tuple(names[i] if 0 <= i < len(names) else "" for i in stream_rows),
     )
 
 
@@ -852,20 +979,23 @@ def _read_logs(f: h5py.File, run_uid: str) -> list[LogDoc]:
 
 
 def _read_stop(f: h5py.File, run_uid: str) -> StopDoc | None:
-    if "stop" not in f:
+    if "stop/json" not in f or f["stop/json"].shape[0] == 0:
         return None
-    group = f["stop"]
-    attrs = {k: _attr(v) for k, v in group.attrs.items()}
+    try:
+        item = json.loads(bytes(f["stop/json"][:]))
+    except ValueError:
+        return None  # cut short by a crash: the run did not finish writing its stop
     return StopDoc(
         run_uid=run_uid,
-        time=float(attrs.get("time", math.nan)),
-        status=attrs.get("status", "failed"),
-        reason=str(attrs.get("reason", "")),
-        n_events=int(attrs.get("n_events", 0)),
-        device_time_s=float(attrs.get("device_time_s", 0.0)),
-        wall_time_s=float(attrs.get("wall_time_s", 0.0)),
-        summary=_read_json(group, "summary", {}),
-        safe_state=_read_json(group, "safe_state", {}),
+        time=float(item.get("time", math.nan)),
+        status=item.get("status", "failed"),
+        reason=str(item.get("reason", "")),
+        n_events=int(item.get("n_events", 0)),
+        device_time_s=float(item.get("device_time_s", 0.0)),
+        wall_time_s=float(item.get("wall_time_s", 0.0)),
+        summary=item.get("summary") or {},
+        safe_state=item.get("safe_state") or {},
+        document=item.get("document") or {},
     )
 
 
@@ -875,7 +1005,8 @@ class RunRecord:
 
     ``status`` is the stop document's status, or ``"running"`` (a live writer holds the lock)
     or ``"crashed"`` (no stop document and no writer). ``segments`` lists the start document and
-    one per resume. ``start_extra`` holds extra JSON stored beside the start document.
+    one per resume. ``descriptors`` holds each stream's latest declaration (its EventDescriptor).
+    ``start_extra`` holds extra JSON stored beside the start document.
     """
 
     run_dir: Path
@@ -886,6 +1017,19 @@ class RunRecord:
     stop: StopDoc | None
     status: RunStatus
     start_extra: dict[str, Any]
+    descriptors: dict[str, DescriptorDoc] = field(default_factory=dict)
+
+    @property
+    def streams(self) -> dict[str, StreamDeclaration]:
+        """The declared streams, by name."""
+        return {name: d.stream for name, d in self.descriptors.items()}
+
+    def data_key(self, name: str) -> Any:
+        """The declaration (:class:`~labrig.runs.documents.DataKey`) of data key ``name``."""
+        for stream in self.streams.values():
+            if name in stream.names():
+                return stream.key(name)
+        raise KeyError(f"{self.run_dir}: no data key {name!r}")
 
     @classmethod
     def open(
@@ -893,43 +1037,56 @@ class RunRecord:
     ) -> RunRecord:
         """Read the record at ``path`` (a run folder or its ``run.h5``), live or finished.
 
-        ``load_arrays=False`` skips array data (``arrays`` then hold empty (0, ...) arrays).
-        A live writer briefly locks the file while it adds datasets; opening retries for up to
-        ``wait_s``. Raises :class:`RecordError` if the file cannot be read.
+        ``load_arrays=False`` skips array data (``arrays`` then hold empty arrays). A record
+        whose writer died is repaired on the way: its "open for writing" flags are cleared, so
+        plain h5py and HDF5's tools open it afterwards. Raises :class:`RecordError` if the file
+        cannot be read (``wait_s`` bounds retries of a transient failure).
         """
         h5_path = _record_path(path)
         run_dir = h5_path.parent
+        if not h5_path.exists():
+            if run_dir.is_dir() and (run_dir / LOCK_FILE).exists():
+                state = "is starting" if is_being_written(run_dir) else "ended"
+                raise RecordError(
+                    f"{h5_path}: no record yet: the run {state} before its procedure declared "
+                    "its data"
+                )
+            raise RecordError(f"{h5_path}: no such run record")
         deadline = time.monotonic() + wait_s
         while True:
             try:
                 with h5py.File(h5_path, "r", swmr=True) as f:
-                    return cls._from_file(f, run_dir, load_arrays)
+                    if int(_attr(f.attrs.get("labrig_record_format", 1))) != FORMAT_VERSION:
+                        raise RecordError(
+                            f"{h5_path}: record format "
+                            f"{_attr(f.attrs.get('labrig_record_format', 1))}; this labrig "
+                            f"reads format {FORMAT_VERSION}"
+                        )
+                    record = cls._from_file(f, run_dir, load_arrays)
+                break
             except (OSError, KeyError) as exc:
-                # A writer that died while adding datasets left the file flagged "open for
-                # writing": with no writer alive, clear the flag and read what it flushed.
-                if (
-                    _is_open_for_write_error(exc)
-                    and not is_being_written(run_dir)
-                    and _clear_write_flags(h5_path)
-                ):
-                    _logger.warning("%s: cleared the flags of a writer that died", h5_path)
-                    continue
-                if time.monotonic() >= deadline or not h5_path.exists():
+                if time.monotonic() >= deadline:
                     raise RecordError(f"{h5_path}: cannot read run record ({exc})") from exc
                 time.sleep(0.02)
+        if record.status == "crashed":
+            # The writer died in SWMR mode: its flags keep plain (non-SWMR) opens out.
+            with contextlib.suppress(OSError):
+                if _clear_write_flags(h5_path):
+                    _logger.warning("%s: cleared the flags of a writer that died", h5_path)
+        return record
 
     @classmethod
     def _from_file(cls, f: h5py.File, run_dir: Path, load_arrays: bool) -> RunRecord:
         start = _read_start(f["start"])
-        segments = [start]
-        if "resumes" in f:
-            for key in sorted(f["resumes"], key=int):
-                segments.append(_read_start(f["resumes"][key]))
-        extra = {
-            name: _read_json(f["start"], name)
-            for name in f["start"]
-            if name not in (*_JSON_FIELDS, "station_text")
-        }
+        groups = _segment_groups(f)
+        segments = [_read_start(g) for g in groups]
+        descriptors: dict[str, DescriptorDoc] = {}
+        for group in groups:
+            for doc in _read_json(group, "descriptors", []):
+                d = DescriptorDoc.from_document(start.run_uid, doc)
+                descriptors[d.stream.name] = d
+        known = (*_JSON_FIELDS, "station_text", "run_start", "descriptors")
+        extra = {name: _read_json(f["start"], name) for name in f["start"] if name not in known}
         stop = _read_stop(f, start.run_uid)
         status: RunStatus
         if stop is not None:
@@ -938,13 +1095,15 @@ class RunRecord:
             status = "running"
         else:
             status = "crashed"
+        streams = {name: d.stream for name, d in descriptors.items()}
         return cls(
             run_dir=run_dir,
             start=start,
             segments=segments,
-            events=_read_events(f["events"], load_arrays),
+            events=_read_events(f["events"], streams, load_arrays),
             logs=_read_logs(f, start.run_uid),
             stop=stop,
             status=status,
             start_extra=extra,
+            descriptors=descriptors,
         )

@@ -7,11 +7,15 @@ of large arrays (traces, images; drawing an older one would be wasted work). A r
 turned into the same documents (:meth:`RunData.from_record`), so the run browser draws with exactly
 the code that draws a live run.
 
-:class:`PlotBoard` chooses its panels from the names that arrive (:func:`plan_panels`): loss and
-accuracy, the HGE views (control voltages, gradient per electrode, case outputs against the
-decision threshold, the raw TIA trace), the aug-DFA views (AWG drive, photodetector trace, node
-states as an image, readout error), and a generic fallback in which every other scalar gets a
-curve and every other array a trace, a per-element history or an image. ``refresh()`` redraws only
+:class:`PlotBoard` builds its panels from the run's declaration (the EventDescriptors: data
+keys with units, axis names and labels, and the procedure's plot hints): loss and accuracy
+curves, the HGE views (control voltages and gradients per electrode by name, case outputs
+against the decision threshold, the TIA trace on its time axis), the aug-DFA views (drive and
+photodetector traces, node states, test error per class), an I-V curve with error bars. A
+declared key no hint mentions gets a panel by its shape; bookkeeping keys the declaration marks
+as status (device time, restarts) go to the status bar (:meth:`PlotBoard.status_text`), not
+to a panel. Every axis is labelled with the key's description and units; legends sit below
+the plot, outside the data. ``refresh()`` redraws only
 panels whose inputs changed; the main window calls it from a ~30 Hz frame timer, so a burst of
 events costs one redraw. Large traces are drawn with peak downsampling and clipping to the view.
 Each panel moves its view only when the data leave it (:class:`AxisFollower`), not on every
@@ -40,13 +44,12 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from labrig.runs.documents import EventDoc
+from labrig.runs.documents import DataKey, DescriptorDoc, EventDoc, PlotHint, StreamDeclaration
 from labrig.runs.record import RunRecord
 
 __all__ = ["PanelPlan", "PlotBoard", "RunData", "plan_panels"]
 
 SMALL_ARRAY_SIZE = 64  # arrays up to this many elements keep their full history
-X_CANDIDATES = ("iteration", "epoch")
 PEN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
 
 pg.setConfigOptions(antialias=False, background="w", foreground="k")
@@ -99,6 +102,19 @@ class RunData:
         self.versions: dict[str, int] = {}
         self.version = 0
         self.n_events = 0
+        self.streams: dict[str, StreamDeclaration] = {}
+        self.keys: dict[str, DataKey] = {}
+        self.x_name = ""
+
+    def declare(self, stream: StreamDeclaration) -> None:
+        """Take a stream's declaration (its descriptor): keys, units, hints, x axis."""
+        self.streams[stream.name] = stream
+        for key in stream.keys:
+            self.keys[key.name] = key
+        if stream.x and (not self.x_name or stream.name == "primary"):
+            self.x_name = stream.x
+        self.version += 1
+        self.versions["__declared__"] = self.version
 
     # ---- input --------------------------------------------------------------------------
 
@@ -134,6 +150,8 @@ class RunData:
     def from_record(cls, record: RunRecord) -> RunData:
         """The same data a live view of the run would have collected."""
         data = cls()
+        for stream in record.streams.values():
+            data.declare(stream)
         for doc in record_events(record):
             data.add_event(doc)
         return data
@@ -141,16 +159,37 @@ class RunData:
     # ---- output -------------------------------------------------------------------------
 
     def x_axis(self) -> tuple[str, np.ndarray]:
-        """The x axis of per-iteration plots: ``iteration`` (or ``epoch``) if present in every
-        event and never decreasing, else the event number."""
-        for name in X_CANDIDATES:
-            column = self.scalars.get(name)
-            if column is None:
-                continue
+        """The x axis of per-iteration plots: the scalar the declaration orders events by
+        (``iteration``, ``epoch``) while every event has it, else the event number."""
+        column = self.scalars.get(self.x_name) if self.x_name else None
+        if column is not None:
             values = column.view()
-            if np.all(np.isfinite(values)) and np.all(np.diff(values) >= 0):
-                return name, values
+            if np.all(np.isfinite(values)):
+                return self.x_name, values
         return "event", self.seq.view()
+
+    def x_label(self) -> str:
+        """The x axis's label, with units if the key has any."""
+        name, _ = self.x_axis()
+        key = self.keys.get(name)
+        return key.label() if key is not None else "event number"
+
+    def status_text(self) -> str:
+        """The newest value of every status key (device time, restarts), with units."""
+        parts = []
+        for stream in self.streams.values():
+            for name in stream.status:
+                column = self.scalars.get(name)
+                if column is None or column.n == 0:
+                    continue
+                values = column.view()
+                finite = values[np.isfinite(values)]
+                if finite.size == 0:
+                    continue
+                key = stream.key(name)
+                unit = f" {key.units}" if key.units else ""
+                parts.append(f"{key.description or name} {finite[-1]:.4g}{unit}")
+        return " · ".join(parts)
 
     def scalar(self, name: str) -> np.ndarray:
         return self.scalars[name].view()
@@ -188,6 +227,7 @@ def record_events(record: RunRecord) -> list[EventDoc]:
                 time=float(events.time[i]),
                 scalars=scalars,
                 arrays=by_seq.get(int(seq), {}),
+                stream=events.stream[i] if i < len(events.stream) else "primary",
             )
         )
     return docs
@@ -198,109 +238,124 @@ def record_events(record: RunRecord) -> list[EventDoc]:
 
 @dataclass(frozen=True)
 class PanelPlan:
-    """Which panel to show: ``kind`` picks the class, ``names`` its inputs (in its order)."""
+    """Which panel to show: ``kind`` picks the class, ``names`` its inputs (in its order);
+    the labels come from the declaration (description and units of each key)."""
 
     key: str
     kind: str  # scalars | xy | history | bars | cases | trace | image
     title: str
     names: tuple[str, ...]
     log_option: bool = False
+    y_label: str = ""
+    x_label: str = ""
+    labels: tuple[str, ...] = ()  # the elements' names (electrodes, cases, classes)
+    legend: tuple[str, ...] = ()  # one entry per curve
 
 
-_XY_PAIRS = (
-    ("voltage_v", "current_na", "I–V curve: current (nA) vs voltage (V)"),
-    ("drive_v", "pd_v", "Transfer curve: photodetector (V) vs drive (V)"),
-)
-# (array, x array or "", title)
-_TRACES = (
-    ("trace_na", "trace_t_s", "Raw TIA trace (nA) vs time (s)"),
-    ("awg_drive_v", "awg_t_s", "AWG drive (V)"),
-    ("pd_trace_v", "pd_t_s", "Photodetector trace (V)"),
-)
-_BARS = (
-    ("gradient", "Gradient per electrode"),
-    ("readout_error", "Readout error"),
-    ("lockin_r", "Lock-in R per electrode"),
-)
-_IMAGES = (
-    ("node_states", "Node states"),
-    ("dI_dV", "dI/dV"),
-)
-# Axis labels of known images: (bottom, left).
-_IMAGE_AXES = {"node_states": ("node", "sample"), "dI_dV": ("case", "electrode")}
-_HISTORIES = (("controls_v", "Control voltages (V)"),)
+_HINT_KINDS = {
+    "lines": "scalars",
+    "xy": "xy",
+    "history": "history",
+    "bars": "bars",
+    "cases": "cases",
+    "trace": "trace",
+    "image": "image",
+    "histogram": "bars",
+}
 
 
-def plan_panels(scalar_names: Iterable[str], shapes: dict[str, tuple[int, ...]]) -> list[PanelPlan]:
-    """The panels for a run carrying these scalars and arrays (name -> newest shape), in order.
+def _labels_of(key: DataKey | None) -> tuple[str, ...]:
+    return (key.labels(0) or ()) if key is not None else ()
 
-    Known names get their dedicated panels; every other scalar gets a curve and every other
-    array a panel by its shape (small 1-D: history per element; large 1-D: trace; 2-D: image).
-    """
-    scalars = sorted(scalar_names)
-    used: set[str] = set(X_CANDIDATES)
-    plans: list[PanelPlan] = []
-    losses = sorted((n for n in scalars if "loss" in n.lower()), key=lambda n: (n != "loss", n))
-    if losses:
-        plans.append(PanelPlan("loss", "scalars", "Loss", tuple(losses), log_option=True))
-        used.update(losses)
-    accuracies = [n for n in scalars if n.lower().endswith("accuracy")]
-    if accuracies:
-        plans.append(PanelPlan("accuracy", "scalars", "Accuracy", tuple(accuracies)))
-        used.update(accuracies)
-    for x_name, y_name, title in _XY_PAIRS:
-        if x_name in scalars and y_name in scalars:
-            plans.append(PanelPlan(f"xy:{y_name}", "xy", title, (x_name, y_name)))
-            used.update((x_name, y_name))
-    for name, title in _HISTORIES:
-        if name in shapes:
-            plans.append(PanelPlan(f"history:{name}", "history", title, (name,)))
-            used.add(name)
-    for name, title in _BARS[:1]:
-        if name in shapes:
-            plans.append(PanelPlan(f"bars:{name}", "bars", title, (name,)))
-            used.add(name)
-    if "case_outputs_na" in shapes:
-        plans.append(
-            PanelPlan(
-                "cases",
-                "cases",
-                "Case outputs (nA) vs decision threshold",
-                ("case_outputs_na", "targets", "threshold_na"),
+
+def _plan_hint(hint: PlotHint, keys: dict[str, DataKey]) -> PanelPlan:
+    y0 = keys.get(hint.y[0])
+    kind = _HINT_KINDS[hint.kind]
+    title = hint.title or (y0.description if y0 is not None and y0.description else hint.y[0])
+    y_label = y0.label() if y0 is not None else hint.y[0]
+    x_key = keys.get(hint.x) if hint.x else None
+    x_label = x_key.label() if x_key is not None else ""
+    labels = _labels_of(y0)
+    legend: tuple[str, ...] = ()
+    names: tuple[str, ...] = hint.y
+    if kind == "scalars":
+        legend = tuple(keys[n].description or n for n in hint.y) if len(hint.y) > 1 else ()
+        units = {keys[n].units for n in hint.y}
+        if len(hint.y) > 1:
+            y_label = hint.title + (
+                f" ({units.pop()})" if len(units) == 1 and "" not in units else ""
             )
-        )
-        used.update(("case_outputs_na", "targets", "threshold_na"))
-    for name, x_name, title in _TRACES:
-        if name in shapes:
-            names = (name, x_name) if x_name in shapes else (name,)
-            plans.append(PanelPlan(f"trace:{name}", "trace", title, names))
-            used.update(names)
-    for name, title in _IMAGES[:1]:
-        if name in shapes:
-            plans.append(PanelPlan(f"image:{name}", "image", title, (name,)))
-            used.add(name)
-    for name, title in _BARS[1:]:
-        if name in shapes:
-            plans.append(PanelPlan(f"bars:{name}", "bars", title, (name,)))
-            used.add(name)
-    for name, title in _IMAGES[1:]:
-        if name in shapes:
-            plans.append(PanelPlan(f"image:{name}", "image", title, (name,)))
-            used.add(name)
-    for name in sorted(shapes):
+    elif kind == "xy":
+        names = (hint.x, hint.y[0], *((hint.error,) if hint.error else ()))
+    elif kind == "cases":
+        names = (hint.y[0], hint.targets, hint.threshold)
+        x_label = y0.dims[0] if y0 is not None and y0.dims else "case"
+        x_label = f"input {x_label} (green: target high, red: low)"
+    elif kind == "trace":
+        names = (hint.y[0], hint.x) if hint.x else (hint.y[0],)
+        if not x_label:
+            x_label = y0.dims[0] if y0 is not None and y0.dims else "sample"
+    elif kind in ("bars", "history"):
+        legend = labels if kind == "history" else ()
+        dim = y0.dims[0] if y0 is not None and y0.dims else "index"
+        if kind == "bars":
+            x_label = dim
+    elif kind == "image" and y0 is not None and len(y0.dims) == 2:
+        x_label, y_label = y0.dims[1], y0.dims[0]
+        if y0.units:
+            title = f"{title} ({y0.units})"
+    return PanelPlan(
+        hint.panel,
+        kind,
+        title,
+        tuple(n for n in names if n),
+        log_option=hint.log_y,
+        y_label=y_label,
+        x_label=x_label,
+        labels=labels,
+        legend=legend,
+    )
+
+
+def plan_panels(data: RunData) -> list[PanelPlan]:
+    """The panels of a run, from its declaration: one per plot hint, then one per declared key
+    that no hint draws and that is not bookkeeping (status) or an x axis, chosen by its shape
+    (scalar: curve; small 1-D: history per element; 1-D: trace; 2-D: image)."""
+    plans: list[PanelPlan] = []
+    used: set[str] = set()
+    for stream in data.streams.values():
+        used.update(stream.status)
+        if stream.x:
+            used.add(stream.x)
+        for hint in stream.plots:
+            plans.append(_plan_hint(hint, data.keys))
+            used.update(hint.names())
+    for name, key in data.keys.items():
         if name in used:
             continue
-        shape = shapes[name]
-        size = int(np.prod(shape)) if shape else 1
-        if len(shape) <= 1 and size <= SMALL_ARRAY_SIZE:
-            plans.append(PanelPlan(f"history:{name}", "history", name, (name,)))
-        elif len(shape) == 1:
-            plans.append(PanelPlan(f"trace:{name}", "trace", name, (name,)))
-        elif len(shape) == 2:
-            plans.append(PanelPlan(f"image:{name}", "image", name, (name,)))
-    for name in scalars:
-        if name not in used:
-            plans.append(PanelPlan(f"scalar:{name}", "scalars", name, (name,)))
+        label = key.label()
+        labels = _labels_of(key)
+        if key.is_scalar:
+            plan = PanelPlan(f"scalar:{name}", "scalars", label, (name,), y_label=label)
+        elif len(key.shape) == 1 and key.shape[0] is not None and key.shape[0] <= SMALL_ARRAY_SIZE:
+            plan = PanelPlan(
+                f"history:{name}",
+                "history",
+                label,
+                (name,),
+                y_label=label,
+                labels=labels,
+                legend=labels,
+            )
+        elif len(key.shape) == 1:
+            x = key.dims[0] if key.dims else "sample"
+            plan = PanelPlan(f"trace:{name}", "trace", label, (name,), y_label=label, x_label=x)
+        elif len(key.shape) == 2:
+            x, y = key.dims if key.dims else ("column", "row")
+            plan = PanelPlan(f"image:{name}", "image", label, (name,), y_label=y, x_label=x)
+        else:
+            continue
+        plans.append(plan)
     return plans
 
 
@@ -429,7 +484,35 @@ class Panel(QWidget):
         self.layout_.setContentsMargins(0, 0, 0, 0)
         self.layout_.setSpacing(0)
         self.layout_.addWidget(self.plot_widget)
+        # The legend sits under the plot, never over the data.
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        self.legend.setVisible(False)
+        self.layout_.addWidget(self.legend)
         self.setMinimumHeight(210)
+        # The labels carry the declared units; pyqtgraph's SI rescaling ("x0.001") would
+        # contradict them.
+        for side in ("left", "bottom"):
+            self.plot.getAxis(side).enableAutoSIPrefix(False)
+        if plan.y_label:
+            self.set_axis_label("left", plan.y_label)
+        if plan.x_label:
+            self.set_axis_label("bottom", plan.x_label)
+        if plan.legend:
+            self.set_legend(plan.legend)
+
+    def set_legend(self, entries: Iterable[str]) -> None:
+        """Name each curve, in its pen's colour, below the plot."""
+        html = "&nbsp;&nbsp;".join(
+            f'<span style="color:{PEN_COLORS[i % len(PEN_COLORS)]}">&#9632;</span>&nbsp;{name}'
+            for i, name in enumerate(entries)
+        )
+        self.legend.setText(f'<span style="font-size:8pt">{html}</span>')
+        self.legend.setVisible(bool(html))
+
+    def axis_label(self, side: str) -> str:
+        """The text of an axis's label ("" if none)."""
+        return self._labels.get(side, "")
 
     def inputs(self) -> tuple[str, ...]:
         return self.plan.names
@@ -489,8 +572,6 @@ class ScalarsPanel(Panel):
 
     def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
         super().__init__(plan, parent)
-        if len(plan.names) > 1:
-            self.plot.addLegend(offset=(-10, 10), brush=pg.mkBrush(255, 255, 255, 200))
         self.curves: dict[str, Any] = {}
         for i, name in enumerate(plan.names):
             curve = self.plot.plot(pen=_pen(i), name=name, connect="finite")
@@ -511,8 +592,8 @@ class ScalarsPanel(Panel):
         self.plot.setLogMode(x=False, y=on)
 
     def draw(self, data: RunData) -> Extent:
-        x_name, x = data.x_axis()
-        self.set_axis_label("bottom", x_name)
+        _, x = data.x_axis()
+        self.set_axis_label("bottom", data.x_label())
         drawn = []
         for name, curve in self.curves.items():
             if name in data.scalars:
@@ -532,8 +613,6 @@ class XYPanel(Panel):
 
     def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
         super().__init__(plan, parent)
-        self.plot.setLabel("bottom", plan.names[0])
-        self.plot.setLabel("left", plan.names[1])
         # A sweep's x is not sorted (up and back down): clipping to the view and peak
         # downsampling both assume sorted x, and a sweep has few points anyway.
         self.plot.setClipToView(False)
@@ -541,11 +620,21 @@ class XYPanel(Panel):
         self.curve = self.plot.plot(
             pen=_pen(0), symbol="o", symbolSize=4, symbolBrush=PEN_COLORS[0], connect="finite"
         )
+        self.error_bars: Any = None
+        if len(plan.names) > 2:  # the declared spread of y: error bars (1 sigma each way)
+            self.error_bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), pen=_pen(0, 1.0))
+            self.plot.addItem(self.error_bars)
 
-    def draw(self, data: RunData) -> Extent:
-        x_name, y_name = self.plan.names
+    def draw(self, data: RunData) -> Extent | None:
+        x_name, y_name = self.plan.names[:2]
+        if x_name not in data.scalars or y_name not in data.scalars:
+            return None
         x, y = data.scalar(x_name), data.scalar(y_name)
         self.curve.setData(x, y)
+        if self.error_bars is not None and self.plan.names[2] in data.scalars:
+            err = np.nan_to_num(data.scalar(self.plan.names[2]))
+            self.error_bars.setData(x=x, y=y, top=err, bottom=err)
+            return Extent(finite_span(x), finite_span(y - err, y + err))
         return Extent(finite_span(x), finite_span(y))
 
 
@@ -556,9 +645,6 @@ class HistoryPanel(Panel):
 
     def __init__(self, plan: PanelPlan, parent: QWidget | None = None) -> None:
         super().__init__(plan, parent)
-        self.plot.addLegend(
-            offset=(-10, 10), labelTextSize="7pt", brush=pg.mkBrush(255, 255, 255, 200)
-        )
         self.curves: list[Any] = []
 
     def inputs(self) -> tuple[str, ...]:
@@ -569,11 +655,13 @@ class HistoryPanel(Panel):
         if name not in data.history:
             return None
         x, rows = data.history_xy(name)
-        self.set_axis_label("bottom", data.x_axis()[0])
+        self.set_axis_label("bottom", data.x_label())
         flat = rows.reshape(rows.shape[0], -1)
         while len(self.curves) < flat.shape[1]:
             i = len(self.curves)
-            self.curves.append(self.plot.plot(pen=_pen(i), name=f"{name}[{i}]"))
+            self.curves.append(self.plot.plot(pen=_pen(i)))
+            if not self.plan.legend:
+                self.set_legend(f"{name}[{k}]" for k in range(len(self.curves)))
         for i, curve in enumerate(self.curves):
             if i < flat.shape[1]:
                 curve.setData(x, flat[:, i])
@@ -589,15 +677,18 @@ class BarsPanel(Panel):
         super().__init__(plan, parent)
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.6, brush=PEN_COLORS[0])
         self.plot.addItem(self.bars)
-        self.plot.setLabel("bottom", "index")
+        if not plan.x_label:
+            self.set_axis_label("bottom", "index")
         self.values = np.empty(0)
         self.ticks_for = -1
 
-    def draw(self, data: RunData) -> Extent:
+    def draw(self, data: RunData) -> Extent | None:
+        if self.plan.names[0] not in data.latest:
+            return None
         values = np.asarray(data.latest[self.plan.names[0]], dtype=float).ravel()
         self.values = values
         self.bars.setOpts(x=np.arange(values.size), height=values, width=0.6)
-        self.ticks_for = _integer_ticks(self.plot, values.size, self.ticks_for)
+        self.ticks_for = _integer_ticks(self.plot, values.size, self.ticks_for, self.plan.labels)
         return _bars_extent(values)
 
 
@@ -617,7 +708,6 @@ class CasesPanel(Panel):
         self.plot.addItem(self.bars)
         self.plot.addItem(self.threshold)
         self.threshold.hide()
-        self.plot.setLabel("bottom", "input case (green: target high, red: low)")
         self.values = np.empty(0)
         self.ticks_for = -1
 
@@ -635,7 +725,7 @@ class CasesPanel(Panel):
         else:
             brushes = [PEN_COLORS[0]] * outputs.size
         self.bars.setOpts(x=x, height=outputs, width=0.6, brushes=brushes)
-        self.ticks_for = _integer_ticks(self.plot, outputs.size, self.ticks_for)
+        self.ticks_for = _integer_ticks(self.plot, outputs.size, self.ticks_for, self.plan.labels)
         self.points.setData(x, outputs)
         extent = _bars_extent(outputs)
         threshold = data.scalars.get(threshold_name)
@@ -657,13 +747,10 @@ class TracePanel(Panel):
         super().__init__(plan, parent)
         self.curve = self.plot.plot(pen=_pen(0, width=1.0))
         self.curve.setSkipFiniteCheck(True)
-        x_name = plan.names[1] if len(plan.names) > 1 else ""
-        if x_name.endswith("_s"):
-            self.plot.setLabel("bottom", "time", units="s")
-        else:
-            self.plot.setLabel("bottom", x_name or "sample")
 
-    def draw(self, data: RunData) -> Extent:
+    def draw(self, data: RunData) -> Extent | None:
+        if self.plan.names[0] not in data.latest:
+            return None
         y = np.asarray(data.latest[self.plan.names[0]], dtype=float).ravel()
         x_name = self.plan.names[1] if len(self.plan.names) > 1 else ""
         x = data.latest.get(x_name) if x_name else None
@@ -686,18 +773,15 @@ class ImagePanel(Panel):
         self.plot.setAspectLocked(False)
         self.plot.invertY(True)
         self._title = ""
-        bottom, left = _IMAGE_AXES.get(plan.names[0], ("column", "row"))
-        self.set_axis_label("bottom", bottom)
-        self.set_axis_label("left", left)
 
-    def draw(self, data: RunData) -> Extent:
+    def draw(self, data: RunData) -> Extent | None:
+        if self.plan.names[0] not in data.latest:
+            return None
         array = np.asarray(data.latest[self.plan.names[0]], dtype=float)
         if array.ndim == 1:
             array = array[None, :]
         elif array.ndim > 2:
             array = array.reshape(array.shape[0], -1)
-        if self.plan.names[0] == "dI_dV":
-            array = array.T  # rows: electrodes, columns: cases
         finite = array[np.isfinite(array)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         if high <= low:
@@ -711,8 +795,9 @@ class ImagePanel(Panel):
         return Extent((0.0, float(columns)), (0.0, float(rows)))
 
 
-def _integer_ticks(plot: Any, n: int, ticks_for: int) -> int:
-    """Label bars 0 … n-1 (no fractional ticks); for many bars let the axis choose. Returns n.
+def _integer_ticks(plot: Any, n: int, ticks_for: int, labels: tuple[str, ...] = ()) -> int:
+    """Label bars 0 … n-1 by ``labels`` (electrode names, cases) or their index (no
+    fractional ticks); for many bars let the axis choose. Returns n.
 
     ``ticks_for``: the n of the ticks already set; the same n sets nothing, since new ticks
     throw away the axis's cached picture.
@@ -720,7 +805,9 @@ def _integer_ticks(plot: Any, n: int, ticks_for: int) -> int:
     if n == ticks_for:
         return n
     axis = plot.getAxis("bottom")
-    if n <= 24:
+    if len(labels) == n and n <= 32:
+        axis.setTicks([[(i, labels[i]) for i in range(n)]])
+    elif n <= 24:
         axis.setTicks([[(i, str(i)) for i in range(n)]])
     else:
         axis.setTicks(None)
@@ -761,7 +848,7 @@ class PlotBoard(QWidget):
         self._next_panel = 0
         self._draw_cost_s: dict[str, float] = {}  # panel key -> what drawing it took lately
         self.last_drawn: list[str] = []  # the keys of the panels the last refresh() drew
-        self._planned_for: tuple[frozenset[str], frozenset[tuple[str, int]]] | None = None
+        self._planned_for: frozenset[str] | None = None
         self._placeholder = QLabel("No run yet: choose a procedure and press Start.")
         self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._grid_host = QWidget()
@@ -791,6 +878,14 @@ class PlotBoard(QWidget):
     def add_event(self, doc: EventDoc) -> None:
         """Take an event; nothing is drawn until :meth:`refresh`."""
         self.data.add_event(doc)
+
+    def add_descriptor(self, doc: DescriptorDoc) -> None:
+        """Take a stream's declaration: the panels are planned from it."""
+        self.data.declare(doc.stream)
+
+    def status_text(self) -> str:
+        """Bookkeeping for the status bar: the newest status values, with units."""
+        return self.data.status_text()
 
     def show_data(self, data: RunData) -> None:
         """Replace the data (a recorded run) and draw it now."""
@@ -854,16 +949,13 @@ class PlotBoard(QWidget):
 
     def _plan(self) -> None:
         data = self.data
-        if data.n_events == 0:
+        if not data.streams:
             return
-        key = (
-            frozenset(data.scalars),
-            frozenset((name, len(shape)) for name, shape in data.shapes.items()),
-        )
+        key = frozenset(data.streams)
         if key == self._planned_for:
             return
         self._planned_for = key
-        plans = plan_panels(data.scalars, data.shapes)
+        plans = plan_panels(data)
         wanted = {plan.key for plan in plans}
         for stale in [k for k in self.panels if k not in wanted]:
             self._drop(self.panels.pop(stale))
