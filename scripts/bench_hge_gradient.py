@@ -42,8 +42,8 @@ import numpy.typing as npt
 
 from labrig.algorithms.baselines import GradientEstimate, central_difference, spsa
 from labrig.algorithms.hge import AUTHORS_PLAN, FrequencyPlan
-from labrig.procedures.characterise import TIA_FULL_SCALE_V
 from labrig.physics.noise import ClockedCurrentNoise, TiaParams
+from labrig.procedures.characterise import TIA_FULL_SCALE_V
 from labrig.procedures.hge import HgeTraining
 from labrig.rig import Rig, open_rig
 
@@ -756,25 +756,59 @@ def perturbed_sets(bench: GradientBench) -> dict[int, tuple[int, ...]]:
 
 @dataclass(frozen=True)
 class Cost:
-    """The cheapest measured configuration of one method reaching the target error."""
+    """One measured configuration of a method: its median error and mean costs (s)."""
 
     label: str
     err_median: float
     device_s: float
+    signal_s: float
     extrapolated: bool = False
 
+    def cost(self, kind: str) -> float:
+        return self.device_s if kind == "device" else self.signal_s
 
-def cheapest(
-    errors: dict[str, FloatArray], device: dict[str, list[float]], target: float
+
+@dataclass
+class Samples:
+    """Per-configuration relative errors and costs, one entry per voltage set."""
+
+    err: list[float] = field(default_factory=list)
+    device_s: list[float] = field(default_factory=list)
+    signal_s: list[float] = field(default_factory=list)
+
+    def summary(self, label: str) -> Cost:
+        return Cost(
+            label,
+            float(np.median(self.err)),
+            float(np.mean(self.device_s)),
+            float(np.mean(self.signal_s)),
+        )
+
+
+def cheapest_cost(
+    configs: dict[str, Samples], target: float, kind: str, extrapolate: bool = False
 ) -> tuple[Cost | None, Cost]:
-    """(cheapest configuration whose median error <= target or None, the most accurate one)."""
-    rows = [
-        Cost(label, float(np.median(err)), float(np.mean(device[label])))
-        for label, err in errors.items()
-    ]
-    good = [r for r in rows if r.err_median <= target]
+    """(the cheapest configuration by ``kind`` cost whose median error is <= ``target``, or
+    None; the most accurate configuration). With ``extrapolate`` (SPSA), a configuration that
+    misses the target is scaled to the draws that would reach it: its error (the random
+    directions' cross-talk plus noise) falls as 1/sqrt(draws), its cost grows with them."""
+    rows = [sm.summary(label) for label, sm in configs.items()]
     best = min(rows, key=lambda r: r.err_median)
-    return (min(good, key=lambda r: r.device_s) if good else None), best
+    good = [r for r in rows if r.err_median <= target]
+    if extrapolate:
+        for r in rows:
+            if r.err_median > target:
+                k = (r.err_median / target) ** 2
+                good.append(
+                    Cost(
+                        f"{r.label} x{k:.1f} draws",
+                        target,
+                        r.device_s * k,
+                        r.signal_s * k,
+                        extrapolated=True,
+                    )
+                )
+    return (min(good, key=lambda r: r.cost(kind)) if good else None), best
 
 
 def regime_map(
@@ -792,36 +826,40 @@ def regime_map(
     fd_grid = [(0.005, 0.005)] if smoke else [(h, w) for h in FD_STEPS_V for w in FD_WINDOWS_S]
     spsa_steps = SPSA_STEPS_V[:1] if smoke else SPSA_STEPS_V
     default_corner = bench.noise_params.flicker_corner_hz
-    table: list[dict[str, Any]] = []
+    ramp_s = bench.proc.ramp_s
+    all7 = tuple(range(bench.n_electrodes))
     started = time.perf_counter()
     spsa_rng = np.random.default_rng(12345)
     print(
-        f"\nRegime map: {n_points} random voltage sets (every electrode uniform in its range "
-        f"less {1e3 * RANGE_MARGIN_V:g} mV), target median relative error {target:g}; "
-        f"controls perturbed: "
+        f"\nRegime map: {n_points} random voltage sets per case (every electrode uniform in its "
+        f"range less {1e3 * RANGE_MARGIN_V:g} mV), target median relative error {target:g}. "
+        "Controls perturbed: "
         + "; ".join(f"{n}: electrodes {list(e)}" for n, e in sets.items())
-        + " (the others held at their DC values)"
+        + " (the others held at their DC values). HGE: parallel, 40 Hz x "
+        f"{list(MULTIPLES_7)}[:n], one amplitude on every control.",
+        flush=True,
     )
+    cases: dict[tuple[float, int], dict[str, dict[str, Samples]]] = {}
     try:
         for corner in corners:
             bench.set_flicker_corner(corner)
-            errs: dict[tuple[int, str, str], list[float]] = {}
-            dev: dict[tuple[int, str, str], list[float]] = {}
+            for n in sets:
+                cases[(corner, n)] = {"HGE": {}, "FD": {}, "SPSA": {}}
 
             def add(
+                corner: float,
                 n: int,
                 method: str,
                 label: str,
                 g: FloatArray,
-                e: FloatArray,
-                t: float,
-                errs: dict[tuple[int, str, str], list[float]] = errs,
-                dev: dict[tuple[int, str, str], list[float]] = dev,
+                exact: FloatArray,
+                device_s: float,
+                signal_s: float,
             ) -> None:
-                errs.setdefault((n, method, label), []).append(
-                    float(np.linalg.norm(g - e) / np.linalg.norm(e))
-                )
-                dev.setdefault((n, method, label), []).append(t)
+                sm = cases[(corner, n)][method].setdefault(label, Samples())
+                sm.err.append(float(np.linalg.norm(g - exact) / np.linalg.norm(exact)))
+                sm.device_s.append(device_s)
+                sm.signal_s.append(signal_s)
 
             for p in range(n_points):
                 v = volts[p]
@@ -829,69 +867,57 @@ def regime_map(
                     e = exact_all[p, list(electrodes)]
                     for w, a in hge_grid:
                         g, t = bench.hge_on(v, electrodes, 40.0, w, a)
-                        add(n, "HGE", f"A={1e3 * a:g} mV, {1e3 * w:g} ms", g, e, t)
+                        label = f"A={1e3 * a:g} mV, {1e3 * w:g} ms"
+                        add(corner, n, "HGE", label, g, e, t, w + 2 * ramp_s)
                     for h in spsa_steps:
                         g, t = bench.dc_gradient(
                             v, electrodes, h, SPSA_WINDOW_S, spsa_rng, SPSA_DRAWS
                         )
                         label = f"h={1e3 * h:g} mV, {1e3 * SPSA_WINDOW_S:g} ms, {SPSA_DRAWS} draws"
-                        add(n, "SPSA", label, g, e, t)
+                        signal = 2 * SPSA_DRAWS * (DC_SETTLE_S + SPSA_WINDOW_S)
+                        add(corner, n, "SPSA", label, g, e, t, signal)
                 # Central differences on all seven electrodes once; 3 and 5 controls are
                 # subsets of its pairs (each pair is measured back to back, as alone), charged
                 # n/7 of the device time.
-                all7 = tuple(range(bench.n_electrodes))
                 for h, w in fd_grid:
                     g7, t7 = bench.dc_gradient(v, all7, h, w)
                     for n, electrodes in sets.items():
                         idx = list(electrodes)
-                        add(
-                            n,
-                            "FD",
-                            f"h={1e3 * h:g} mV, {1e3 * w:g} ms/point",
-                            g7[idx],
-                            exact_all[p, idx],
-                            t7 * len(idx) / len(all7),
-                        )
-            for n in sets:
-                row: dict[str, Any] = {"corner_hz": corner, "controls": n}
-                for method in ("HGE", "FD", "SPSA"):
-                    e_m = {k[2]: np.array(x) for k, x in errs.items() if k[:2] == (n, method)}
-                    d_m = {k[2]: x for k, x in dev.items() if k[:2] == (n, method)}
-                    reach, best = cheapest(e_m, d_m, target)
-                    if reach is None and method == "SPSA" and best.err_median > 0:
-                        # SPSA's error (random directions' cross-talk + noise) falls as
-                        # 1/sqrt(draws): the draws that would reach the target.
-                        scale = (best.err_median / target) ** 2
-                        reach = Cost(
-                            f"{best.label} x{scale:.1f} draws",
-                            target,
-                            best.device_s * scale,
-                            extrapolated=True,
-                        )
-                    row[method] = reach
-                    row[f"{method}_best"] = best
-                table.append(row)
-            print(
-                f"  corner {corner:g} Hz done, {time.perf_counter() - started:.0f} s",
-                flush=True,
-            )
+                        label = f"h={1e3 * h:g} mV, {1e3 * w:g} ms/point"
+                        share = len(idx) / len(all7)
+                        signal = 2 * len(idx) * (DC_SETTLE_S + w)
+                        add(corner, n, "FD", label, g7[idx], exact_all[p, idx], t7 * share, signal)
+            print(f"  corner {corner:g} Hz done, {time.perf_counter() - started:.0f} s", flush=True)
     finally:
         bench.set_flicker_corner(default_corner)
-    print_regime(table, target, default_corner)
-    return {
-        "target_error": target,
-        "rows": [
+    out: dict[str, Any] = {"target_error": target, "device": [], "signal": []}
+    for kind in ("device", "signal"):
+        table = []
+        for (corner, n), methods in cases.items():
+            row: dict[str, Any] = {"corner_hz": corner, "controls": n}
+            for method, configs in methods.items():
+                reach, best = cheapest_cost(configs, target, kind, extrapolate=method == "SPSA")
+                row[method], row[f"{method}_best"] = reach, best
+            table.append(row)
+        print_regime(table, target, default_corner, kind)
+        out[kind] = [
             {k: (dataclasses.asdict(v) if isinstance(v, Cost) else v) for k, v in r.items()}
             for r in table
-        ],
-    }
+        ]
+    print_hge_curve(cases, default_corner)
+    return out
 
 
-def print_regime(table: Sequence[dict[str, Any]], target: float, default_corner: float) -> None:
-    print(
-        f"\nDevice time to a median relative gradient error <= {target:g} "
-        f"(cheapest measured configuration; '>' = none of the grid reached it, best shown)"
+def print_regime(
+    table: Sequence[dict[str, Any]], target: float, default_corner: float, kind: str
+) -> None:
+    what = (
+        "device time (bench clock: signals and the instrument I/O the bench charges)"
+        if kind == "device"
+        else "signal time (electrodes driven and output recorded; I/O free)"
     )
+    print(f"\n{what} to a median relative gradient error <= {target:g}")
+    print("  (cheapest measured configuration; '-' = none of the grid reached it, best shown)")
     print(
         f"  {'corner':>7} {'n':>2}  {'HGE s':>8} {'FD s':>8} {'SPSA s':>8}  {'FD/HGE':>7} "
         f"{'SPSA/HGE':>8}  HGE | FD | SPSA configuration"
@@ -902,25 +928,41 @@ def print_regime(table: Sequence[dict[str, Any]], target: float, default_corner:
             c: Cost | None = r[m]
             if c is None:
                 b: Cost = r[f"{m}_best"]
-                cells.append(f"{'>':>1}{'':>7}")
+                cells.append(f"{'-':>8}")
                 labels.append(f"none (best {b.err_median:.3f}: {b.label})")
             else:
-                cells.append(f"{c.device_s:>8.3f}")
+                cells.append(f"{c.cost(kind):>8.3f}")
                 labels.append(c.label + (" [extrapolated]" if c.extrapolated else ""))
-        hge: Cost | None = r["HGE"]
-
-        def ratio(m: str, hge: Cost | None = hge, r: dict[str, Any] = r) -> str:
-            c = r[m]
-            if hge is None or c is None:
-                return "n/a"
-            return f"{c.device_s / hge.device_s:.1f}x"
-
+        ratios = []
+        for m in ("FD", "SPSA"):
+            c, h = r[m], r["HGE"]
+            ratios.append(
+                "n/a" if c is None or h is None else f"{c.cost(kind) / h.cost(kind):.1f}x"
+            )
         mark = " *" if r["corner_hz"] == default_corner and r["controls"] == 5 else ""
         print(
             f"  {r['corner_hz']:>5g}Hz {r['controls']:>2}  {' '.join(cells)}  "
-            f"{ratio('FD'):>7} {ratio('SPSA'):>8}  {' | '.join(labels)}{mark}"
+            f"{ratios[0]:>7} {ratios[1]:>8}  {' | '.join(labels)}{mark}"
         )
     print("  * the station's default noise with 5 controls (the issue's goal: FD/HGE >= 10x)")
+
+
+def print_hge_curve(
+    cases: dict[tuple[float, int], dict[str, dict[str, Samples]]], default_corner: float
+) -> None:
+    """Median error of every configuration at the default corner, 5 controls: the curves the
+    cheapest-reaching choice is read from."""
+    methods = cases.get((default_corner, 5))
+    if methods is None:
+        return
+    print(f"\nAll configurations at the default corner ({default_corner:g} Hz), 5 controls:")
+    for method, configs in methods.items():
+        for label, sm in configs.items():
+            c = sm.summary(label)
+            print(
+                f"  {method:<5} {label:<34} err med {c.err_median:.4f}  device "
+                f"{c.device_s:7.3f} s  signal {c.signal_s:7.3f} s"
+            )
 
 
 # ----------------------------------------------------------------------------------- main
