@@ -160,16 +160,12 @@ class GradientBench:
         self.proc.bind_rig(open_rig("sim-dnpu"))
         self.proc.startup()
         rig = self.proc.require_rig()
-        built = rig.built
-        if built is None:
+        if not isinstance(rig, Rig) or rig.built is None:
             raise RuntimeError("the gradient benchmark needs the in-process bench (sim-dnpu)")
-        self.model = built.device.model
+        self.model = rig.built.device.model
         if white_noise_psd is not None:
             # A what-if: a noisier read-out than the station's (a warmer device, a worse TIA).
-            readout = built.device.readout
-            readout.params = dataclasses.replace(
-                readout.params, current_noise_psd_na2_per_hz=white_noise_psd
-            )
+            self.set_noise(current_noise_psd_na2_per_hz=white_noise_psd)
         dnpu = rig.station.dnpu
         assert dnpu is not None
         self.dnpu = dnpu
@@ -183,19 +179,22 @@ class GradientBench:
 
     # Noise --------------------------------------------------------------------------------
     @property
+    def _readout(self) -> Any:
+        rig = self.proc.require_rig()
+        assert isinstance(rig, Rig) and rig.built is not None
+        return rig.built.device.readout
+
+    @property
     def noise_params(self) -> TiaParams:
-        built = self.proc.require_rig().built
-        assert built is not None
-        params: TiaParams = built.device.readout.params
+        params: TiaParams = self._readout.params
         return params
 
-    def set_flicker_corner(self, corner_hz: float) -> None:
-        """Rebuild the bench's clocked current noise with another 1/f corner (same seed, same
-        white floor and drift): one case of the regime map."""
-        built = self.proc.require_rig().built
-        assert built is not None
-        readout = built.device.readout
-        params = dataclasses.replace(readout.params, flicker_corner_hz=corner_hz)
+    def set_noise(self, **changes: float) -> None:
+        """Rebuild the bench's clocked current noise with some :class:`TiaParams` changed (same
+        seed, so the rest of the process is the station's), e.g. another 1/f corner: one case
+        of the regime map."""
+        readout = self._readout
+        params = dataclasses.replace(readout.params, **changes)
         old = readout.noise
         readout.params = params
         readout.noise = ClockedCurrentNoise(
@@ -842,7 +841,7 @@ def regime_map(
     cases: dict[tuple[float, int], dict[str, dict[str, Samples]]] = {}
     try:
         for corner in corners:
-            bench.set_flicker_corner(corner)
+            bench.set_noise(flicker_corner_hz=corner)
             for n in sets:
                 cases[(corner, n)] = {"HGE": {}, "FD": {}, "SPSA": {}}
 
@@ -889,7 +888,7 @@ def regime_map(
                         add(corner, n, "FD", label, g7[idx], exact_all[p, idx], t7 * share, signal)
             print(f"  corner {corner:g} Hz done, {time.perf_counter() - started:.0f} s", flush=True)
     finally:
-        bench.set_flicker_corner(default_corner)
+        bench.set_noise(flicker_corner_hz=default_corner)
     out: dict[str, Any] = {"target_error": target, "device": [], "signal": []}
     for kind in ("device", "signal"):
         table = []
@@ -989,6 +988,12 @@ def main() -> int:
         help="median relative gradient error every method must reach in the regime map",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random voltage sets")
+    parser.add_argument(
+        "--white-noise",
+        type=float,
+        default=None,
+        help="what-if: the read-out's white current noise in nA^2/Hz (station: 1e-5)",
+    )
     parser.add_argument("--png", default="docs/hge_fig3.png", help="Fig. 3 figure ('' for none)")
     parser.add_argument("--no-map", action="store_true", help="Fig. 3 only")
     parser.add_argument("--json", default=None, help="write the tables to this file")
@@ -1007,7 +1012,7 @@ def main() -> int:
             f"--points 1000 runs the full study"
         )
     started = time.perf_counter()
-    bench = GradientBench()
+    bench = GradientBench(args.white_noise)
     rng = np.random.default_rng(args.seed)
     out: dict[str, Any] = {"points": n_points, "map_points": n_map}
     try:
