@@ -1,6 +1,7 @@
 """Sub-commands of ``labrig`` that run procedures or look at runs.
 
-``measure iv|transfer``, ``train hge|dfa``, ``runs [list|show]``, ``report``, ``resume``, ``gui``.
+``measure iv|transfer``, ``train hge|dfa``, ``sweep`` (in :mod:`labrig.sweep.cli`),
+``runs [list|show]``, ``report``, ``resume``, ``gui``.
 
 A procedure command's options are generated from the procedure's declared parameters (label,
 unit, range, default: one place for each fact); ``--learning-rate`` is parameter
@@ -141,9 +142,10 @@ PROCEDURE_COMMANDS = (
     ProcedureCommand(
         "measure",
         "transfer",
-        "reservoir: modulator transfer curve and impulse response",
+        "reservoir: transfer curves, sin^2 fit, impulse response; the calibration (--save)",
         "labrig.procedures.characterise:TransferCurve",
         "sim-reservoir",
+        aliases={"save_calibration": ("--save",)},
         outputs="labrig.procedures.characterise:write_transfer_outputs",
     ),
     ProcedureCommand(
@@ -700,12 +702,19 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from labrig.runs.record import RunRecord
     from labrig.runs.report import make_report
+    from labrig.sweep.record import is_sweep_dir
 
-    run_dir = _resolve(args, args.run)
-    n_events = len(RunRecord.open(run_dir, load_arrays=False).events)
-    if n_events == 0:
-        raise UsageError(f"run {run_dir.name} recorded no events: there is nothing to report")
-    files = make_report(run_dir)
+    if is_sweep_dir(args.run):  # a sweep folder: its figures (labrig/sweep/report.py)
+        from labrig.sweep.report import make_sweep_report
+
+        run_dir = Path(args.run)
+        files = make_sweep_report(run_dir)
+    else:
+        run_dir = _resolve(args, args.run)
+        n_events = len(RunRecord.open(run_dir, load_arrays=False).events)
+        if n_events == 0:
+            raise UsageError(f"run {run_dir.name} recorded no events: there is nothing to report")
+        files = make_report(run_dir)
     if not files:
         print(f"labrig: error: the report of {run_dir.name} wrote no file", file=sys.stderr)
         return EXIT_FAILED
@@ -809,8 +818,14 @@ def register(sub: Any, argv: Sequence[str] | None = None) -> None:
     )
     show.set_defaults(handler=cmd_runs_show)
 
-    report = sub.add_parser("report", help="PNG plots of a run, written into its folder")
-    report.add_argument("run", help="run name, a unique prefix of it, or its folder")
+    from labrig.sweep.cli import register as register_sweep
+
+    register_sweep(sub)
+
+    report = sub.add_parser("report", help="PNG plots of a run or a sweep, in its folder")
+    report.add_argument(
+        "run", help="run name, a unique prefix of it, its folder, or a sweep folder"
+    )
     _add_output_options(report)
     report.set_defaults(handler=cmd_report, json=False, out=None)
 

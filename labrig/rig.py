@@ -16,12 +16,15 @@ import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from instruments.errors import InstrumentConnectionError
 from instruments.roles import DacBank, Digitizer, Instrument, LockIn, WaveformGenerator
 from labrig.station import IN_PROCESS, MODELS, Station, load_station
 from labrig.takeover import drain_after_reconnect, take_over
+
+if TYPE_CHECKING:
+    from labrig.calibration import ReservoirCalibration, ReservoirTwin
 
 
 def _load(dotted: str) -> Any:
@@ -82,6 +85,35 @@ class Rig:
     def simulated(self) -> bool:
         """True for a virtual bench (for the shell: a procedure never asks)."""
         return self.bench_client is not None
+
+    @property
+    def calibration(self) -> ReservoirCalibration | None:
+        """The reservoir calibration the station references (``[reservoir] calibration``), as a
+        :class:`labrig.calibration.ReservoirCalibration`; None when the station has none (the
+        procedure then measures what it needs)."""
+        res = self.station.reservoir
+        if res is None or res.calibration is None:
+            return None
+        from labrig.calibration import load_calibration
+
+        return load_calibration(res.calibration)
+
+    @property
+    def twin(self) -> ReservoirTwin | None:
+        """A noise-free digital twin of the reservoir (node-level model with derivatives), for
+        the baselines that need a model of the rig (``dfa``, ``bp-twin``): only an in-process
+        simulated station can supply one, built from the very parameters its bench simulates.
+        None on real hardware or a served bench."""
+        device = getattr(self.built, "device", None)
+        model = getattr(device, "model", None)
+        res = self.station.reservoir
+        if res is None or model is None or not hasattr(model, "layer_vjp"):
+            return None
+        import dataclasses
+
+        from labrig.physics.reservoir import DelayReservoir
+
+        return DelayReservoir(dataclasses.replace(model.params, bias_v=res.bias_v))
 
     def reconnect(self, name: str) -> Instrument:
         """Close and reopen instrument ``name`` (after a dropped connection), reinstall its

@@ -177,6 +177,9 @@ class ReservoirRig:
     node_count: int
     node_duration_s: float
     bias_v: float
+    # The optics as measured on this rig (labrig.calibration file, resolved against the station
+    # file's folder); None: procedures measure what they need at start-up.
+    calibration: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,11 @@ class BenchSpec:
     resistance_ohm: float = 1e7
     capacitance_f: float = 1e-11
     io_time: bool = True  # charge instrument link time to the bench clock
+    # Reservoir optics of the simulated rig (None: the model's defaults). Procedures never read
+    # these: they measure the optics (labrig.calibration).
+    v_pi: float | None = None
+    pd_gain_v_per_w: float | None = None
+    feedback_gain: float | None = None
     # The DNPU bench's noise (labrig.physics.noise: TiaParams, DacNoiseParams hold the defaults
     # and their sources): white current noise (nA^2/Hz), the 1/f corner (Hz), the drift (nA/sqrt
     # s, relaxing over drift_tau_s), the DAC's output noise (V/sqrt Hz) and resolution (V).
@@ -654,6 +662,7 @@ class _Parser:
                 "node_count",
                 "node_duration_s",
                 "bias_v",
+                "calibration",
             },
             {"awg", "bias_dac", "digitizer"},
         )
@@ -683,7 +692,17 @@ class _Parser:
             node_count=self.number(t, key, "node_count", 100, 1, integer=True),
             node_duration_s=self.number(t, key, "node_duration_s", 1e-6, 1e-12),
             bias_v=bias_v,
+            calibration=self.calibration_path(t, key),
         )
+
+    def calibration_path(self, t: dict[str, Any], key: str) -> Path | None:
+        if "calibration" not in t:
+            return None
+        raw = Path(self.typed(t, key, "calibration", str))
+        if raw.is_absolute():
+            return raw
+        here = Path(self.source)
+        return (here.parent if here.is_file() else Path.cwd()) / raw
 
     def bench(self, data: Any) -> BenchSpec:
         key = "bench"
@@ -699,6 +718,9 @@ class _Parser:
                 "resistance_ohm",
                 "capacitance_f",
                 "io_time",
+                "v_pi",
+                "pd_gain_v_per_w",
+                "feedback_gain",
                 *_BENCH_NOISE_KEYS,
             },
             set(),
@@ -718,6 +740,15 @@ class _Parser:
             resistance_ohm=self.number(t, key, "resistance_ohm", 1e7, 1e-12),
             capacitance_f=self.number(t, key, "capacitance_f", 1e-11, 0.0),
             io_time=self.typed(t, key, "io_time", bool) if "io_time" in t else True,
+            v_pi=self.number(t, key, "v_pi", 4.0, 1e-3) if "v_pi" in t else None,
+            pd_gain_v_per_w=(
+                self.number(t, key, "pd_gain_v_per_w", 1e3, 1e-6)
+                if "pd_gain_v_per_w" in t
+                else None
+            ),
+            feedback_gain=(
+                self.number(t, key, "feedback_gain", 2.0, 0.0) if "feedback_gain" in t else None
+            ),
             **{
                 name: self.number(t, key, name, getattr(BenchSpec, name), minimum)
                 for name, minimum in _BENCH_NOISE_KEYS.items()

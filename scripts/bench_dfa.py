@@ -10,8 +10,16 @@ transfers, per-message latency); wall time is this process's.
 Usage::
 
     .venv/bin/python scripts/bench_dfa.py --quick                 # about 20 min on one core
-    .venv/bin/python scripts/bench_dfa.py --smoke                 # every section, tiny (~3 min)
+    .venv/bin/python scripts/bench_dfa.py --smoke                 # a few tiny runs (~15 s)
+    .venv/bin/python scripts/bench_dfa.py --sections seeds        # digits, CLI default, seeds 0-4
+    .venv/bin/python scripts/bench_dfa.py --sections equal,nodes,narma-scan --quick
     .venv/bin/python scripts/bench_dfa.py --mnist data/mnist --fmnist data/fashion --json out.json
+
+Sections beyond the main table (issue 15's ablations): ``seeds`` (digits with the CLI defaults
+for seeds 0-4, against the 96.5 % bar), ``equal`` (aug-DFA against readout-only at equal total
+node count, digits and MNIST-1D), ``nodes`` (readout-only and aug-DFA against the node count,
+50-400, on stations whose loop holds that many nodes) and ``narma-scan`` (NARMA10 NMSE against
+the node count and the loop's feedback gain, set on the simulated bench's ``[bench]``).
 """
 
 from __future__ import annotations
@@ -49,7 +57,39 @@ MNIST1D_SETTINGS: dict[str, Any] = {
 # The static presentation (the whole sequence held as one input vector): a gentler drive keeps
 # the pre-activations on the monotonic flank of sin^2 and a smaller step limits over-fitting.
 MNIST1D_STATIC_SETTINGS: dict[str, Any] = {"learning_rate": 3e-3, "volts_per_unit": 0.5}
-SECTIONS = ("methods", "mlp", "depth", "g", "noise", "narma", "timing", "table")
+SECTIONS = (
+    "methods",
+    "mlp",
+    "depth",
+    "g",
+    "noise",
+    "narma",
+    "seeds",
+    "equal",
+    "nodes",
+    "narma-scan",
+    "timing",
+    "table",
+)
+DEFAULT_SECTIONS = ("methods", "mlp", "depth", "g", "noise", "narma", "timing", "table")
+SMOKE_SECTIONS = ("methods", "timing")
+
+
+def station_variant(folder: str, node_count: int = 100, feedback_gain: float | None = None) -> str:
+    """A copy of the built-in simulated reservoir with another loop length or feedback gain
+    (bench values: the procedure measures them, as on a real rig)."""
+    from labrig.station import builtin_station_path
+
+    text = builtin_station_path("sim-reservoir").read_text()
+    text = text.replace("node_count = 100", f"node_count = {node_count}")
+    if feedback_gain is not None:
+        text = text.replace(
+            "device_seed = 0", f"device_seed = 0\nfeedback_gain = {feedback_gain!r}"
+        )
+    path = os.path.join(folder, f"reservoir-{node_count}-{feedback_gain}.toml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
 
 
 @dataclass(frozen=True)
@@ -76,11 +116,10 @@ def plan_for(args: argparse.Namespace) -> Plan:
 
 def run(label: str, **values: Any) -> dict[str, Any]:
     """One ``dfa`` run; returns its summary plus device and wall time."""
-    t0 = time.perf_counter()
-    result = run_on_station(
-        DfaTraining(**values), "sim-reservoir", echo=False, handle_signals=False
-    )
-    wall = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    station = values.pop("station", "sim-reservoir")
+    result = run_on_station(DfaTraining(**values), station, echo=False, handle_signals=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = dict(result.summary)
     s.update(
         label=label,
@@ -88,6 +127,7 @@ def run(label: str, **values: Any) -> dict[str, Any]:
         reason=result.reason,
         device_time_s=result.device_time_s,
         wall_time_s=wall,
+        cpu_time_s=cpu,
         task=values.get("task", "digits"),
     )
     score = (
@@ -99,6 +139,7 @@ def run(label: str, **values: Any) -> dict[str, Any]:
     print(
         f"  {label:<40} {score}  (best {_best(s)})  epochs {s.get('epochs')}  "
         f"device {s['device_time_s']:7.2f} s  wall {wall:6.1f} s  device/wall {ratio:.2f}  "
+        f"device/cpu {s['device_time_s'] / max(cpu, 1e-9):.2f}  "
         f"clipped {100 * s.get('clipped_fraction', 0.0):.1f} %  [{result.status}]",
         flush=True,
     )
@@ -206,11 +247,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="reduced run")
     parser.add_argument("--smoke", action="store_true", help="every section, tiny sizes")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=",".join(SECTIONS))
+    parser.add_argument("--sections", default=None, help=",".join(SECTIONS))
     parser.add_argument("--mnist", default=None, help="MNIST IDX folder or .npz")
     parser.add_argument("--fmnist", default=None, help="Fashion-MNIST IDX folder or .npz")
     parser.add_argument("--json", default=None, help="write every summary to this file")
     args = parser.parse_args()
+    if args.sections is None:
+        args.sections = ",".join(SMOKE_SECTIONS if args.smoke else DEFAULT_SECTIONS)
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     unknown = sections - set(SECTIONS)
     if unknown:
@@ -227,7 +270,7 @@ def main() -> int:
     mlp: dict[str, float] = {}
     t_start = time.perf_counter()
 
-    tasks = ["digits", "mnist1d"]
+    tasks = ["digits"] if args.smoke else ["digits", "mnist1d"]
     if args.mnist:
         tasks.append(f"mnist:{args.mnist}")
     if args.fmnist:
@@ -237,7 +280,11 @@ def main() -> int:
         for task in tasks:
             extra: dict[str, Any] = dict(MNIST1D_SETTINGS) if task == "mnist1d" else {}
             n = plan.mnist1d_samples if task == "mnist1d" else (200 if args.smoke else 0)
-            for method in ("aug-dfa", "bp-twin", "dfa", "readout"):
+            methods = (
+                ("aug-dfa", "readout") if args.smoke else ("aug-dfa", "bp-twin", "dfa", "readout")
+            )
+            size: dict[str, Any] = {"nodes": 20} if args.smoke else {}
+            for method in methods:
                 mode: dict[str, Any] = {}
                 label = f"{task} {method}"
                 if task == "mnist1d" and method in ("dfa", "bp-twin"):
@@ -252,7 +299,7 @@ def main() -> int:
                         method=method,
                         epochs=plan.epochs,
                         train_samples=n,
-                        **{**extra, **mode},
+                        **{**extra, **mode, **size},
                         **common,
                     )
                 )
@@ -315,6 +362,74 @@ def main() -> int:
                     readout=readout,
                     epochs=plan.narma_epochs,
                     learning_rate=3e-3,
+                    **common,
+                )
+            )
+
+    folder = scratch.name if scratch is not None else tempfile.mkdtemp(prefix="bench-dfa-")
+    if "seeds" in sections:
+        print("== digits, CLI defaults (2 x 100 nodes, 15 epochs), seeds 0-4 (bar 96.5 %)")
+        for seed in range(5):
+            results.append(run(f"digits seed {seed}", seed=seed, **common))
+
+    if "equal" in sections:
+        print("== aug-DFA against readout-only at equal total nodes", flush=True)
+        for task in ("digits", "mnist1d"):
+            extra = dict(MNIST1D_SETTINGS) if task == "mnist1d" else {}
+            n = plan.mnist1d_samples if task == "mnist1d" else plan.ablation_samples
+            base = {"task": task, "train_samples": n, **extra, **common}
+            for layers, nodes in ((1, 100), (2, 50), (2, 100), (4, 50)):
+                for method in ("readout", "aug-dfa"):
+                    results.append(
+                        run(
+                            f"{task} {method} {layers}x{nodes}",
+                            method=method,
+                            layers=layers,
+                            nodes=nodes,
+                            epochs=plan.ablation_epochs,
+                            **base,
+                        )
+                    )
+
+    if "nodes" in sections:
+        print("== node count (one loop of that many nodes; digits)", flush=True)
+        for nodes in (50, 100, 200, 400):
+            station = station_variant(folder, node_count=max(100, nodes))
+            for method in ("readout", "aug-dfa"):
+                results.append(
+                    run(
+                        f"digits {method} 2x{nodes}",
+                        station=station,
+                        method=method,
+                        nodes=nodes,
+                        **ablation,
+                    )
+                )
+
+    if "narma-scan" in sections:
+        print("== NARMA10 readout-only: NMSE against nodes and feedback gain", flush=True)
+        for nodes in (50, 100, 200, 400):
+            station = station_variant(folder, node_count=max(100, nodes))
+            results.append(
+                run(
+                    f"narma10 readout 1x{nodes}",
+                    station=station,
+                    task="narma10",
+                    method="readout",
+                    layers=1,
+                    nodes=nodes,
+                    **common,
+                )
+            )
+        for gain in (0.5, 1.0, 2.0, 2.5):
+            station = station_variant(folder, feedback_gain=gain)
+            results.append(
+                run(
+                    f"narma10 readout 1x100 feedback {gain}",
+                    station=station,
+                    task="narma10",
+                    method="readout",
+                    layers=1,
                     **common,
                 )
             )

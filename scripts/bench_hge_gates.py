@@ -43,7 +43,7 @@ from labrig.algorithms.tasks import boolean_task, truth_string
 from labrig.physics.dnpu import DnpuModel
 from labrig.procedures.hge import HgeTraining
 from labrig.shell import run_on_station
-from labrig.station import builtin_station_path
+from labrig.sweep import SweepSpec, read_table, run_sweep
 
 GATES = ("AND", "OR", "NAND", "NOR", "XOR", "XNOR")
 MODES = ("digital", "sequential", "lockin")
@@ -56,19 +56,6 @@ NON_CONSTANT = tuple(truth_string(t) for t in range(1, 15))
 
 def gate_truth(name: str) -> str:
     return "".join(str(int(v)) for v in boolean_task(name).targets)
-
-
-def station_for_seed(device_seed: int, folder: Path) -> str:
-    """A station file for the built-in bench with device ``device_seed`` (the default: 0)."""
-    if device_seed == 0:
-        return "sim-dnpu"
-    default = builtin_station_path("sim-dnpu")
-    text = default.read_text(encoding="utf-8")
-    if text.count("device_seed = 0") != 1:
-        raise RuntimeError(f"{default} no longer has one 'device_seed = 0' line")
-    path = folder / f"sim-dnpu-device{device_seed}.toml"
-    path.write_text(text.replace("device_seed = 0", f"device_seed = {device_seed}"), "utf-8")
-    return str(path)
 
 
 def realisable(device_seed: int, samples: int, min_gap_na: float, seed: int = 0) -> set[str]:
@@ -251,6 +238,9 @@ def main() -> int:
     )
     parser.add_argument("--json", default=None, help="write every outcome to this file")
     parser.add_argument(
+        "--workers", type=int, default=None, help="sweep workers (default: one per core)"
+    )
+    parser.add_argument(
         "--model-study",
         action="store_true",
         help="compare losses and restart strategies on the noise-free model (no bench)",
@@ -298,25 +288,46 @@ def main() -> int:
             )
             for dev in seeds:
                 reach[dev] = realisable(dev, samples, min_gap)
-                station = station_for_seed(dev, folder)
                 print(
                     f" device {dev}: realisable by brute force: "
                     f"{sorted(name_of(t) for t in reach[dev] if t in NON_CONSTANT)} "
                     f"(+ constant: {'0000' in reach[dev]})",
                     flush=True,
                 )
-                for truth in wanted:
-                    o = train(
-                        station,
-                        dev,
-                        truth,
-                        args.mode,
-                        args.max_iterations,
-                        args.initializations,
-                        runs_dir,
-                    )
-                    outcomes.append(o)
-                    print_outcome(o)
+            # Every (device, function) training is one point of a labrig sweep: each point an
+            # ordinary run with its own in-process bench, fanned out over a Dask LocalCluster.
+            spec = SweepSpec(
+                "hge",
+                name="bench-hge-gates",
+                fixed={
+                    "mode": args.mode,
+                    "max_iterations": args.max_iterations,
+                    "initializations": args.initializations,
+                },
+                grid={"device_seed": list(seeds), "task": list(wanted)},
+            )
+            swept = run_sweep(
+                spec, runs_dir=folder, workers=args.workers, progress=None, handle_signals=False
+            )
+            table = read_table(swept.sweep_dir)
+            for row in table.itertuples(index=False):
+                o = Outcome(
+                    int(row.device_seed),
+                    gate_truth(str(row.task)),  # the record names a gate where it has one
+                    args.mode,
+                    bool(getattr(row, "found", False)) and row.status == "success",
+                    int(getattr(row, "iterations", 0) or 0),
+                    float(row.device_time_s),
+                    float(row.wall_time_s),
+                    str(row.status),
+                )
+                outcomes.append(o)
+                print_outcome(o)
+            print(
+                f" {len(outcomes)} trainings on {args.workers or 'one per core'} worker(s) in "
+                f"{swept.wall_time_s:.0f} s",
+                flush=True,
+            )
             report(outcomes, reach, wanted, seeds)
         mode_outcomes: list[Outcome] = []
         if args.modes or args.modes_only:

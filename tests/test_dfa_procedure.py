@@ -35,7 +35,7 @@ def _close(proc: DfaTraining) -> None:
 def _twin_states(proc: DfaTraining, a: np.ndarray) -> np.ndarray:
     """Noise-free twin of what the rig should return for pre-activations ``a``."""
     full, _ = proc._twin_drive(a)
-    x = proc.host_model().layer_nodes(full, periods=proc.settle_periods)
+    x = proc.require_rig().twin.layer_nodes(full, periods=proc.settle_periods)
     return np.asarray(x[:, : proc.nodes])
 
 
@@ -71,7 +71,7 @@ def test_physical_layer_recovers_the_twins_node_states(nodes: int) -> None:
 
 def _first_period_states(proc: DfaTraining, a: np.ndarray) -> np.ndarray:
     full, _ = proc._twin_drive(a)
-    x = proc.host_model().layer_nodes(full, periods=1)
+    x = proc.require_rig().twin.layer_nodes(full, periods=1)
     return np.asarray(x[:, : proc.nodes])
 
 
@@ -96,6 +96,25 @@ def test_cli_train_dfa_json_contract(capsys: pytest.CaptureFixture[str]) -> None
     assert np.asarray(events.last("node_states")).shape[1] == 20
     assert np.asarray(events.last("readout_error")).shape == (10,)
     assert np.asarray(events.last("awg_drive_v")).size == np.asarray(events.last("pd_trace_v")).size
+
+
+def test_dfa_method_needs_the_twin_the_station_supplies() -> None:
+    """The in-process bench supplies a twin (the very parameters it simulates); a station
+    without one (real hardware, a served bench: tests/test_calibration.py) is refused."""
+    proc = _started(method="dfa", nodes=10, train_samples=8)
+    try:
+        twin = proc.twin()
+        assert twin is not None and twin is not proc.require_rig().twin  # a fresh one per ask
+        bench_model = proc.require_rig().built.device.model
+        assert twin.params.v_pi == bench_model.params.v_pi
+        assert twin.params.bias_v == proc.require_rig().station.reservoir.bias_v
+    finally:
+        _close(proc)
+    aug = _started(method="aug-dfa", nodes=10, train_samples=8)
+    try:
+        assert aug.twin() is None  # aug-DFA never holds a model of the rig
+    finally:
+        _close(aug)
 
 
 def test_dfa_method_is_refused_on_real_hardware_before_connecting(tmp_path: Path) -> None:
@@ -128,7 +147,8 @@ def test_physical_projection_costs_device_time_and_is_reported() -> None:
 def test_narma10_windows_and_targets_line_up() -> None:
     task = load_task("narma10", seed=0, narma_window=12)
     assert task.regression and task.n_out == 1
-    assert task.x_train.shape == (2000, 12) and task.x_test.shape == (1000, 12)
+    # A held-out series of 2000 steps (the standard task asks for >= 2000).
+    assert task.x_train.shape == (2000, 12) and task.x_test.shape == (2000, 12)
     # Standardised training windows, raw test targets (NMSE in the task's own units).
     assert abs(float(task.x_train.mean())) < 1e-9
     assert 0.0 < float(task.y_test.mean()) < 1.0
@@ -228,7 +248,7 @@ def test_temporal_layer_reads_every_period_like_the_twin() -> None:
         h = proc.physical_layer(0, a)
         assert h.shape == (3, 40, 30)
         full, _ = proc._twin_drive(a.reshape(-1, 30))
-        x = proc.host_model().layer_nodes(full.reshape(3, 40, -1))[..., :30]
+        x = proc.require_rig().twin.layer_nodes(full.reshape(3, 40, -1))[..., :30]
         twin = (x - proc._state_mid) / proc._state_half
         assert np.corrcoef(h.ravel(), twin.ravel())[0, 1] > 0.98
     finally:

@@ -356,3 +356,11 @@ def test_pymeasure_dsox1102g_driver_against_the_emulator(sine_bench) -> None:
         dso.check_errors()
     finally:
         dso.adapter.close()
+
+
+def test_record_lengths_agree_with_the_driver() -> None:
+    from instruments.keysight_infiniivision import NORMAL_RECORD_POINTS, RAW_RECORD_POINTS
+    from labrig.sim import keysight_infiniivision as emulator
+
+    assert emulator.NORMAL_POINTS == NORMAL_RECORD_POINTS
+    assert emulator.RAW_POINTS == RAW_RECORD_POINTS

@@ -151,3 +151,37 @@ def test_cli_trains_xnor_with_sequential_readout(capsys: pytest.CaptureFixture[s
     assert out["found"] is True and out["accuracy"] == 1.0, out
     # five records per iteration: sequential costs about five parallel measurements
     assert out["device_time_s"] > 5 * 0.3 * out["iterations"]
+
+
+def test_final_judgement_averages_the_confirming_dc_reading(
+    started: HgeTraining, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gate confirmed at DC with a gap just above ``min_gap_na`` is judged on the mean of that
+    reading and the final one, not on the final reading's noise alone."""
+    proc = started
+    gap = proc.min_gap_na
+    controls = np.array([-0.1, -0.5, -0.9, -0.8, 0.1])
+    confirm = np.array([10.0, 10.0 + 1.4 * gap, 10.0 + 1.4 * gap, 10.0])  # XOR 0110, gap 1.4x
+    fresh = np.array([10.0, 10.0 + 0.8 * gap, 10.0 + 0.8 * gap, 10.0])  # noise: gap 0.8x
+    readings = iter([confirm, fresh])
+    monkeypatch.setattr(proc, "_dc_outputs", lambda c: next(readings))
+    monkeypatch.setattr(proc, "_last_controls", controls)
+    monkeypatch.setattr(proc, "_confirmed", None)
+    found, _ = proc._found(confirm, proc._task.targets)  # the stop criterion's DC check
+    assert found
+    monkeypatch.setattr(
+        proc._trainer,
+        "best",
+        {
+            "controls_v": controls,
+            "loss": 0.5,
+            "outputs": confirm,
+            "found": True,
+            "threshold": 10.0 + 0.7 * gap,
+            "init": 0,
+            "iteration": 3,
+        },
+    )
+    final = proc._final_measurement()
+    assert final["found"] is True  # mean gap 1.1x: found; the fresh reading alone (0.8x) was not
+    np.testing.assert_allclose(final["outputs_na"], 0.5 * (confirm + fresh))

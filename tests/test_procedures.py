@@ -107,7 +107,11 @@ def test_transfer_finds_the_loop_delay_and_the_modulator_null(tmp_path: Path) ->
     expected = (reservoir.node_count + 1) * reservoir.node_duration_s
     assert result.summary["loop_delay_s"] == pytest.approx(expected, rel=0.02)
     assert abs(result.summary["drive_at_min_v"]) < 0.5  # sin^2 null at zero drive, zero bias
-    assert result.summary["echoes_above_noise"] >= 1
+    cal = result.summary["calibration"]
+    assert cal["v_pi_v"] == pytest.approx(4.0, rel=0.02)  # the simulator's modulator
+    assert abs(cal["null_drive_v"]) < 0.05
+    # biased at the steepest point, the loop's echoes last (a null-biased pulse gave one)
+    assert result.summary["echoes_above_noise"] >= 4
     assert_within_limits_and_safe(result.summary, "sim-reservoir")
 
 

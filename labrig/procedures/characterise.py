@@ -4,20 +4,30 @@
 at each point ramp (within the slew limit), let the device settle, digitise the transimpedance
 amplifier's output and convert it to current, ``I = V_tia * gain``.
 
-``transfer`` (reservoir rig): play a slow ramp of modulator drive on the AWG and record the
-photodetector: the modulator's ``sin^2`` transfer curve (drive -> optical power); then play one
-node-long pulse and record the impulse response of the delay loop (echoes every delay period,
-each smaller by the feedback gain).
+``transfer`` (reservoir rig, also ``labrig calibrate``): measure the optics without assuming them
+(:func:`measure_reservoir`): the loop's settled transfer curve (a staircase of drives, the
+first one held until the loop has settled), the modulator's own ``sin^2`` from a dark loop
+(each level read before its light returns), fitted for V_pi, the null drive and the
+photodetector's dark and bright levels; the loop's feedback strength; and the impulse response
+at the steepest operating point (echoes every loop delay, each scaled by the loop's
+small-signal gain), which gives the loop delay. The result is a
+:class:`~labrig.calibration.ReservoirCalibration`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from instruments.roles import Digitizer
+from labrig.calibration import ReservoirCalibration, fit_feedback, fit_mzm, save_calibration
 from labrig.errors import ProcedureError
 from labrig.procedures.base import (
     FloatParameter,
@@ -27,7 +37,13 @@ from labrig.procedures.base import (
     register_procedure,
 )
 from labrig.procedures.plan import ChannelPlan, RunPlan
-from labrig.procedures.rig_procedure import RigProcedure
+from labrig.procedures.rig_procedure import RigProcedure, RigRoles
+
+if TYPE_CHECKING:
+    from labrig.station import ReservoirRig
+
+FloatArray = npt.NDArray[np.float64]
+Retry = Callable[[Callable[[], tuple[FloatArray, FloatArray]]], tuple[FloatArray, FloatArray]]
 
 if TYPE_CHECKING:
     from labrig.station import Station
@@ -241,55 +257,94 @@ class IvSweep(RigProcedure):
         )
 
 
-@register_procedure
-class TransferCurve(RigProcedure):
-    """The reservoir's static transfer curve (drive -> photodetector) and its impulse response.
+# ------------------------------------------------------------------------------ reservoir optics
+OVERSAMPLING = 4  # scope samples per drive sample: linear interpolation then stays exact
+SETTLE_PERIODS = 40  # loop delays the first level is held before any reading (settling)
+OPEN_LOOP_GUARD_PERIODS = 6  # dark loop delays between open-loop pulses: the echoes die out
+WIDE_RANGE_V = 16.0  # scope full screen for the first, unscaled look at the photodetector
 
-    Transfer curve: the AWG plays a staircase of drive levels, each held for ``hold_periods``
-    loop delays so the loop settles; the photodetector's level at the end of each step is the
-    loop's steady-state response to that drive (the MZM's ``sin^2`` shaped by the feedback).
 
-    Impulse response: the loop is kept dark, one node-long pulse is played, and the photodetector
-    shows it return every loop delay ``tau``, each echo scaled by the loop's small-signal gain.
-    The measured ``tau`` and echo ratio are in the summary.
+def scope_points(scope: Digitizer, duration_s: float, drive_rate_hz: float) -> int:
+    """The record of ``scope`` that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its
+    rate (too sparse a record attenuates the drive's top frequencies when resampled)."""
+    try:
+        return scope.record_points_for(duration_s, OVERSAMPLING * drive_rate_hz)
+    except ValueError as exc:
+        raise ProcedureError(f"this drive does not fit one scope record: {exc}") from exc
+
+
+def completion_timeout_s(duration_s: float) -> float:
+    """How long to wait for a record of ``duration_s`` to complete once it has been played: the
+    record itself twice over, plus 10 s for transfers and a slow link."""
+    return 10.0 + 2.0 * duration_s
+
+
+@dataclass
+class ReservoirMeasurement:
+    """What :func:`measure_reservoir` found. Volts and seconds.
+
+    ``steady_pd_v``: the settled closed-loop photodetector level per drive level;
+    ``open_pd_v``: the open-loop level (read before the light has been round the loop) per
+    drive level; ``open_fit``: :func:`~labrig.calibration.fit_mzm` of the open-loop curve;
+    ``impulse``: loop delay, echo peaks and ratio, the trace around the pulse.
     """
 
-    name = "transfer"
-    rig_kind = "reservoir"
-    station = StrParameter(
-        "Station", default="sim-reservoir", help="a built-in station or a station file"
-    )
-    points = IntegerParameter("Drive levels", default=201, minimum=5, maximum=5001)
-    drive_min_v = FloatParameter("Lowest drive", units="V", default=-4.0, minimum=-5, maximum=5)
-    drive_max_v = FloatParameter("Highest drive", units="V", default=4.0, minimum=-5, maximum=5)
-    hold_periods = IntegerParameter("Hold per level", default=5, minimum=1, maximum=100)
-    pulse_v = FloatParameter("Impulse height", units="V", default=2.0, minimum=-5, maximum=5)
-    echoes = IntegerParameter("Echoes recorded", default=6, minimum=1, maximum=50)
+    levels_v: FloatArray
+    steady_pd_v: FloatArray
+    open_pd_v: FloatArray
+    open_fit: dict[str, float]
+    open_fit_rms_v: float
+    feedback_rad_per_v: float
+    feedback_fit_rms_v: float
+    impulse: dict[str, Any]
+    impulse_t_s: FloatArray
+    impulse_pd_v: FloatArray
 
-    _phase = 0  # 0: transfer curve next, 1: impulse next, 2: done
-
-    def _node_rate(self) -> tuple[float, float]:
-        rig = self.require_rig()
-        res = rig.station.reservoir
-        if res is None:
-            raise ProcedureError("the transfer procedure needs a [reservoir] station")
-        node_s = res.node_duration_s
-        period_s = res.node_count * node_s
-        return 1.0 / node_s, period_s
-
-    def _play_and_record(self, drive: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
-        """Play ``drive`` (V at ``fs``) once on the AWG; record the photodetector from its start.
-        Repeated on fresh connections after a transport fault (the play sets up everything)."""
-        return self.with_retry(
-            lambda: self._play_and_record_once(drive, fs),
-            list(self.instruments),
-            what="transfer playback",
+    def calibration(self, res: ReservoirRig, run: str = "") -> ReservoirCalibration:
+        """The calibration these measurements give for the station's loop ``res``."""
+        return ReservoirCalibration(
+            v_pi_v=self.open_fit["v_pi_v"],
+            null_drive_v=self.open_fit["null_drive_v"],
+            bias_dac_v=res.bias_v,
+            dark_v=self.open_fit["dark_v"],
+            bright_v=self.open_fit["bright_v"],
+            loop_delay_s=float(self.impulse["loop_delay_s"]),
+            node_duration_s=res.node_duration_s,
+            node_count=res.node_count,
+            feedback_rad_per_v=self.feedback_rad_per_v,
+            fit_rms_v=self.open_fit_rms_v,
+            measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            run=run,
         )
 
-    def _play_and_record_once(self, drive: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
-        rig = self.require_rig()
+
+class ReservoirProbe:
+    """Plays drive waveforms on the reservoir rig's AWG (at the node rate) and records the
+    photodetector from the waveform's start: the measurements a calibration needs."""
+
+    def __init__(
+        self,
+        rig: RigRoles,
+        wait: Callable[[float], None],
+        retry: Retry | None = None,
+    ) -> None:
+        # ``retry(call)`` repeats a play after a dropped connection (RigProcedure.with_retry).
+        self.retry: Retry = retry if retry is not None else (lambda call: call())
         res = rig.station.reservoir
-        assert res is not None
+        if res is None:
+            raise ProcedureError(f"{rig.station.source} has no [reservoir] table")
+        self.rig, self.res, self.wait = rig, res, wait
+        self.fs = 1.0 / res.node_duration_s
+        self.period_s = res.node_count * res.node_duration_s
+        self.range_v, self.offset_v = WIDE_RANGE_V, 0.0
+
+    def play(self, drive: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Play ``drive`` (V, one value per node slot) once; the PD record (times, volts).
+        Repeated on fresh connections after a transport fault (the play sets up everything)."""
+        return self.retry(lambda: self._play_once(drive))
+
+    def _play_once(self, drive: FloatArray) -> tuple[FloatArray, FloatArray]:
+        rig, res, fs = self.rig, self.res, self.fs
         awg, scope = rig.awg, rig.digitizer
         awg.load_waveform(res.awg_channel, drive, fs, name="LABRIGXFER")
         awg.configure_burst(res.awg_channel, 1, "bus")
@@ -297,8 +352,8 @@ class TransferCurve(RigProcedure):
         duration = drive.size / fs
         scope.configure_acquisition(
             res.digitizer_channel,
-            volts_range=2.4,
-            offset_v=0.5,
+            volts_range=self.range_v,
+            offset_v=self.offset_v,
             duration_s=duration,
             trigger="external",
             trigger_level_v=1.0,
@@ -312,96 +367,299 @@ class TransferCurve(RigProcedure):
         awg.set_output(res.awg_channel, False)
         return np.asarray(record.times_s, dtype=float), np.asarray(record.volts, dtype=float)
 
-    def execute(self) -> None:
-        rig = self.require_rig()
-        res = rig.station.reservoir
-        assert res is not None
-        rig.dac.ramp_to({res.bias_channel: res.bias_v})
-        fs, period_s = self._node_rate()
-        if self._phase == 0:
-            self._transfer_curve(fs, period_s)
-            self._phase = 1
-        if self.should_stop():
-            return
-        if self._phase == 1:
-            self._impulse(fs, period_s)
-            self._phase = 2
+    def _mean(self, t: FloatArray, v: FloatArray, t0: float, t1: float, what: str) -> float:
+        sel = (t >= t0) & (t < t1)
+        if not np.any(sel):
+            raise ProcedureError(f"the record holds no samples of {what}")
+        return float(v[sel].mean())
 
-    def _transfer_curve(self, fs: float, period_s: float) -> None:
-        levels = np.linspace(self.drive_min_v, self.drive_max_v, self.points)
-        per_level = max(1, round(self.hold_periods * period_s * fs))
-        lead = per_level  # start dark, so the record's first step is a clean one
-        drive = np.concatenate([np.zeros(lead), np.repeat(levels, per_level)])
-        t, v = self._play_and_record(drive, fs)
-        self._curve = []
+    def steady_curve(self, levels: FloatArray, hold_periods: int) -> FloatArray:
+        """The settled PD level at each drive: a staircase, each step held ``hold_periods``
+        loop periods and read over its last fifth. The first level is held
+        :data:`SETTLE_PERIODS` periods first, so the first reading is as settled as the rest
+        (the loop converges geometrically; from a dark start it needs tens of periods)."""
+        per = max(1, round(hold_periods * self.period_s * self.fs))
+        lead = max(per, round(SETTLE_PERIODS * self.period_s * self.fs))
+        drive = np.concatenate([np.full(lead, levels[0]), np.repeat(levels, per)])
+        t, v = self.play(drive)
+        out = np.empty(levels.size)
+        for i in range(levels.size):
+            t1 = (lead + (i + 1) * per) / self.fs
+            out[i] = self._mean(t, v, t1 - per / self.fs / 5.0, t1, f"drive step {i}")
+        return out
+
+    def autorange(self, steady: FloatArray) -> None:
+        """Fit the scope's window to the PD levels seen (a quarter of the swing spare)."""
+        lo, hi = float(steady.min()), float(steady.max())
+        swing = max(hi - lo, 0.05)
+        self.range_v = 1.5 * swing
+        self.offset_v = 0.5 * (lo + hi)
+
+    def open_loop_curve(self, levels: FloatArray, dark_v: float) -> FloatArray:
+        """The modulator's own transfer curve: each level played for half a loop period from a
+        dark loop (the drive ``dark_v`` for :data:`OPEN_LOOP_GUARD_PERIODS` periods before
+        it), read over the middle half of the pulse, before any of its light has come back."""
+        n = self.res.node_count
+        half = max(2, n // 2)
+        guard = OPEN_LOOP_GUARD_PERIODS * n
+        slot = guard + half
+        drive = np.full(levels.size * slot + guard, dark_v)
         for i, level in enumerate(levels):
-            # read the last fifth of each step, when the loop has settled
-            t1 = (lead + (i + 1) * per_level) / fs
-            t0 = t1 - per_level / fs / 5.0
-            sel = (t >= t0) & (t < t1)
-            if not np.any(sel):
-                raise ProcedureError(f"the record holds no samples of drive step {i}")
-            pd = float(v[sel].mean())
-            self._curve.append((float(level), pd))
-            self.emit_event({"drive_v": float(level), "pd_v": pd}, {})
+            drive[i * slot + guard : (i + 1) * slot] = level
+        t, v = self.play(drive)
+        out = np.empty(levels.size)
+        for i in range(levels.size):
+            s0 = i * slot + guard
+            out[i] = self._mean(
+                t, v, (s0 + half / 4) / self.fs, (s0 + 3 * half / 4) / self.fs, f"pulse {i}"
+            )
+        return out
 
-    def _impulse(self, fs: float, period_s: float) -> None:
-        lead = round(2 * period_s * fs)
-        tail = round((self.echoes + 1.5) * period_s * fs)
-        drive = np.zeros(lead + 1 + tail)
-        drive[lead] = self.pulse_v
-        t, v = self._play_and_record(drive, fs)
-        t_pulse = lead / fs
-        baseline = float(np.median(v[t < t_pulse]))
-        response = v - baseline
-        # Echoes: the largest response within half a period around each multiple of the delay,
-        # the delay itself found from the first echo.
-        after = t > t_pulse + 0.5 * period_s
-        first = int(np.argmax(np.where(after & (t < t_pulse + 1.5 * period_s), response, -np.inf)))
-        delay = float(t[first] - t_pulse)
+    def impulse(
+        self, base_v: float, pulse_v: float, echoes: int
+    ) -> tuple[dict[str, Any], FloatArray, FloatArray]:
+        """The loop's impulse response around the operating drive ``base_v``: the loop settles
+        at ``base_v``, then one node slot is driven at ``base_v + pulse_v``; the PD shows the
+        pulse and its echoes every loop delay, each scaled by the loop's small-signal gain at
+        this operating point (biased on the slope, the gain is largest, so echoes last)."""
+        period = self.res.node_count
+        lead = SETTLE_PERIODS * period
+        tail = round((echoes + 1.5) * period * 1.2)
+        drive = np.full(lead + 1 + tail, base_v)
+        drive[lead] = base_v + pulse_v
+        t, v = self.play(drive)
+        t_pulse = lead / self.fs
+        before = (t < t_pulse) & (t > t_pulse - 5 * self.period_s)
+        baseline = float(np.median(v[before]))
+        noise = float(np.std(v[before]))
+        r = v - baseline
+        sign = 1.0 if r[np.abs(t - t_pulse - 0.5 / self.fs) < 1.0 / self.fs].mean() >= 0 else -1.0
+        r_abs = sign * r
+        # The first echo: the strongest response between half and 1.5 periods after the pulse;
+        # its time by the centroid of the response over one node slot around the peak.
+        win = (t > t_pulse + 0.5 * self.period_s) & (t < t_pulse + 1.5 * self.period_s)
+        if not np.any(win):
+            raise ProcedureError("the impulse record ends before the first echo")
+        k = int(np.argmax(np.where(win, r_abs, -np.inf)))
+        near = np.abs(t - t[k]) <= 1.0 / self.fs
+        w = np.clip(r_abs[near], 0.0, None)
+        t_echo = float(np.sum(t[near] * w) / np.sum(w)) if np.sum(w) > 0 else float(t[k])
+        t_peak0 = np.abs(t - t_pulse - 0.5 / self.fs) <= 1.0 / self.fs
+        w0 = np.clip(r_abs[t_peak0], 0.0, None)
+        t_p = float(np.sum(t[t_peak0] * w0) / np.sum(w0)) if np.sum(w0) > 0 else t_pulse
+        delay = t_echo - t_p
+        pulse_peak = float(r_abs[t_peak0].max())
         peaks = []
-        for m in range(1, self.echoes + 1):
-            window = np.abs(t - (t_pulse + m * delay)) < 0.25 * delay
-            peaks.append(float(response[window].max()) if np.any(window) else float("nan"))
+        for m in range(1, echoes + 1):
+            window = np.abs(t - (t_p + m * delay)) < 0.25 * delay
+            peaks.append(float(r_abs[window].max()) if np.any(window) else float("nan"))
         # Only echoes well above the noise say anything about the loop: 5 sigma of the
-        # pre-pulse record. At the modulator's null the loop is quadratic, so each echo is
-        # far smaller than the last; biased on the slope it is a constant fraction.
-        noise = float(np.std(v[t < t_pulse]))
-        pulse_peak = float(response[np.abs(t - t_pulse) < 0.25 * delay].max())
+        # settled record before the pulse.
         significant = [p for p in peaks if p > 5.0 * noise]
-        echo_ratio = significant[0] / pulse_peak if significant and pulse_peak > 0 else float("nan")
-        self._impulse_result: dict[str, Any] = {
+        ratios = [b / a for a, b in zip([pulse_peak, *peaks], peaks, strict=False) if a > 0]
+        result: dict[str, Any] = {
             "loop_delay_s": delay,
-            "echo_ratio": echo_ratio,
+            "impulse_base_v": base_v,
+            "echo_ratio": float(np.median(ratios[: max(1, len(significant))]))
+            if ratios
+            else float("nan"),
             "echoes_above_noise": len(significant),
             "echo_peaks_v": peaks,
+            "pulse_peak_v": pulse_peak,
             "noise_v": noise,
         }
-        self.emit_event(
-            {"loop_delay_s": delay, "echo_ratio": echo_ratio},
-            {"impulse_t_s": t - t_pulse, "impulse_pd_v": response},
+        keep = (t > t_pulse - 0.5 * self.period_s) & (t < t_pulse + (echoes + 0.5) * delay)
+        return result, t[keep] - t_pulse, r[keep]
+
+
+def measure_reservoir(
+    rig: RigRoles,
+    wait: Callable[[float], None],
+    levels: FloatArray,
+    hold_periods: int = 5,
+    pulse_v: float = 1.0,
+    echoes: int = 6,
+    window_v: float = 4.9,
+    retry: Retry | None = None,
+) -> ReservoirMeasurement:
+    """Measure the reservoir's optics on the rig, assuming nothing of them:
+
+    1. a settled staircase at a wide scope range: the loop's steady-state curve. Its minimum
+       is the modulator's null (there ``x = 0`` is the loop's fixed point), a first guess of
+       the dark drive; the scope is then ranged to the levels seen and the staircase repeated;
+    2. the open-loop curve from a dark loop (guard at that null), fitted by ``sin^2``
+       (:func:`~labrig.calibration.fit_mzm`): V_pi, the null drive, dark and bright levels;
+    3. the loop's feedback strength from the steady curve (:func:`fit_feedback`);
+    4. the impulse response at the steady curve's steepest point: the loop delay.
+    """
+    probe = ReservoirProbe(rig, wait, retry)
+    res = probe.res
+    rig.dac.ramp_to({res.bias_channel: res.bias_v})
+    probe.autorange(probe.steady_curve(levels, hold_periods))
+    steady = probe.steady_curve(levels, hold_periods)
+    i_min = int(np.argmin(steady))
+    dark_guess = float(levels[i_min])
+    open_pd = probe.open_loop_curve(levels, dark_guess)
+    fit, fit_rms = fit_mzm(levels, open_pd)
+    beta, beta_rms = fit_feedback(levels, steady, fit)
+    slope = np.gradient(steady, levels)
+    base = float(levels[int(np.argmax(np.abs(slope)))])
+    pulse = float(np.clip(base + pulse_v, -window_v, window_v) - base)
+    if pulse == 0.0:
+        pulse = float(np.clip(base - pulse_v, -window_v, window_v) - base)
+    impulse, t_imp, r_imp = probe.impulse(base, pulse, echoes)
+    return ReservoirMeasurement(
+        levels_v=np.asarray(levels, dtype=float),
+        steady_pd_v=steady,
+        open_pd_v=open_pd,
+        open_fit=fit,
+        open_fit_rms_v=fit_rms,
+        feedback_rad_per_v=beta,
+        feedback_fit_rms_v=beta_rms,
+        impulse=impulse,
+        impulse_t_s=t_imp,
+        impulse_pd_v=r_imp,
+    )
+
+
+@register_procedure
+class TransferCurve(RigProcedure):
+    """Characterise and calibrate the reservoir: transfer curves, ``sin^2`` fit, impulse response.
+
+    See :func:`measure_reservoir`. Events: one per drive level (``drive_v``, the settled
+    ``pd_v``, the open-loop ``pd_open_loop_v`` and the fitted ``pd_fit_v``), then one with the
+    impulse response. The summary holds the calibration (``calibration``: V_pi, null drive,
+    dark/bright levels, loop delay, feedback) and the fit's residual; ``labrig calibrate``
+    saves it to the station's calibration file.
+    """
+
+    name = "transfer"
+    rig_kind = "reservoir"
+    station = StrParameter(
+        "Station", default="sim-reservoir", help="a built-in station or a station file"
+    )
+    points = IntegerParameter("Drive levels", default=201, minimum=8, maximum=5001)
+    drive_min_v = FloatParameter("Lowest drive", units="V", default=-4.5, minimum=-4.9, maximum=4.9)
+    drive_max_v = FloatParameter("Highest drive", units="V", default=4.5, minimum=-4.9, maximum=4.9)
+    hold_periods = IntegerParameter("Hold per level", default=5, minimum=1, maximum=100)
+    pulse_v = FloatParameter(
+        "Impulse height",
+        units="V",
+        default=1.0,
+        minimum=-5,
+        maximum=5,
+        help="added for one node slot to the operating drive (the steepest point)",
+    )
+    echoes = IntegerParameter("Echoes recorded", default=8, minimum=1, maximum=50)
+    save_calibration = StrParameter(
+        "Save calibration",
+        default="",
+        help="write the calibration to this file ('station': the file the station references, "
+        "[reservoir] calibration); it is always in the run's summary and calibration.toml",
+    )
+
+    _done = False
+
+    def execute(self) -> None:
+        if self._done:
+            return
+        if not self.drive_min_v < self.drive_max_v:
+            raise ProcedureError(
+                f"drive_min_v = {self.drive_min_v} V must be below drive_max_v = "
+                f"{self.drive_max_v} V"
+            )
+        rig = self.require_rig()
+        levels = np.linspace(self.drive_min_v, self.drive_max_v, self.points)
+        m = measure_reservoir(
+            rig,
+            self.wait,
+            levels,
+            self.hold_periods,
+            self.pulse_v,
+            self.echoes,
+            retry=lambda call: self.with_retry(call, list(self.instruments), "transfer playback"),
         )
+        self._measurement = m
+        fit = m.open_fit
+        kappa = math.pi / (2.0 * fit["v_pi_v"])
+        model = (
+            fit["dark_v"]
+            + (fit["bright_v"] - fit["dark_v"])
+            * np.sin(kappa * (m.levels_v - fit["null_drive_v"])) ** 2
+        )
+        for i, level in enumerate(m.levels_v):
+            self.emit_event(
+                {
+                    "drive_v": float(level),
+                    "pd_v": float(m.steady_pd_v[i]),
+                    "pd_open_loop_v": float(m.open_pd_v[i]),
+                    "pd_fit_v": float(model[i]),
+                },
+                {},
+            )
+        self.emit_event(
+            {
+                "loop_delay_s": float(m.impulse["loop_delay_s"]),
+                "echo_ratio": float(m.impulse["echo_ratio"]),
+            },
+            {"impulse_t_s": m.impulse_t_s, "impulse_pd_v": m.impulse_pd_v},
+        )
+        self._done = True
+        target = self._calibration_target()
+        cal = self.calibration()
+        if target is not None and cal is not None:
+            self._saved_to = save_calibration(cal, target)
+            self.log(f"calibration saved to {self._saved_to}")
+
+    def _calibration_target(self) -> Path | None:
+        if not self.save_calibration:
+            return None
+        if self.save_calibration != "station":
+            return Path(self.save_calibration)
+        res = self.require_rig().station.reservoir
+        if res is None or res.calibration is None:
+            raise ProcedureError(
+                f"save_calibration = 'station', but {self.require_rig().station.source} "
+                'references no calibration file ([reservoir] calibration = "...")'
+            )
+        return res.calibration
+
+    def calibration(self) -> ReservoirCalibration | None:
+        """The calibration this run measured (None before it ran)."""
+        m: ReservoirMeasurement | None = getattr(self, "_measurement", None)
+        if m is None or self.rig is None or self.rig.station.reservoir is None:
+            return None
+        return m.calibration(self.rig.station.reservoir)
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
-        curve = getattr(self, "_curve", [])
-        if curve:
-            pd = np.array([p for _, p in curve])
-            drive = np.array([d for d, _ in curve])
-            out.update(
-                pd_min_v=float(pd.min()),
-                pd_max_v=float(pd.max()),
-                drive_at_max_v=float(drive[int(np.argmax(pd))]),
-                drive_at_min_v=float(drive[int(np.argmin(pd))]),
-            )
-        out.update(getattr(self, "_impulse_result", {}))
+        m: ReservoirMeasurement | None = getattr(self, "_measurement", None)
+        if m is None:
+            return out
+        cal = getattr(self, "_calibration", None) or self.calibration()
+        self._calibration = cal
+        pd = m.steady_pd_v
+        out.update(
+            pd_min_v=float(pd.min()),
+            pd_max_v=float(pd.max()),
+            drive_at_max_v=float(m.levels_v[int(np.argmax(pd))]),
+            drive_at_min_v=float(m.levels_v[int(np.argmin(pd))]),
+            open_loop_fit_rms_v=m.open_fit_rms_v,
+            feedback_fit_rms_v=m.feedback_fit_rms_v,
+        )
+        out.update(m.impulse)
+        if cal is not None:
+            out["calibration"] = cal.as_dict()
+        saved = getattr(self, "_saved_to", None)
+        if saved is not None:
+            out["calibration_file"] = str(saved)
         return out
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"phase": self._phase, **self.rig_state()}
+        return {"done": self._done, **self.rig_state()}
 
     def restore_state(self, state: dict[str, Any]) -> None:
-        self._phase = int(state["phase"])
+        self._done = bool(state["done"])
         self.restore_rig_state(state)
 
     def plan(self, station: Station) -> RunPlan:
@@ -413,9 +671,12 @@ class TransferCurve(RigProcedure):
                 f"the transfer procedure needs a [reservoir] station ({station.source})"
             )
         period_s = res.node_count * res.node_duration_s
-        staircase_s = (self.points + 1) * self.hold_periods * period_s
-        impulse_s = (2 + self.echoes + 1.5) * period_s
-        levels = (self.drive_min_v, self.drive_max_v, self.pulse_v, 0.0)
+        # Two settled staircases (a wide look, then ranged), the open-loop pulses, the impulse.
+        staircase_s = 2 * (SETTLE_PERIODS + self.points * self.hold_periods) * period_s
+        open_loop_s = (self.points * (OPEN_LOOP_GUARD_PERIODS + 0.5) + 6) * period_s
+        impulse_s = (SETTLE_PERIODS + 1.2 * (self.echoes + 1.5)) * period_s
+        staircase_s += open_loop_s
+        levels = (self.drive_min_v, self.drive_max_v, -4.9, 4.9)
         channels = (
             ChannelPlan(
                 res.awg,
@@ -423,8 +684,9 @@ class TransferCurve(RigProcedure):
                 "modulator RF drive",
                 min(levels),
                 max(levels),
-                f"{self.points} levels from {self.drive_min_v:+g} V to {self.drive_max_v:+g} V, "
-                f"a {self.pulse_v:+g} V impulse, dark 0 V",
+                f"{self.points} levels from {self.drive_min_v:+g} V to {self.drive_max_v:+g} V "
+                f"(settled and open-loop), a {self.pulse_v:+g} V impulse at the steepest level "
+                "(within +/-4.9 V)",
             ),
             ChannelPlan(
                 res.bias_dac,
@@ -446,21 +708,6 @@ class TransferCurve(RigProcedure):
                 f"{period_s * 1e6:g} us; impulse: {self.echoes} echoes",
             ),
         )
-
-
-OVERSAMPLING = 4  # scope samples per drive sample: linear interpolation then stays exact
-
-
-def completion_timeout_s(duration_s: float) -> float:
-    """How long to wait for a record of ``duration_s`` to complete once it has been played: the
-    record itself twice over, plus 10 s for transfers and a slow link."""
-    return 10.0 + 2.0 * duration_s
-
-
-def scope_points(scope: Digitizer, duration_s: float, drive_rate_hz: float) -> int:
-    """The record of ``scope`` that samples a ``duration_s`` drive at ``OVERSAMPLING`` times its
-    rate (too sparse a record attenuates the drive's top frequencies when resampled)."""
-    return scope.record_points_for(duration_s, OVERSAMPLING * drive_rate_hz)
 
 
 # ------------------------------------------------------------------------------------ outputs
@@ -501,32 +748,34 @@ def write_iv_outputs(run_dir: Path) -> dict[str, Path]:
 
 
 def write_transfer_outputs(run_dir: Path) -> dict[str, Path]:
-    """Write ``transfer.csv`` and ``transfer.png`` (transfer curve and impulse response)."""
+    """Write ``transfer.csv`` and ``transfer.png`` (transfer curves, fit, impulse response)."""
     from labrig.runs.record import RunRecord
 
     record = RunRecord.open(run_dir)
-    drive = np.asarray(record.events.scalars.get("drive_v", []))
-    pd = np.asarray(record.events.scalars.get("pd_v", []))
+    sc = record.events.scalars
+    drive = np.asarray(sc.get("drive_v", []), dtype=float)
     keep = np.isfinite(drive)
+    cols = ["drive_v", "pd_v", "pd_open_loop_v", "pd_fit_v"]
+    data = [np.asarray(sc.get(c, np.full(drive.shape, np.nan)), dtype=float)[keep] for c in cols]
     csv = Path(run_dir) / "transfer.csv"
     np.savetxt(
-        csv,
-        np.column_stack([drive[keep], pd[keep]]),
-        delimiter=",",
-        header="drive_v,pd_v",
-        comments="",
-        fmt="%.9g",
+        csv, np.column_stack(data), delimiter=",", header=",".join(cols), comments="", fmt="%.9g"
     )
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    d, steady, open_loop, fit = data
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    a1.plot(drive[keep], pd[keep], ".-", ms=3)
+    a1.plot(d, steady, ".-", ms=3, lw=0.8, label="closed loop, settled")
+    if np.any(np.isfinite(open_loop)):
+        a1.plot(d, open_loop, "o", ms=2.5, label="open loop (dark loop)")
+        a1.plot(d, fit, "-", lw=1, label="sin² fit")
     a1.set_xlabel("modulator drive (V)")
     a1.set_ylabel("photodetector (V)")
-    a1.set_title("steady-state transfer curve")
+    a1.set_title("transfer curves")
+    a1.legend(fontsize=8)
     a1.grid(True, alpha=0.3)
     events = record.events
     if "impulse_t_s" in events.arrays or "impulse_t_s" in events.ragged_arrays:
@@ -535,10 +784,15 @@ def write_transfer_outputs(run_dir: Path) -> dict[str, Path]:
         a2.plot(t, r, lw=0.8)
         a2.set_xlabel("time after the pulse (µs)")
         a2.set_ylabel("photodetector - baseline (V)")
-        a2.set_title("impulse response of the delay loop")
+        a2.set_title("impulse response at the steepest drive")
         a2.grid(True, alpha=0.3)
     fig.tight_layout()
     png = Path(run_dir) / "transfer.png"
     fig.savefig(png)
     plt.close(fig)
-    return {"csv": csv, "png": png}
+    out = {"csv": csv, "png": png}
+    values = record.stop.summary.get("calibration") if record.stop is not None else None
+    if values:  # the calibration beside the record it was measured in
+        cal = ReservoirCalibration(**{**values, "run": str(run_dir)})
+        out["calibration"] = save_calibration(cal, Path(run_dir) / "calibration.toml")
+    return out

@@ -8,7 +8,7 @@ The network (see :mod:`labrig.algorithms.dfa`)::
 
 One physical pass (:class:`ReservoirLayer`) for a batch of pre-activations ``a`` (batch, nodes):
 
-1. drive map: ``V = drive_offset_v + volts_per_unit * a`` (V of AWG drive per node). The AWG's
+1. drive map: ``V = drive_offset + volts_per_unit * a`` (V of AWG drive per node). The AWG's
    window ``[v_min, v_max]`` is part of ``f_phys``: drives beyond it are limited to it, as the
    instrument's full scale would, and the fraction limited is reported in every event
    (``clipped_fraction``), never hidden. Nodes beyond ``nodes`` (when fewer than the loop's
@@ -23,21 +23,33 @@ One physical pass (:class:`ReservoirLayer`) for a batch of pre-activations ``a``
    slot of each sample's last held period and maps scope volts to node states with the dark and
    bright calibration plateaus: ``x = x_dark + (r - r_dark)(x_bright - x_dark)/(r_bright -
    r_dark)``, with ``x_dark = 0`` (modulator at its null) and ``x_bright = eta`` (full
-   transmission) from the host's model of the rig (:meth:`DfaTraining.host_model`).
+   transmission, the measured swing).
+
+Calibration: nothing about the optics is assumed. The station's calibration file
+(``[reservoir] calibration``, written by ``labrig calibrate``) or, without one, a measurement at
+start-up (:func:`~labrig.procedures.characterise.measure_reservoir`: settled and open-loop
+transfer curves, ``sin^2`` fit, impulse response) gives V_pi, the null drive, the
+photodetector's dark and bright levels and the loop delay. They set the dark guard drive (the
+null), the bright plateau (null + V_pi), the operating point ``drive_offset = null +
+operating_point * V_pi`` (quadrature by default), the default drive scale (V_pi / 4 per unit),
+the scope's window and the loop's desynchronisation. The calibration is in the summary (and
+so in the run record) and in every checkpoint.
 
 Learning (``method``):
 
 - ``aug-dfa``: ``delta^(l) = (e B^(l)^T) * g(a^(l))`` with fixed random ``B^(l)`` and ``g`` from
   :data:`~labrig.algorithms.dfa.G_LIBRARY`; ``f_phys`` is never differentiated nor modelled.
 - ``readout``: the masks ``W^(l)`` stay random; only the readout is fitted (ridge regression).
-- ``dfa``: plain DFA, ``g = f'`` from the digital twin's diagonal derivative (needs the model, so
-  only on a simulated station: refused before anything is connected otherwise).
+- ``dfa``: plain DFA, ``g = f'`` from the digital twin's diagonal derivative.
 - ``bp-twin``: backpropagation with the noise-free twin's vector-Jacobian product, the forward
   pass still on the rig.
 
+  Both need a model of the rig: the twin is an explicit input that only an in-process simulated
+  station supplies (:attr:`labrig.rig.Rig.twin`); elsewhere they are refused with a message.
+
 ``physical_projection``: the product ``e B^(l)^T`` is itself computed by the rig: the error is
 masked by a fixed random ``M^(l)`` (nodes x n_out) into drives
-``V = drive_offset_v + projection_volts_per_unit * (e M^(l)^T)``, sent through the reservoir with
+``V = drive_offset + projection_volts_per_unit * (e M^(l)^T)``, sent through the reservoir with
 a zero-error reference sample in the same waveform, and the centred node states
 ``(x(e) - x(0)) / projection_volts_per_unit`` are the projected error (to first order
 ``diag(f'(V_0)) M e``: a fixed random projection, which is all DFA asks of ``B``). Its device
@@ -45,10 +57,11 @@ time is reported separately (``projection_device_time_s``).
 
 Tasks (``task``): ``digits`` (scikit-learn 8x8, 1347 train / 450 test), ``mnist1d`` (40-step
 sequences, 4000 / 1000), ``mnist:PATH`` and ``fmnist:PATH`` (IDX folder or ``.npz``), and
-``narma10``. Inputs are centred on the training set's mean of each input and scaled by one
-deviation over all inputs (they share a unit). NARMA10's samples are the last ``narma_window``
-inputs ``u(n-w+1..n)`` (the test windows reach back into the training inputs), the target is
-``y(n+1)`` (standardised for training), the loss is the squared error and the score the test NMSE.
+``narma10`` (2000 training steps, a held-out series of 2000). Inputs are centred on the
+training set's mean of each input and scaled by one deviation over all inputs (they share a
+unit). NARMA10's samples are the last ``narma_window`` inputs ``u(n-w+1..n)`` (the test windows
+reach back into the training inputs), the target is ``y(n+1)`` (standardised for training), the
+loss is the squared error and the score the test NMSE.
 
 Sequences (``sequence_mode``; ``auto`` = ``temporal`` for ``mnist1d`` and ``narma10``, ``static``
 otherwise). *static*: the whole sequence is one input vector, masked onto the nodes and held from
@@ -93,7 +106,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from instruments.keysight_infiniivision import RAW_RECORD_POINTS, record_points_for
 from labrig.algorithms import dfa as dfa_alg
 from labrig.algorithms import reservoir_io as rio
 from labrig.algorithms.datasets import (
@@ -105,8 +117,13 @@ from labrig.algorithms.datasets import (
     nmse,
 )
 from labrig.algorithms.optim import Optimizer, make_optimizer
+from labrig.calibration import (
+    CalibrationError,
+    ReservoirCalibration,
+    ReservoirTwin,
+    load_calibration,
+)
 from labrig.errors import ProcedureError
-from labrig.physics.reservoir import DelayReservoir, ReservoirParams
 from labrig.procedures.base import (
     BoolParameter,
     ChoiceParameter,
@@ -116,7 +133,7 @@ from labrig.procedures.base import (
     StrParameter,
     register_procedure,
 )
-from labrig.procedures.characterise import completion_timeout_s
+from labrig.procedures.characterise import completion_timeout_s, measure_reservoir
 from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure
 
@@ -132,6 +149,8 @@ AWG_WAVEFORM_NAME = "LABRIGDFA"
 # The 33500B into 50 ohm reaches +/-5 V; the amplitude and offset it is sent are rounded, so a
 # waveform touching exactly 5 V can be refused. Keep 0.1 V inside.
 AWG_WINDOW_V = 4.9
+PLAN_SCOPE_POINTS = 4_000_000  # a scope record's length for the plan's estimate only
+STARTUP_LEVELS = 81  # drive levels of the start-up calibration (no calibration file)
 SYNC_TRIGGER_LEVEL_V = 1.0  # the AWG's sync output is a 0 / 3.3 V marker
 EVENT_TRACE_POINTS = 1000  # at most this many points of drive and PD trace per event
 EVENT_NODE_ROWS = 16  # samples shown in the node-state image of an event
@@ -143,8 +162,23 @@ EVENT_NODE_ROWS = 16  # samples shown in the node-state image of an event
 #: learning rate or the ridge penalty at 0. MNIST-1D runs in temporal mode with a ridge
 #: readout, where larger steps push the drives out of the AWG's window.
 TASK_SETTINGS: dict[str, dict[str, float]] = {
-    "default": {"learning_rate": 0.01, "ridge_lambda": 0.01},
+    "default": {
+        "learning_rate": 0.01,
+        "ridge_lambda": 0.01,
+        "drive_per_v_pi": 0.25,
+        "operating_point": 0.5,
+    },
     "mnist1d": {"learning_rate": 3e-4, "ridge_lambda": 1.0},
+    # NARMA10 (readout-only, 100 nodes, NMSE on 2000 held-out steps, scripts/bench_dfa.py): a
+    # gentle drive where the closed loop has slope. At 0.75 V_pi: V_pi/16 per unit 0.16,
+    # V_pi/8 0.24, V_pi/4 0.23, V_pi/2 0.74; at quadrature (0.5 V_pi) the feedback pushes the
+    # closed loop to the top of the fringe and the states carry nothing (NMSE 1.0 at V_pi/16).
+    "narma10": {
+        "learning_rate": 3e-3,
+        "ridge_lambda": 1.0,
+        "drive_per_v_pi": 0.0625,
+        "operating_point": 0.75,
+    },
 }
 
 
@@ -170,7 +204,7 @@ def _narma_windows(u: FloatArray, window: int) -> FloatArray:
 
 
 def load_task(
-    spec: str, seed: int, narma_window: int = 20, narma_steps: tuple[int, int] = (2000, 1000)
+    spec: str, seed: int, narma_window: int = 20, narma_steps: tuple[int, int] = (2000, 2000)
 ) -> PreparedTask:
     """Load and standardise a task named as on the command line (see the module docstring)."""
     key = spec.strip()
@@ -304,7 +338,12 @@ class ReservoirLayer:
         full[..., : self.nodes] = drive
         out = np.empty((*drive.shape[:-1], self.nodes))
         slices = rio.chunk(
-            batch, self.spec, self.fs_awg, self.fs_scope, AWG_MAX_POINTS, RAW_RECORD_POINTS[-1]
+            batch,
+            self.spec,
+            self.fs_awg,
+            self.fs_scope,
+            AWG_MAX_POINTS,
+            self.rig.digitizer.max_record_points,
         )
         for sl in slices:
             out[sl] = self._play_repeatable(full[sl])[..., : self.nodes]
@@ -346,7 +385,7 @@ class ReservoirLayer:
         duration = wave.size / self.fs_awg
         awg.load_waveform(res.awg_channel, wave, self.fs_awg, name=AWG_WAVEFORM_NAME)
         self.switch_on()
-        points = _record_points(duration, self.fs_scope)
+        points = _record_points(scope, duration, self.fs_scope)
         if self._scope_setup != (duration, points):
             # Reconfigure only when the waveform length changes (a new batch size): a chunk
             # of the same size reuses the acquisition set-up.
@@ -399,10 +438,10 @@ class ReservoirLayer:
         }
 
 
-def _record_points(duration_s: float, fs_scope: float) -> int:
+def _record_points(scope: Any, duration_s: float, fs_scope: float) -> int:
     """The smallest allowed scope record that samples ``duration_s`` at ``fs_scope`` or faster."""
     try:
-        return record_points_for(duration_s, fs_scope)
+        return int(scope.record_points_for(duration_s, fs_scope))
     except ValueError as exc:
         raise ProcedureError(f"this waveform does not fit one scope record: {exc}") from exc
 
@@ -461,16 +500,23 @@ class DfaTraining(RigProcedure):
     ridge_lambda = FloatParameter(
         "Ridge lambda", default=0.0, minimum=0.0, help="0: the task's tuned value (TASK_SETTINGS)"
     )
-    drive_offset_v = FloatParameter(
-        "Drive offset",
-        units="V",
-        default=2.0,
-        minimum=-5.0,
-        maximum=5.0,
-        help="AWG volts at a = 0 (2 V: quadrature of a V_pi = 4 V modulator biased at 0 V)",
+    operating_point = FloatParameter(
+        "Operating point",
+        default=0.0,
+        minimum=-1.0,
+        maximum=1.0,
+        help="drive at a = 0, in units of the measured V_pi above the modulator's null "
+        "(0.5: quadrature on the rising slope; 0, the dark null itself: the task's value, "
+        "TASK_SETTINGS: quadrature, NARMA10 0.75)",
     )
     volts_per_unit = FloatParameter(
-        "Drive scale", units="V", default=1.0, minimum=1e-3, maximum=10.0, help="V per unit of a"
+        "Drive scale",
+        units="V",
+        default=0.0,
+        minimum=0.0,
+        maximum=10.0,
+        help="V of drive per unit of a (0: the task's fraction of the measured V_pi, "
+        "TASK_SETTINGS: a quarter; NARMA10 a sixteenth)",
     )
     weight_scale = FloatParameter("Initial weight scale", default=1.0, minimum=0.0)
     feedback_scale = FloatParameter("Feedback (B) scale", default=1.0, minimum=0.0)
@@ -493,6 +539,13 @@ class DfaTraining(RigProcedure):
     settle_periods = IntegerParameter("Held periods per sample", default=3, minimum=1)
     guard_periods = IntegerParameter("Dark guard periods", default=3, minimum=1)
     narma_window = IntegerParameter("NARMA10 input window", default=20, minimum=10, maximum=200)
+    narma_train_steps = IntegerParameter(
+        "NARMA10 training steps",
+        default=2000,
+        minimum=100,
+        maximum=100_000,
+        help="training windows before the held-out series of 2000 steps",
+    )
     sequence_mode = ChoiceParameter(
         "Sequence presentation",
         choices=("auto", "static", "temporal"),
@@ -511,14 +564,16 @@ class DfaTraining(RigProcedure):
 
     # ---------------------------------------------------------------- set-up
     def check_station(self, station: Station) -> None:
-        """Refuse before anything is connected: plain DFA on real hardware (it needs the twin's
-        f'), a station without a reservoir, more nodes than the loop has."""
+        """Refuse before anything is connected: plain DFA or bp-twin where no twin can be had
+        (they need a model of the rig), a station without a reservoir, more nodes than the
+        loop has."""
         super().check_station(station)
-        if self.method == "dfa" and station.bench is None:
+        if self.method in ("dfa", "bp-twin") and station.bench is None:
+            need = "derivative f'" if self.method == "dfa" else "vector-Jacobian product"
             raise ProcedureError(
-                f"method 'dfa' needs the reservoir's derivative f', which only the digital twin "
-                f"of a simulated station provides; {station.source} is real hardware. Use "
-                "'aug-dfa' (no model needed) or 'bp-twin'."
+                f"method {self.method!r} needs the reservoir's {need}, which only the digital "
+                f"twin of a simulated station provides; {station.source} has no [bench] (real "
+                "hardware or a served bench). Use 'aug-dfa' (no model needed) or 'readout'."
             )
         if station.reservoir is None:
             raise ProcedureError(
@@ -532,7 +587,9 @@ class DfaTraining(RigProcedure):
 
     def startup(self) -> None:
         # Checks that need no instrument come first: a refused run touches nothing.
-        self._task = load_task(self.task, self.seed, self.narma_window)
+        self._task = load_task(
+            self.task, self.seed, self.narma_window, (self.narma_train_steps, 2000)
+        )
         self._temporal = self.sequence_mode == "temporal" or (
             self.sequence_mode == "auto" and self._task.name in SEQUENCE_TASKS
         )
@@ -551,60 +608,136 @@ class DfaTraining(RigProcedure):
         super().startup()
         rig = self.require_rig()
         res = rig.station.reservoir
-        assert res is not None  # checked above on the same station
-        self._model = self.host_model()
-        p = self._model.params
+        if res is None:
+            raise ProcedureError(
+                f"the dfa procedure needs a [reservoir] station ({rig.station.source})"
+            )
+        if self.nodes > res.node_count:
+            raise ProcedureError(
+                f"nodes = {self.nodes} exceeds the loop's node_count = "
+                f"{res.node_count} ({rig.station.source})"
+            )
+        # A model of the rig is an explicit input that only a simulated station supplies.
+        self._twin: ReservoirTwin | None = None
+        if self.method in ("dfa", "bp-twin"):
+            self._twin = rig.twin
+            if self._twin is None:
+                need = "derivative f'" if self.method == "dfa" else "vector-Jacobian product"
+                raise ProcedureError(
+                    f"method {self.method!r} needs the reservoir's {need}, which only the "
+                    f"digital twin of a simulated station provides; {rig.station.source} has no "
+                    "twin (real hardware or a served bench). Use 'aug-dfa' (no model needed) "
+                    "or 'readout'."
+                )
+        rig.dac.ramp_to({res.bias_channel: res.bias_v})
+        cal = rig.calibration
+        if cal is None:
+            # No calibration file: measure what the encoding needs (null and bright drives,
+            # the photodetector's levels, the loop delay) before the first pass, and record it.
+            levels = np.linspace(-AWG_WINDOW_V + 0.4, AWG_WINDOW_V - 0.4, STARTUP_LEVELS)
+            cal = measure_reservoir(
+                rig, self.wait, levels, echoes=2, retry=self._retry_calibration
+            ).calibration(res)
+            self._calibration_source = "measured at start-up"
+        else:
+            self._calibration_source = str(res.calibration)
+        self.log(f"calibration ({self._calibration_source}): {cal.as_dict()}")
+        self.__dict__.pop("_layer", None)  # a fresh layer for this run
+        self._configure(cal)
+        # Output on before any checkpoint is restored, so a resumed run's clock restarts from
+        # the same instrument state as the uninterrupted run's (see ReservoirLayer.forget_setup).
+        self._layer.switch_on()
+        self._init_learning()
+
+    def _configure(self, cal: ReservoirCalibration) -> None:
+        """Set the encoding, the drive map and the state units from the calibration ``cal``:
+        dark guard at the modulator's null, bright plateau at full transmission, ``a = 0`` at
+        ``operating_point`` V_pi above the null, states scaled by the dark/bright levels."""
+        rig = self.require_rig()
+        res = rig.station.reservoir
+        assert res is not None
+        where = f"calibration ({self._calibration_source})"
+        if cal.node_count != res.node_count or not math.isclose(
+            cal.node_duration_s, res.node_duration_s, rel_tol=1e-6
+        ):
+            raise ProcedureError(
+                f"{where} is for {cal.node_count} nodes of {cal.node_duration_s:g} s; the "
+                f"station's loop has {res.node_count} of {res.node_duration_s:g} s"
+            )
+        if not math.isclose(cal.bias_dac_v, res.bias_v, abs_tol=1e-6):
+            raise ProcedureError(
+                f"{where} was measured with the bias DAC at {cal.bias_dac_v:g} V; the station "
+                f"biases at {res.bias_v:g} V: recalibrate (labrig calibrate)"
+            )
+        desync = cal.desync_nodes
+        if not 0 <= desync < res.node_count:
+            raise ProcedureError(
+                f"{where}: loop delay {cal.loop_delay_s:g} s is {desync} node slots beyond one "
+                f"period of {res.node_count}; the encoding needs 0 <= desync < node_count"
+            )
         v_min, v_max = -AWG_WINDOW_V, AWG_WINDOW_V
+        try:
+            dark = cal.null_near(0.0)
+            if abs(dark) > AWG_WINDOW_V:
+                raise CalibrationError(f"the null drive {dark:g} V is outside +/-{AWG_WINDOW_V} V")
+            bright = cal.bright_drive(AWG_WINDOW_V)
+            op = self.operating_point or self._task_setting("operating_point")
+            self._drive_offset_v = cal.drive_at(op, AWG_WINDOW_V)
+        except CalibrationError as exc:
+            raise ProcedureError(f"{where}: {exc}") from exc
+        self._volts_per_unit = self.volts_per_unit or cal.v_pi_v * self._task_setting(
+            "drive_per_v_pi"
+        )
+        self._calibration = cal
         self._spec = rio.FrameSpec(
             node_count=res.node_count,
             node_duration_s=res.node_duration_s,
-            desync_nodes=p.desync_nodes,
+            desync_nodes=desync,
             settle_periods=self._task.x_train.shape[1] if self._temporal else self.settle_periods,
-            guard_periods=max(self.guard_periods, _min_guard(res.node_count, p.desync_nodes)),
-            guard_drive_v=-res.bias_v,  # MZM at its null: sin^2(kappa (V + bias)) = 0
-            bright_drive_v=p.v_pi - res.bias_v,  # full transmission
+            guard_periods=max(self.guard_periods, _min_guard(res.node_count, desync)),
+            guard_drive_v=dark,
+            bright_drive_v=bright,
             v_min=v_min,
             v_max=v_max,
         )
-        cal = (0.0, p.eta_v * math.sin(p.kappa_rad_per_v * p.v_pi) ** 2)
+        cal_states = (0.0, cal.eta_v)
         # The learner sees node states centred on the middle of the calibrated range and scaled
         # to +/-1. Raw states are all positive (light intensities, ~0.5 eta on average), so a
         # DFA update delta h^T moves every weight of a row the same way and the next layer's
         # drive drifts as a whole out of the AWG window (a quarter of layer-2 drives clipped
         # with raw states, under 1 % centred). Centring is a fixed change of units, the same
         # for every pass: f_phys stays one fixed function.
-        self._state_mid = 0.5 * (cal[0] + cal[1])
-        self._state_half = 0.5 * (cal[1] - cal[0])
-        rig.dac.ramp_to({res.bias_channel: res.bias_v})
-        self._layer = ReservoirLayer(
-            rig,
-            self._spec,
-            self.nodes,
-            self.awg_rate_hz,
-            self.scope_rate_hz,
-            cal,
-            self.wait,
-            retry=lambda call: self.with_retry(call, list(self.instruments), "reservoir pass"),
-        )
-        # Output on before any checkpoint is restored, so a resumed run's clock restarts from
-        # the same instrument state as the uninterrupted run's (see ReservoirLayer.forget_setup).
-        self._layer.switch_on()
-        self._init_learning()
-
-    def host_model(self) -> DelayReservoir:
-        """The host's model of the rig: loop geometry and bias from the station, the optics
-        (V_pi, eta, feedback, PD) at the values the bench simulates. On hardware, fit these from
-        ``labrig measure transfer``; only the calibration levels and the baselines use them."""
-        rig = self.require_rig()
-        res = rig.station.reservoir
-        assert res is not None
-        return DelayReservoir(
-            ReservoirParams(
-                node_count=res.node_count,
-                node_duration_s=res.node_duration_s,
-                bias_v=res.bias_v,
+        self._state_mid = 0.5 * (cal_states[0] + cal_states[1])
+        self._state_half = 0.5 * (cal_states[1] - cal_states[0])
+        scope_range = 1.6 * cal.eta_v
+        scope_offset = cal.dark_v + 0.5 * cal.eta_v
+        layer: ReservoirLayer | None = self.__dict__.get("_layer")
+        if layer is None:
+            self._layer = ReservoirLayer(
+                rig,
+                self._spec,
+                self.nodes,
+                self.awg_rate_hz,
+                self.scope_rate_hz,
+                cal_states,
+                self.wait,
+                scope_range_v=scope_range,
+                scope_offset_v=scope_offset,
+                retry=lambda call: self.with_retry(call, list(self.instruments), "reservoir pass"),
             )
-        )
+        else:
+            layer.spec, layer.cal_states = self._spec, cal_states
+            layer.scope_range_v, layer.scope_offset_v = scope_range, scope_offset
+            layer.forget_setup()
+
+    def _retry_calibration(
+        self, call: Callable[[], tuple[FloatArray, FloatArray]]
+    ) -> tuple[FloatArray, FloatArray]:
+        return self.with_retry(call, list(self.instruments), "reservoir pass")
+
+    def twin(self) -> ReservoirTwin | None:
+        """The digital twin the rig supplied (``dfa`` and ``bp-twin`` only; None otherwise)."""
+        return self._twin
 
     def _init_learning(self) -> None:
         task = self._task
@@ -643,7 +776,7 @@ class DfaTraining(RigProcedure):
     # ---------------------------------------------------------------- the physical function
     def _drive(self, a: FloatArray) -> FloatArray:
         """``V = offset + volts_per_unit * a``, limited to the AWG window (counted)."""
-        v = self.drive_offset_v + self.volts_per_unit * a
+        v = self._drive_offset_v + self._volts_per_unit * a
         lo, hi = self._spec.v_min, self._spec.v_max
         stats = self._layer.stats
         stats.drives += v.size
@@ -657,7 +790,7 @@ class DfaTraining(RigProcedure):
 
     def _twin_drive(self, a: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Drives padded to the loop's node count and the in-window mask (d clip / d V)."""
-        v = self.drive_offset_v + self.volts_per_unit * a
+        v = self._drive_offset_v + self._volts_per_unit * a
         inside = ((v >= self._spec.v_min) & (v <= self._spec.v_max)).astype(float)
         full = np.full((a.shape[0], self._spec.node_count), self._spec.guard_drive_v)
         full[:, : self.nodes] = np.clip(v, self._spec.v_min, self._spec.v_max)
@@ -666,16 +799,18 @@ class DfaTraining(RigProcedure):
     def _twin_fprime(self, a: FloatArray) -> FloatArray:
         """``dh_i/da_i`` of the twin (plain DFA's ``f'``)."""
         full, inside = self._twin_drive(a)
-        diag = self._model.layer_derivative_diag(full, periods=self._spec.settle_periods)
-        return self.volts_per_unit / self._state_half * inside * diag[:, : self.nodes]
+        assert self._twin is not None  # dfa's startup refused a rig without one
+        diag = self._twin.layer_derivative_diag(full, periods=self._spec.settle_periods)
+        return self._volts_per_unit / self._state_half * inside * diag[:, : self.nodes]
 
     def _twin_vjp(self, l: int, a: FloatArray, grad_h: FloatArray) -> FloatArray:
         """``grad_a`` from ``grad_h`` by the twin's exact VJP (backprop through the twin)."""
         full, inside = self._twin_drive(a)
         g_full = np.zeros_like(full)
         g_full[:, : self.nodes] = grad_h
-        g = self._model.layer_vjp(full, g_full, periods=self._spec.settle_periods)
-        return self.volts_per_unit / self._state_half * inside * g[:, : self.nodes]
+        assert self._twin is not None  # bp-twin's startup refused a rig without one
+        g = self._twin.layer_vjp(full, g_full, periods=self._spec.settle_periods)
+        return self._volts_per_unit / self._state_half * inside * g[:, : self.nodes]
 
     def _physical_projection(self, e: FloatArray) -> list[FloatArray]:
         """``e B^(l)^T`` for every layer from one waveform: each layer's masked error plus one
@@ -684,7 +819,7 @@ class DfaTraining(RigProcedure):
         k = self.projection_volts_per_unit
         rows = [e @ m.T for m in self._proj_masks]
         stacked = np.concatenate([*rows, np.zeros((1, self.nodes))], axis=0)
-        v = self.drive_offset_v + k * stacked
+        v = self._drive_offset_v + k * stacked
         lo, hi = self._spec.v_min, self._spec.v_max
         self._layer.stats.drives += v.size
         self._layer.stats.clipped += int(np.count_nonzero((v < lo) | (v > hi)))
@@ -773,7 +908,7 @@ class DfaTraining(RigProcedure):
 
     def _task_setting(self, name: str) -> float:
         family = self.task.split(":", 1)[0].lower()
-        return TASK_SETTINGS.get(family, TASK_SETTINGS["default"])[name]
+        return TASK_SETTINGS.get(family, {}).get(name, TASK_SETTINGS["default"][name])
 
     @property
     def base_learning_rate(self) -> float:
@@ -959,6 +1094,11 @@ class DfaTraining(RigProcedure):
             out["device_time_per_epoch_s"] = float(
                 np.mean([h["epoch_device_time_s"] for h in history])
             )
+        cal = getattr(self, "_calibration", None)
+        if cal is not None:
+            out["calibration"] = {**cal.as_dict(), "source": self._calibration_source}
+            out["drive_offset_v"] = self._drive_offset_v
+            out["volts_per_unit"] = self._volts_per_unit
         layer = getattr(self, "_layer", None)
         if layer is not None:
             out["waveforms"] = layer.stats.waveforms
@@ -977,6 +1117,9 @@ class DfaTraining(RigProcedure):
             "shuffle_rng": self._shuffle_rng.bit_generator.state,
             "noise_rng": self._noise_rng.bit_generator.state,
             "projection_device_time_s": self._projection_device_s,
+            "calibration": {
+                k: v for k, v in self._calibration.as_dict().items() if not isinstance(v, str)
+            },
             "history": {
                 k: np.asarray([h[k] for h in self._history], dtype=float)
                 for k in (self._history[0] if self._history else {})
@@ -987,6 +1130,11 @@ class DfaTraining(RigProcedure):
         # The bench's noise is keyed on its clock: restoring it makes the resumed run see the
         # noise the uninterrupted run saw, so both end bit for bit alike.
         self.restore_rig_state(state)
+        if "calibration" in state:  # the run goes on with the calibration it started with
+            values = {k: _plain(v) for k, v in dict(state["calibration"]).items()}
+            values["node_count"] = int(values["node_count"])
+            self._calibration_source = "restored from the checkpoint"
+            self._configure(ReservoirCalibration(**values))
         self._epoch = int(state["epoch"])
         self._net.load_state_dict(dict(state["network"]))
         self._opt.load_state_dict(dict(state["optimizer"]))
@@ -1028,12 +1176,12 @@ class DfaTraining(RigProcedure):
                 self.method,
                 "has no sequence (temporal) form; use aug-dfa or readout, or sequence-mode static",
             )
-        if self.method == "dfa" and station.bench is None:
+        if self.method in ("dfa", "bp-twin") and station.bench is None:
             raise ParameterError(
                 "method",
                 self.method,
-                f"needs the reservoir's derivative f', which only the digital twin of a simulated "
-                f"station provides; {station.source} is real hardware (use aug-dfa or bp-twin)",
+                "needs a model of the rig, which only the digital twin of a simulated station "
+                f"provides; {station.source} has no [bench] (use aug-dfa or readout)",
             )
         if self.nodes > res.node_count:
             raise ParameterError(
@@ -1042,22 +1190,27 @@ class DfaTraining(RigProcedure):
                 f"exceeds the loop's node_count {res.node_count}",
                 station.source,
             )
-        p = ReservoirParams(
-            node_count=res.node_count, node_duration_s=res.node_duration_s, bias_v=res.bias_v
-        )
+        # The optics are measured, not assumed: the station's calibration file if it has one,
+        # else the start-up measurement (its play time is added; the loop's desynchronisation
+        # is taken as one node for this estimate).
+        cal = None
+        if res.calibration is not None:
+            try:
+                cal = load_calibration(res.calibration)
+            except CalibrationError as exc:
+                raise ProcedureError(f"{station.source}: {exc}") from exc
+        desync = cal.desync_nodes if cal is not None else 1
         steps_per_sample = task.x_train.shape[1] if temporal else self.settle_periods
         spec = rio.FrameSpec(
             node_count=res.node_count,
             node_duration_s=res.node_duration_s,
-            desync_nodes=p.desync_nodes,
+            desync_nodes=max(desync, 0),
             settle_periods=steps_per_sample,
-            guard_periods=max(self.guard_periods, _min_guard(res.node_count, p.desync_nodes)),
-            guard_drive_v=0.0 - res.bias_v,
-            bright_drive_v=p.v_pi - res.bias_v,
+            guard_periods=max(self.guard_periods, _min_guard(res.node_count, max(desync, 0))),
             v_min=-AWG_WINDOW_V,
             v_max=AWG_WINDOW_V,
         )
-        scope_points = RAW_RECORD_POINTS[-1]
+        scope_points = PLAN_SCOPE_POINTS
 
         def pass_s(samples: int) -> float:
             """Play time of one physical pass of ``samples`` samples (chunked as the layer)."""
@@ -1084,7 +1237,18 @@ class DfaTraining(RigProcedure):
             ridge = self.readout == "ridge" or (self.readout == "auto" and temporal)
             if ridge:  # the readout is refitted on the whole training set every epoch
                 epoch_s += self.layers * pass_s(n_train)
-        levels = (-AWG_WINDOW_V, AWG_WINDOW_V, spec.guard_drive_v, spec.bright_drive_v)
+        startup_s = 0.0
+        if cal is None:
+            period_s = res.node_count * res.node_duration_s
+            startup_s = period_s * (
+                2 * (40 + STARTUP_LEVELS * 5) + STARTUP_LEVELS * 6.5 + 40 + 1 + 3.5 * 1.2
+            )
+        optics = (
+            f"calibration {res.calibration}"
+            if cal is not None
+            else "the optics measured at start-up (no calibration file)"
+        )
+        levels = (-AWG_WINDOW_V, AWG_WINDOW_V)
         channels = (
             ChannelPlan(
                 res.awg,
@@ -1092,9 +1256,8 @@ class DfaTraining(RigProcedure):
                 "modulator RF drive",
                 min(levels),
                 max(levels),
-                f"drive {self.drive_offset_v:+g} V + {self.volts_per_unit:g} V per unit, limited "
-                f"to the AWG window +/-{AWG_WINDOW_V:g} V; dark {spec.guard_drive_v:+g} V, bright "
-                f"{spec.bright_drive_v:+g} V",
+                f"drive at the operating point + a scale per unit, both from {optics}, limited "
+                f"to the AWG window +/-{AWG_WINDOW_V:g} V",
             ),
             ChannelPlan(
                 res.bias_dac,
@@ -1117,6 +1280,11 @@ class DfaTraining(RigProcedure):
                 f"{self.method}, {self.layers} physical layer(s) x {self.nodes} nodes of "
                 f"{res.node_count} in the loop ({res.node_duration_s * 1e9:g} ns per node)",
                 f"{epochs} epoch(s) of {epoch_s:.3g} s play time each",
+                *(
+                    (f"first, the optics measured at start-up: {startup_s * 1e3:.3g} ms play time",)
+                    if startup_s
+                    else ()
+                ),
             ),
         )
 

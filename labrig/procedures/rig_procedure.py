@@ -22,6 +22,7 @@ from labrig.errors import ProcedureError
 from labrig.procedures.base import Procedure
 
 if TYPE_CHECKING:
+    from labrig.calibration import ReservoirCalibration, ReservoirTwin
     from labrig.station import Station
 
 T = TypeVar("T")
@@ -77,6 +78,17 @@ class RigRoles(Protocol):
 
     def reconnect(self, name: str) -> Instrument:
         """Reopen instrument ``name`` after a dropped connection (limits reinstalled)."""
+        ...
+
+    @property
+    def calibration(self) -> ReservoirCalibration | None:
+        """The reservoir calibration the station references (measured by ``labrig
+        calibrate``), or None: the procedure then measures what it needs."""
+        ...
+
+    @property
+    def twin(self) -> ReservoirTwin | None:
+        """A digital twin of the reservoir, which only a simulated station supplies."""
         ...
 
 

@@ -115,10 +115,16 @@ def _build_device(station: Station, bench: Bench) -> object:
             # simulation to within the PD noise, at a quarter of the cost (the in-loop DFA
             # training sends every sample of every epoch through here).
             node_s = station.reservoir.node_duration_s
+            optics = {
+                k: v
+                for k in ("v_pi", "pd_gain_v_per_w", "feedback_gain")
+                if (v := getattr(spec, k)) is not None
+            }
             params = ReservoirParams(
                 node_count=station.reservoir.node_count,
                 node_duration_s=node_s,
                 internal_rate_hz=max(250e6, 10.0 / node_s),
+                **optics,
             )
         return ReservoirPart(bench, DelayReservoir(params))
     from labrig.sim.devices import RcPart

@@ -21,9 +21,11 @@ voltage beyond its limits.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -65,6 +67,112 @@ class SimClock:
             if lag > 0:
                 time.sleep(lag)
         return now
+
+
+class BenchLock:
+    """The bench's physics lock: reentrant, first come first served, and yieldable.
+
+    Every instrument's commands run under it (the physics is single-threaded), but instruments
+    are independent boxes: a worker running a long message calls :meth:`yield_to_waiters`
+    between commands (and inside long computations); once it has held the lock for
+    :attr:`yield_after_s`, that hands the lock to every thread already waiting, in arrival
+    order, and then takes it back. Messages shorter than that run whole, in the order their
+    workers queued (what keeps a served bench deterministic). A plain lock would not do: a
+    thread that releases and re-acquires at once keeps a C lock against waiters that still need
+    the GIL to wake, so another instrument could wait for the whole message.
+
+    A transport may :meth:`reserve` a place in the queue for the calling thread before it is
+    ready to run (the TCP server does, in the order the messages arrived); the thread's next
+    :meth:`acquire` then waits for that place, and :meth:`cancel_reservation` gives it up.
+    """
+
+    #: Hold the lock at least this long before yielding it to waiters (wall seconds).
+    yield_after_s = 0.02
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._held_since = 0.0
+        self._queue: deque[int] = deque()
+        self._tickets = itertools.count()
+        self._reserved: dict[int, int] = {}
+
+    def _wait_turn(self, me: int, depth: int, ticket: int | None = None) -> None:
+        if ticket is None:
+            ticket = next(self._tickets)
+            self._queue.append(ticket)
+        while self._owner is not None or self._queue[0] != ticket:
+            self._cond.wait()
+        self._queue.popleft()
+        self._owner, self._depth = me, depth
+        self._held_since = time.monotonic()
+
+    def reserve(self) -> None:
+        """Queue the calling thread now; its next :meth:`acquire` takes this place."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me or me in self._reserved:
+                return
+            ticket = next(self._tickets)
+            self._queue.append(ticket)
+            self._reserved[me] = ticket
+
+    def cancel_reservation(self) -> None:
+        """Give up a place taken by :meth:`reserve` and not used (no-op if there is none)."""
+        with self._cond:
+            ticket = self._reserved.pop(threading.get_ident(), None)
+            if ticket is not None:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def acquire(self) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+            elif me in self._reserved:
+                self._wait_turn(me, 1, self._reserved.pop(me))
+            elif self._owner is None and not self._queue:
+                self._owner, self._depth = me, 1
+                self._held_since = time.monotonic()
+            else:
+                self._wait_turn(me, 1)
+        return True
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("BenchLock released by a thread that does not hold it")
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                if self._queue:
+                    self._cond.notify_all()
+
+    def yield_to_waiters(self) -> None:
+        """If other threads wait for the lock and the caller has held it for
+        :attr:`yield_after_s`, let them all run first (the caller must hold the lock, at any
+        depth; it holds it again, at the same depth, on return)."""
+        if not self._queue:  # racy read, fine: a late arrival waits for the next yield
+            return
+        if time.monotonic() - self._held_since < self.yield_after_s:
+            return
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner != me or not self._queue:
+                return
+            depth = self._depth
+            self._owner, self._depth = None, 0
+            self._cond.notify_all()
+            self._wait_turn(me, depth)
+
+    def __enter__(self) -> BenchLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @runtime_checkable
@@ -164,9 +272,10 @@ class Bench:
         # command set and physics) keeps time exact.
         self.io_time = io_time
         self._watched = set(watch_voltages)
-        # One lock serialises every command across transports: the bench is single-threaded
-        # physics, so concurrent clients see a consistent, deterministic order.
-        self.lock = threading.RLock()
+        # One lock serialises the commands of all instruments (the physics is single-threaded);
+        # it is fair and held one command at a time (BenchLock), so a busy instrument never
+        # holds another for more than one command.
+        self.lock = BenchLock()
 
     def rng_for(self, stream: str, t: float) -> np.random.Generator:
         """A generator for the noise of ``stream`` (a part's name) in an evaluation at bench

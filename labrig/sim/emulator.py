@@ -37,6 +37,7 @@ connection, each with its own input buffer). Transport-level faults from the ben
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -51,7 +52,8 @@ from labrig.sim.scpi import (
     Context,
     HeaderPath,
     ScpiError,
-    parse_message,
+    UnterminatedReply,
+    iter_message,
     split_program_messages,
 )
 
@@ -127,18 +129,62 @@ class Session:
     def __init__(self, emulator: ScpiEmulator) -> None:
         self.emulator = emulator
         self._buffer = bytearray()
+        self._discarding = False  # dropping the rest of an over-long line
+        self._overrun = False  # an overrun waits to be reported
+        self._ready: list[bytes] = []  # framed messages not yet run
 
     def feed_with_faults(self, data: bytes) -> list[Reply]:
-        """Add received bytes; run every complete message; one :class:`Reply` per message."""
+        """Add received bytes; run every complete message; one :class:`Reply` per message.
+
+        Framing runs under the instrument's own lock only; each message then runs under the
+        bench lock, one command at a time (see :meth:`ScpiEmulator.handle_message`), so other
+        instruments answer between the commands of a long message. A line longer than
+        :attr:`ScpiEmulator.max_input_bytes` is discarded up to its terminator and reported
+        with the instrument's input-overrun error (:meth:`ScpiEmulator.input_overrun`).
+        """
+        with self.emulator.io_lock:
+            self.frame(data)
+            return self.run_ready()
+
+    def frame(self, data: bytes) -> bool:
+        """Add received bytes and split off the complete messages (they wait for
+        :meth:`run_ready`). True when there is something to run (or an overrun to report)."""
         emulator = self.emulator
-        with emulator.bench.lock:
+        with emulator.io_lock:
+            if self._discarding:
+                end = data.find(b"\n")
+                if end < 0:
+                    return self._overrun
+                data = data[end + 1 :]
+                self._discarding = False
             self._buffer += data
-            if emulator.max_input_bytes and len(self._buffer) > emulator.max_input_bytes:
-                # Input buffer overrun: drop what we have rather than grow without bound.
+            self._ready.extend(split_program_messages(self._buffer))
+            limit = emulator.max_input_bytes
+            if limit and len(self._buffer) > limit:
+                # The unterminated tail is longer than the input buffer: drop it and the rest
+                # of its line, as an instrument whose input queue overflows does.
                 self._buffer.clear()
-                emulator.push_error(-363)
-                return []
-            return [emulator.process_message(m) for m in split_program_messages(self._buffer)]
+                self._discarding = True
+                self._overrun = True
+            return bool(self._ready) or self._overrun
+
+    def run_ready(self) -> list[Reply]:
+        """Run the messages :meth:`frame` split off; one :class:`Reply` per message."""
+        emulator = self.emulator
+        with emulator.io_lock:
+            ready, self._ready = self._ready, []
+            limit = emulator.max_input_bytes
+            replies = []
+            for message in ready:
+                if limit and len(message) > limit:
+                    self._overrun = True  # arrived whole in one read, still too long to buffer
+                    continue
+                replies.append(emulator.process_message(message))
+            if self._overrun:
+                self._overrun = False
+                with emulator.bench.lock:
+                    emulator.input_overrun()
+            return replies
 
     def feed(self, data: bytes) -> bytes:
         """Like :meth:`feed_with_faults` but returns the plain reply bytes (faults ignored,
@@ -153,8 +199,10 @@ class Session:
 
     def clear(self) -> None:
         """Device clear: forget any half-received input."""
-        with self.emulator.bench.lock:
+        with self.emulator.io_lock:
             self._buffer.clear()
+            self._ready.clear()
+            self._discarding = False
 
 
 @dataclass
@@ -186,7 +234,10 @@ class ScpiEmulator:
     error_queue_size: ClassVar[int] = 20
     #: Append the device-dependent detail of a ScpiError to the queued message (``"text; detail"``).
     error_detail: ClassVar[bool] = True
-    #: Bytes one session may buffer without a terminator before -363 (0 = no limit).
+    #: Bytes one line may hold before the input buffer overruns (:meth:`input_overrun`; 0 = no
+    #: limit). The real buffer sizes are not documented (?): the default holds the largest
+    #: upload a driver sends (a 33500B 16 M-point arb, a QDAC-II 10 M-point trace); models
+    #: with small command sets set less.
     max_input_bytes: ClassVar[int] = 256 * 1024 * 1024
     #: Time the real instrument's link needs, charged to the bench clock for every message
     #: received and every reply sent: ``message_latency_s + bytes / link_bytes_per_s``. On a real
@@ -199,6 +250,9 @@ class ScpiEmulator:
         self.name = name
         self.bench = bench if bench is not None else Bench()
         self.tree = CommandTree()
+        # One worker at a time per instrument: sessions of the same instrument take turns,
+        # other instruments never wait for it (they share only the bench lock, per command).
+        self.io_lock = threading.RLock()
         self._status = _Status()
         # Transport faults that fired on a message without a reply wait for the next reply.
         self._pending_faults: list[Fault] = []
@@ -239,6 +293,13 @@ class ScpiEmulator:
         """Bytes the transports send to each client as it connects (a telnet-style banner, as
         the SR860 may send); default nothing."""
         return b""
+
+    def input_overrun(self) -> None:
+        """A line longer than :attr:`max_input_bytes` arrived: report it as the instrument does
+        (SCPI -363 Input buffer overrun; the SR860 sets its INP status bit instead)."""
+        self.push_error(
+            -363, f"{STANDARD_ERRORS[-363]}; line longer than {self.max_input_bytes} bytes"
+        )
 
     def self_test(self) -> int:
         """``*TST?`` result: 0 = passed."""
@@ -376,8 +437,12 @@ class ScpiEmulator:
         (query replies joined by ``;``, plus :attr:`terminator`) or None if nothing to send."""
         with self.bench.lock:
             replies: list[bytes] = []
+            terminated = True
             path: HeaderPath | None = None
-            for unit in parse_message(message):
+            for n, unit in enumerate(iter_message(message)):
+                if n:
+                    # Another instrument waiting for the bench goes first (one command each).
+                    self.bench.lock.yield_to_waiters()
                 if unit.error is not None:
                     self.push_scpi_error(unit.error)
                     path = None
@@ -393,6 +458,12 @@ class ScpiEmulator:
                     self.push_scpi_error(error)
                     path = None
                     continue
+                except (OverflowError, ValueError) as exc:
+                    # An argument too large for the handler's arithmetic (inf as an integer, a
+                    # 5000-digit number): out of range, as the instrument reports it.
+                    self.push_error(-222, f"{STANDARD_ERRORS[-222]}; {exc}")
+                    path = None
+                    continue
                 except Exception as exc:
                     # A bug in a handler must not kill the transport thread: report it the way
                     # an instrument reports an internal fault, and log the traceback.
@@ -401,6 +472,7 @@ class ScpiEmulator:
                     path = None
                     continue
                 if unit.is_query:
+                    terminated = not isinstance(result, UnterminatedReply)
                     if isinstance(result, str):
                         replies.append(result.encode("latin-1", errors="replace"))
                     elif isinstance(result, bytes | bytearray):
@@ -409,7 +481,10 @@ class ScpiEmulator:
                         replies.append(str(result).encode("latin-1", errors="replace"))
             if not replies:
                 return None
-            return b";".join(replies) + self.terminator
+            body = b";".join(replies)
+            # A block sent without a terminator (SR860 CAPTUREGET?) ends the reply when it is
+            # the last one of the message.
+            return body + self.terminator if terminated else body
 
     # ------------------------------------------------------------------ common commands
     def register_common_commands(self) -> None:

@@ -107,6 +107,17 @@ _EVENT_SOURCES = ("BUS", "EXT")
 CLIPPED_HIGH = "Data out of range;value clipped to upper limit"
 CLIPPED_LOW = "Data out of range;value clipped to lower limit"
 
+# Pulse limits of the 33500B (manual, FUNCtion:PULSe subsystem): width >= 16 ns, edge times
+# 8.4 ns .. 1 us; the defaults (100 us width, 10 ns edges) and the edge interlock are as widely
+# used drivers and the 33500B help describe them (?): the width must leave room for the edges,
+# 0.625 * (leading + trailing) <= width <= period - 0.625 * (leading + trailing).
+PULSE_MIN_WIDTH_S = 16e-9
+PULSE_EDGE_MIN_S = 8.4e-9
+PULSE_EDGE_MAX_S = 1e-6
+PULSE_EDGE_DEFAULT_S = 10e-9
+PULSE_EDGE_FACTOR = 0.625
+SETTINGS_CONFLICT = "Settings conflict"
+
 FUNCTIONS = ["SINusoid", "SQUare", "TRIangle", "RAMP", "PULSe", "PRBS", "NOISe", "ARB", "DC"]
 _SHORT = {
     "SINusoid": "SIN",
@@ -185,6 +196,12 @@ class AwgChannel:
     trigger_delay_s: float = 0.0
     trigger_count: float = 1.0
     trigger_timer_s: float = 1e-3
+    # FUNCtion:PULSe (the period is 1/frequency_hz); FREQuency:MODE
+    pulse_width_s: float = 100e-6
+    pulse_lead_s: float = PULSE_EDGE_DEFAULT_S
+    pulse_trail_s: float = PULSE_EDGE_DEFAULT_S
+    pulse_hold: str = "WIDT"
+    frequency_mode: str = "CW"
 
 
 @dataclass
@@ -320,9 +337,10 @@ class Keysight33500BEmulator(ScpiEmulator):
         f = ch.function
         if f == "SIN":
             return np.sin(2.0 * np.pi * cycles)
-        if f in ("SQU", "PULS"):
-            duty = ch.square_duty_pct / 100.0 if f == "SQU" else 0.5
-            return np.where(frac < duty, 1.0, -1.0)
+        if f == "SQU":
+            return np.where(frac < ch.square_duty_pct / 100.0, 1.0, -1.0)
+        if f == "PULS":
+            return self._pulse_shape(ch, frac)
         if f == "TRI":
             # starts at 0 rising, peaks at 1/4, troughs at 3/4
             return 1.0 - 4.0 * np.abs(np.mod(cycles - 0.25, 1.0) - 0.5)
@@ -579,6 +597,100 @@ class Keysight33500BEmulator(ScpiEmulator):
         vrms = math.sqrt(10.0 ** (value / 10.0) * 1e-3 * ch.load_ohm)
         return vrms / self._rms_per_vpp(n)
 
+    @staticmethod
+    def _pulse_shape(ch: AwgChannel, frac: FloatArray) -> FloatArray:
+        """A pulse with linear edges: the leading edge starts at phase 0, the width is measured
+        between the edges' 50 % points (as the 33500B defines it)."""
+        period = 1.0 / ch.frequency_hz
+        t = frac * period
+        lead, trail, width = ch.pulse_lead_s, ch.pulse_trail_s, ch.pulse_width_s
+        fall_start = lead / 2.0 + width - trail / 2.0
+        rising = -1.0 + 2.0 * t / lead
+        falling = 1.0 - 2.0 * (t - fall_start) / trail
+        return np.select(
+            [t < lead, t < fall_start, t < fall_start + trail],
+            [rising, np.ones_like(t), falling],
+            -1.0,
+        )
+
+    # ------------------------------------------------------------------ pulse interlocks
+    def _pulse_room(self, ch: AwgChannel) -> float:
+        """The least width the edges need (and the least gap after the pulse)."""
+        return max(PULSE_MIN_WIDTH_S, PULSE_EDGE_FACTOR * (ch.pulse_lead_s + ch.pulse_trail_s))
+
+    def _fit_pulse(self, n: int) -> None:
+        """After a period or edge change: keep width (HOLD WIDTh) or duty cycle (HOLD DCYCle)
+        and, if the width no longer fits, adjust it with -221 Settings conflict."""
+        ch = self.channels[n]
+        period = 1.0 / ch.frequency_hz
+        room = self._pulse_room(ch)
+        lo, hi = room, max(room, period - room)
+        if not lo <= ch.pulse_width_s <= hi:
+            ch.pulse_width_s = min(max(ch.pulse_width_s, lo), hi)
+            self.push_error(-221, f"{SETTINGS_CONFLICT};pulse width adjusted")
+
+    def _w_pulse_width(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        ch = self.channels[n]
+        period = 1.0 / ch.frequency_hz
+        room = self._pulse_room(ch)
+        ch.pulse_width_s = self._number(args, room, max(room, period - room), 100e-6)
+
+    def _q_pulse_width(self, ctx: Context, args: Args) -> str:
+        return format_nr3(self.channels[self._ch(ctx)].pulse_width_s)
+
+    def _w_pulse_duty(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        ch = self.channels[n]
+        period = 1.0 / ch.frequency_hz
+        room = self._pulse_room(ch)
+        lo = 100.0 * room / period
+        hi = max(lo, 100.0 * (period - room) / period)
+        ch.pulse_width_s = self._number(args, lo, hi, 10.0) / 100.0 * period
+
+    def _q_pulse_duty(self, ctx: Context, args: Args) -> str:
+        ch = self.channels[self._ch(ctx)]
+        return format_nr3(100.0 * ch.pulse_width_s * ch.frequency_hz)
+
+    def _w_pulse_period(self, ctx: Context, args: Args) -> None:
+        n = self._ch(ctx)
+        ch = self.channels[n]
+        duty = ch.pulse_width_s * ch.frequency_hz
+        period = self._number(args, 1.0 / MAX_FREQUENCY_HZ, 1.0 / MIN_FREQUENCY_HZ, 1e-3)
+        ch.frequency_hz = 1.0 / period
+        if ch.pulse_hold == "DCYC":
+            ch.pulse_width_s = duty * period
+        self._fit_pulse(n)
+
+    def _q_pulse_period(self, ctx: Context, args: Args) -> str:
+        return format_nr3(1.0 / self.channels[self._ch(ctx)].frequency_hz)
+
+    def _edge_writer(self, *attrs: str) -> WriteHandler:
+        def write(ctx: Context, args: Args) -> None:
+            n = self._ch(ctx)
+            ch = self.channels[n]
+            value = self._number(args, PULSE_EDGE_MIN_S, PULSE_EDGE_MAX_S, PULSE_EDGE_DEFAULT_S)
+            for attr in attrs:
+                setattr(ch, attr, value)
+            # the edges of one pulse and its gap must fit in the period: shorten them if not
+            period = 1.0 / ch.frequency_hz
+            most = period / (2.0 * PULSE_EDGE_FACTOR)  # lead + trail at most
+            total = ch.pulse_lead_s + ch.pulse_trail_s
+            if total > most:
+                scale = most / total
+                ch.pulse_lead_s = max(PULSE_EDGE_MIN_S, ch.pulse_lead_s * scale)
+                ch.pulse_trail_s = max(PULSE_EDGE_MIN_S, ch.pulse_trail_s * scale)
+                self.push_error(-221, f"{SETTINGS_CONFLICT};edge time adjusted")
+            self._fit_pulse(n)
+
+        return write
+
+    def _edge_reader(self, attr: str) -> Any:
+        def query(ctx: Context, args: Args) -> str:
+            return format_nr3(getattr(self.channels[self._ch(ctx)], attr))
+
+        return query
+
     # ------------------------------------------------------------------ command table
     def register_commands(self) -> None:
         add = self.tree.add
@@ -597,6 +709,28 @@ class Keysight33500BEmulator(ScpiEmulator):
         self._number_setting(f"{src}:FUNCtion:SQUare:DCYCle", "square_duty_pct", 0.01, 99.98, 50.0)
         self._number_setting(
             f"{src}:FUNCtion:RAMP:SYMMetry", "ramp_symmetry_pct", 0.0, 100.0, 100.0
+        )
+        pulse = f"{src}:FUNCtion:PULSe"
+        add(f"{pulse}:WIDTh", write=self._w_pulse_width, query=self._q_pulse_width)
+        add(f"{pulse}:DCYCle", write=self._w_pulse_duty, query=self._q_pulse_duty)
+        add(f"{pulse}:PERiod", write=self._w_pulse_period, query=self._q_pulse_period)
+        self._keyword_setting(f"{pulse}:HOLD", "pulse_hold", ["WIDTh", "DCYCle"])
+        edges = self._edge_writer("pulse_lead_s", "pulse_trail_s")
+        add(f"{pulse}:TRANsition[:BOTH]", write=edges, query=self._edge_reader("pulse_lead_s"))
+        add(
+            f"{pulse}:TRANsition:LEADing",
+            write=self._edge_writer("pulse_lead_s"),
+            query=self._edge_reader("pulse_lead_s"),
+        )
+        add(
+            f"{pulse}:TRANsition:TRAiling",
+            write=self._edge_writer("pulse_trail_s"),
+            query=self._edge_reader("pulse_trail_s"),
+        )
+        # FREQuency:MODE: CW and FIXed are the same fixed frequency; LIST and SWEep are stored
+        # (the frequency list and sweep are not emulated: the output stays at FREQuency) (?).
+        self._keyword_setting(
+            f"{src}:FREQuency:MODE", "frequency_mode", ["CW", "LIST", "SWEep", "FIXed"]
         )
         arb = f"{src}:FUNCtion:ARBitrary"
         add(arb, write=self._w_arb_select, query=self._q_arb_select)
@@ -659,6 +793,8 @@ class Keysight33500BEmulator(ScpiEmulator):
         if new != ch.function:
             ch.function = new
             self._restart(n)
+            if ch.function == "PULS":
+                self._fit_pulse(n)
             if ch.function == "DC":
                 # DC has no amplitude: only the offset limit applies, nothing to re-check
                 return
@@ -669,7 +805,14 @@ class Keysight33500BEmulator(ScpiEmulator):
 
     def _w_frequency(self, ctx: Context, args: Args) -> None:
         n = self._ch(ctx)
-        self.channels[n].frequency_hz = self._number(args, MIN_FREQUENCY_HZ, MAX_FREQUENCY_HZ, 1e3)
+        ch = self.channels[n]
+        duty = ch.pulse_width_s * ch.frequency_hz
+        ch.frequency_hz = self._number(args, MIN_FREQUENCY_HZ, MAX_FREQUENCY_HZ, 1e3)
+        if ch.function == "PULS":
+            # a new frequency is a new pulse period: HOLD DCYCle keeps the duty cycle
+            if ch.pulse_hold == "DCYC":
+                ch.pulse_width_s = duty / ch.frequency_hz
+            self._fit_pulse(n)
 
     def _q_frequency(self, ctx: Context, args: Args) -> str:
         return format_nr3(self.channels[self._ch(ctx)].frequency_hz)

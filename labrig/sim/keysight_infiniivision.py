@@ -70,12 +70,11 @@ import functools
 import math
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from instruments.keysight_infiniivision import NORMAL_RECORD_POINTS, RAW_RECORD_POINTS
 from labrig.sim.bench import Bench, FloatArray
 from labrig.sim.emulator import ScpiEmulator
 from labrig.sim.scpi import Args, Context, QueryHandler, ScpiError, format_nr3
@@ -104,8 +103,15 @@ _ADC_HIGH = 1 << 20
 ASCII_CLIPPED = "9.9E+37"
 
 MAX_SAMPLE_RATE = 5e9
-NORMAL_POINTS = NORMAL_RECORD_POINTS
-RAW_POINTS = RAW_RECORD_POINTS
+# Record lengths :WAVeform:POINts accepts (X-series programmer's guides): NORMal transfers the
+# measurement record, RAW the acquisition memory (4 M points on the 3000T). Stated here as well
+# as in the driver (the bench must not import drivers); a test holds the two equal.
+NORMAL_POINTS: tuple[int, ...] = (100, 250, 500, 1000)
+RAW_POINTS: tuple[int, ...] = (
+    *NORMAL_POINTS,
+    *(2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000),
+    *(1_000_000, 2_000_000, 4_000_000),
+)
 MAX_RECORD = RAW_POINTS[-1]
 MIN_TIME_SCALE, MAX_TIME_SCALE = 2e-9, 50.0
 MIN_V_SCALE, MAX_V_SCALE = 1e-3, 5.0  # per unit probe ratio
@@ -245,6 +251,8 @@ class InfiniiVisionEmulator(ScpiEmulator):
 
     # LAN (SCPI socket): ~10 MB/s of waveform payload, ~0.5 ms per message (estimates)
     link_bytes_per_s = 10e6
+    #: Input buffer size is not documented (?): 1 MB is far beyond any setup or command.
+    max_input_bytes: ClassVar[int] = 1024 * 1024
     message_latency_s = 0.5e-3
 
     def __init__(

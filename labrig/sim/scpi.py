@@ -38,7 +38,7 @@ from __future__ import annotations
 import builtins
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -50,9 +50,11 @@ __all__ = [
     "ParsedUnit",
     "QueryHandler",
     "ScpiError",
+    "UnterminatedReply",
     "WriteHandler",
     "format_block",
     "format_nr3",
+    "iter_message",
     "parse_message",
     "quote_string",
     "split_program_messages",
@@ -242,13 +244,13 @@ class ParsedUnit:
     error: ScpiError | None = None
 
 
-def _split_units(message: bytes) -> list[tuple[bytes, list[bytes]]]:
+def _split_units(message: bytes) -> Iterator[tuple[bytes, list[bytes]]]:
     """Split a message into units (on ``;``) and each unit's text into header and parameters.
 
-    Separators inside quotes, blocks and parentheses (channel lists) are data. Returns a list of
-    ``(header_bytes, [param_bytes, ...])``; parameters are not stripped of surrounding blanks.
+    Separators inside quotes, blocks and parentheses (channel lists) are data. Yields
+    ``(header_bytes, [param_bytes, ...])`` one unit at a time (a long chain is parsed as it is
+    run); parameters are not stripped of surrounding blanks.
     """
-    units: list[tuple[bytes, list[bytes]]] = []
     n = len(message)
     pos = 0
     while pos <= n:
@@ -306,12 +308,11 @@ def _split_units(message: bytes) -> list[tuple[bytes, list[bytes]]]:
             if len(params) == 1 and not params[0].strip():
                 params = []
         if header or params:
-            units.append((header, params))
+            yield header, params
         if pos < n and message[pos] == 0x3B:
             pos += 1
             continue
         break
-    return units
 
 
 def parse_message(message: bytes) -> list[ParsedUnit]:
@@ -320,20 +321,21 @@ def parse_message(message: bytes) -> list[ParsedUnit]:
     A unit whose header is malformed carries ``error`` (-102 syntax error) instead of failing
     the whole message.
     """
-    result: list[ParsedUnit] = []
+    return list(iter_message(message))
+
+
+def iter_message(message: bytes) -> Iterator[ParsedUnit]:
+    """:func:`parse_message`, one unit at a time."""
     for header_b, params in _split_units(message):
         header = header_b.decode("latin-1")
         if not header:
-            result.append(ParsedUnit("", False, params, ScpiError(-102, detail="missing header")))
+            yield ParsedUnit("", False, params, ScpiError(-102, detail="missing header"))
             continue
         if not _HEADER_RE.match(header):
-            result.append(
-                ParsedUnit(header, False, params, ScpiError(-102, detail=f"header {header!r}"))
-            )
+            yield ParsedUnit(header, False, params, ScpiError(-102, detail=f"header {header!r}"))
             continue
         is_query = header.endswith("?")
-        result.append(ParsedUnit(header[:-1] if is_query else header, is_query, params))
-    return result
+        yield ParsedUnit(header[:-1] if is_query else header, is_query, params)
 
 
 # --------------------------------------------------------------------------- parameters
@@ -466,6 +468,10 @@ class Args:
                     return float(int(nd.group(2), base))
                 except ValueError:
                     raise ScpiError(-121, detail=f"{self._where(i)} {text!r}") from None
+                except OverflowError:
+                    raise ScpiError(
+                        -222, detail=f"{self._where(i)} {text[:12]}... too large"
+                    ) from None
             raise ScpiError(-104, detail=f"{self._where(i)} {text!r} is not a number")
         value = float(m.group(1))
         suffix = m.group(2)
@@ -503,6 +509,10 @@ class Args:
                 if _matches_mnemonic(text, word):
                     return int(kv)
         if _INT_RE.match(text):
+            if len(text) > 40:  # beyond any range, and beyond int()'s digit limit
+                raise ScpiError(
+                    -222, detail=f"{self._where(i)} {text[:12]}... has {len(text)} digits"
+                )
             value = int(text)
         else:
             number = self._parse_number(text, i, None)
@@ -530,7 +540,10 @@ class Args:
             return False
         m = _NUMBER_RE.match(text)
         if m is not None and not m.group(2):
-            return round(float(m.group(1))) != 0
+            number = float(m.group(1))
+            if not math.isfinite(number):  # "inf": neither on nor off (round() would overflow)
+                raise ScpiError(-224, detail=f"{self._where(i)} {text!r} is not ON/OFF/1/0")
+            return round(number) != 0
         raise ScpiError(-224, detail=f"{self._where(i)} {text!r} is not ON/OFF/1/0")
 
     def enum(
@@ -562,6 +575,8 @@ class Args:
             if prefix and len(up) >= len(short) and long.startswith(up):
                 return choice
         if allow_index and _INT_RE.match(text):
+            if len(text) > 40:
+                raise ScpiError(-222, detail=f"{self._where(i)} index of {len(text)} digits")
             n = int(text)
             if 0 <= n < len(choices):
                 return choices[n]
@@ -638,24 +653,41 @@ class Args:
         channels: list[builtins.int] = []
         if not body:
             return channels
+        ranges: list[tuple[builtins.int, builtins.int]] = []
+        total = 0
         for part in body.split(","):
             a, sep, b = part.strip().partition(":")
+            if len(a) > 20 or len(b) > 20:  # no channel number is that long (nor int()-able)
+                raise ScpiError(-222, detail=f"{self._where(i)} channel number too long")
             try:
                 first = int(a)
                 last = int(b) if sep else first
             except ValueError:
                 raise ScpiError(-102, detail=f"{self._where(i)} {text!r}") from None
+            # Check the ends before expanding: (@1:30000000) must not build a huge list.
+            for ch in (first, last):
+                if (lo is not None and ch < lo) or (hi is not None and ch > hi):
+                    raise ScpiError(
+                        -222, detail=f"{self._where(i)} channel {ch} outside {lo}..{hi}"
+                    )
+            total += abs(last - first) + 1
+            if total > MAX_CHANNEL_LIST:
+                raise ScpiError(
+                    -223, detail=f"{self._where(i)} more than {MAX_CHANNEL_LIST} channels"
+                )
+            ranges.append((first, last))
+        for first, last in ranges:
             step = 1 if last >= first else -1
             channels.extend(range(first, last + step, step))
-        for ch in channels:
-            if (lo is not None and ch < lo) or (hi is not None and ch > hi):
-                raise ScpiError(-222, detail=f"{self._where(i)} channel {ch} outside {lo}..{hi}")
         return channels
 
     def is_channel_list(self, i: builtins.int) -> builtins.bool:
         """True when parameter ``i`` is a channel list ``(@...)``."""
         return 0 <= i < len(self._params) and self.raw(i).startswith("(@")
 
+
+#: Entries a channel list may expand to (repeats included), checked before expanding.
+MAX_CHANNEL_LIST = 10_000
 
 # --------------------------------------------------------------------------- command tree
 
@@ -931,10 +963,26 @@ def format_nr3(x: float, digits: int = 15) -> str:
     return text
 
 
-def format_block(payload: bytes) -> bytes:
-    """IEEE 488.2 definite-length block: ``b"#<n><len>" + payload`` (``#10`` when empty)."""
+class UnterminatedReply(bytes):
+    """A query reply the instrument sends with no response terminator after it.
+
+    IEEE 488.2 lets an instrument end a definite-length block with EOI alone; over a socket
+    that means the block is the last byte of the reply. The SR860 sends ``CAPTUREGET?`` that
+    way, the InfiniiVision follows ``:WAV:DATA?`` with a line feed. A query handler returns
+    this type (see :func:`format_block`) and the emulator then appends no terminator, when it
+    is the last reply of its message.
+    """
+
+
+def format_block(payload: bytes, *, terminated: bool = True) -> bytes:
+    """IEEE 488.2 definite-length block: ``b"#<n><len>" + payload`` (``#10`` when empty).
+
+    ``terminated=False`` marks the reply as sent without a terminator after the block
+    (:class:`UnterminatedReply`).
+    """
     length = str(len(payload)).encode("ascii")
-    return b"#" + str(len(length)).encode("ascii") + length + payload
+    block = b"#" + str(len(length)).encode("ascii") + length + payload
+    return block if terminated else UnterminatedReply(block)
 
 
 def quote_string(text: str) -> str:

@@ -117,6 +117,8 @@ CAPTURE_RATE_CEILING_HZ = 1.25e6
 _SIGNAL_PARAMS = frozenset({0, 1, 2, 8, 9})  # parameters compared with the sensitivity
 _GRID_POINTS_PER_PERIOD = 16
 _MAX_GRID_POINTS = 400_000
+_STEP_POINTS = 50_000  # grid points per step of a long *OPC? wait
+_STEP_MAX_S = 0.05  # bench seconds per step (the device model's cost grows with the span)
 _ENBW_FACTOR = (1 / 4, 1 / 8, 3 / 32, 5 / 64)  # ENBW·τ for 1..4 stages (6..24 dB/oct)
 
 # LIAS / CUROVLDSTAT bits
@@ -125,6 +127,12 @@ _CH2_OVLD = 1 << 1
 _UNLOCK = 1 << 3
 _INPUT_OVLD = 1 << 4
 _CAPTURE_TRIGGERED = 1 << 7
+_ESR_INP = 1 << 1  # *ESR input queue overflow
+
+
+def _xyr(args: Args, i: int) -> int:
+    """The X/Y/R index of the output commands: 0..2 or ``X``, ``Y``, ``R``."""
+    return ["X", "Y", "R"].index(args.enum(i, ["X", "Y", "R"], allow_index=True))
 
 
 def time_constant_s(index: int) -> float:
@@ -181,6 +189,9 @@ class SR860Emulator(ScpiEmulator):
     message_latency_s = 1e-3
 
     error_detail: ClassVar[bool] = False
+    #: The input queue's size is not in the manual (?): a line of 64 kB is far beyond any
+    #: command the drivers send, and sets INP (*ESR bit 1) as an overflow does.
+    max_input_bytes: ClassVar[int] = 64 * 1024
 
     def __init__(self, name: str, bench: Bench | None = None) -> None:
         self._settings: dict[str, object] = {}
@@ -219,6 +230,13 @@ class SR860Emulator(ScpiEmulator):
         s["psta"] = [0.0] * 4
         s["pstl"] = [0.0] * 4
         s["cgrf"] = [1, 1, 0, 0]
+        # Output channels (COUT: OCH1, OCH2) and the X, Y, R display settings (CEXP, COFA,
+        # COFP, CRAT); *RST values are not in the manual pages read (?): off / XY / 0 %.
+        s["cout"] = [0, 0]
+        s["cexp"] = [0, 0, 0]
+        s["cofa"] = [0, 0, 0]
+        s["cofp"] = [0.0, 0.0, 0.0]
+        s["crat"] = [0, 0, 0]
         self._capture = _Capture()
 
     def reset(self) -> None:
@@ -233,7 +251,16 @@ class SR860Emulator(ScpiEmulator):
         cap = self._capture
         if cap.running and not cap.continuous and not cap.waiting_trigger:
             end = cap.start_time + (cap.capacity - 1) / cap.rate_hz
-            self.bench.clock.advance_to(end)
+            # Minutes of capture are demodulated in fixed steps (the result must not depend on
+            # the machine) of at most _STEP_POINTS grid points and _STEP_MAX_S, and the other
+            # instruments answer in between: an instrument's long wait must not hold the bench.
+            f_det = max(self.detection_hz, F_MIN_HZ)
+            dt = min(1.0 / (_GRID_POINTS_PER_PERIOD * f_det), self.tau / 8.0)
+            step_s = min(_STEP_POINTS * dt, _STEP_MAX_S)
+            while self.bench.clock.now < end:
+                self.bench.clock.advance_to(min(end, self.bench.clock.now + step_s))
+                self._advance_and_capture()
+                self.bench.lock.yield_to_waiters()
             self._advance_and_capture()
 
     # ------------------------------------------------------------------ errors and status
@@ -242,6 +269,10 @@ class SR860Emulator(ScpiEmulator):
         if code == 0:
             return
         self.esr = self.esr | (ESR_CME if -199 <= code <= -100 else ESR_EXE)
+
+    def input_overrun(self) -> None:
+        """A line longer than the input queue: ``*ESR`` bit 1 (INP, input queue overflow)."""
+        self.esr = self.esr | _ESR_INP
 
     def status_byte(self) -> int:
         """``*STB?``: bit 3 LIA (enabled LIAS bits), bit 5 ESB, bit 6 MSS."""
@@ -551,11 +582,29 @@ class SR860Emulator(ScpiEmulator):
         self._indexed("PSTL", "pstl", 4, self._float(-5.0, 5.0), _fmt)
         self._indexed("CGRF", "cgrf", 4, self._int(0, 1), str)
         add("OAUX", query=self._q_oaux)
+        # Output channels and X/Y/R expand, offset, ratio (SR86x manual "Output and display"
+        # commands; the forms follow QCoDeS' and SRS's own drivers (?)). Stored and answered;
+        # whether offset/ratio change OUTP?/SNAP? readings is not in the pages read (?), so
+        # the readings stay the demodulator's X, Y, R (the analog outputs are not emulated).
+        self._indexed(
+            "COUT", "cout", 2, self._enum(["XY", "RTHeta"]), str, self._enum_index(["OCH1", "OCH2"])
+        )
+        self._indexed("CEXP", "cexp", 3, self._enum(["OFF", "X10", "X100"]), str, _xyr)
+        self._indexed("COFA", "cofa", 3, self._enum(["OFF", "ON"]), str, _xyr)
+        self._indexed("COFP", "cofp", 3, self._float(-999.99, 999.99), _fmt, _xyr)
+        self._indexed("CRAT", "crat", 3, self._enum(["OFF", "ON"]), str, _xyr)
+        add("OAUT", write=self._w_oaut)
+        # IEEE 488.2 status registers with the SRS bit forms: "*ESR? n" reads (and clears)
+        # bit n, "*ESE n,b" sets bit n of the enable register (M1 p.152).
+        add("*ESR", query=self._q_esr_bits)
+        add("*ESE", write=self._bit_writer("ese"), query=self._bit_reader("ese"))
+        add("*SRE", write=self._bit_writer("sre"), query=self._bit_reader("sre"))
+        add("*STB", query=self._q_stb_bits)
         add("LIAS", query=self._q_lias)
         add("LIAE", write=self._w_liae, query=self._q_liae)
         add("CUROVLDSTAT", query=self._q_curovld)
         add("ERRS", query=lambda ctx, args: self._q_simple(args, "0", allow_bit=True))
-        add("ERRE", write=self._w_erre, query=lambda ctx, args: str(self._errs_enable))
+        add("ERRE", write=self._bit_writer("erre"), query=self._bit_reader("erre"))
         add("CAPTURELEN", write=self._w_caplen, query=self._q_caplen)
         add("CAPTURECFG", write=self._w_capcfg, query=self._q_capcfg)
         add("CAPTURERATEMAX", query=self._q_caprate_max)
@@ -579,6 +628,13 @@ class SR860Emulator(ScpiEmulator):
 
     @staticmethod
     def _enum(choices: list[str]) -> Callable[[Args, int], object]:
+        def parse(args: Args, i: int) -> int:
+            return choices.index(args.enum(i, choices, allow_index=True, prefix=True))
+
+        return parse
+
+    @staticmethod
+    def _enum_index(choices: list[str]) -> Callable[[Args, int], int]:
         def parse(args: Args, i: int) -> int:
             return choices.index(args.enum(i, choices, allow_index=True, prefix=True))
 
@@ -624,19 +680,23 @@ class SR860Emulator(ScpiEmulator):
         count: int,
         parse: Callable[[Args, int], object],
         show: Callable[[object], str],
+        index: Callable[[Args, int], int] | None = None,
     ) -> None:
-        """``MNEMONIC i,value`` / ``MNEMONIC? i`` for a small array of settings."""
+        """``MNEMONIC i,value`` / ``MNEMONIC? i`` for a small array of settings (``index``
+        parses ``i`` when it may also be a keyword, e.g. ``X``/``Y``/``R``)."""
+
+        def where(args: Args) -> int:
+            return index(args, 0) if index is not None else args.int(0, 0, count - 1)
 
         def write(ctx: Context, args: Args) -> None:
             args.require(2, 2)
-            i = args.int(0, 0, count - 1)
+            i = where(args)
             value = parse(args, 1)
             self._settings[key][i] = value  # type: ignore[index]
 
         def query(ctx: Context, args: Args) -> str:
             args.require(1, 1)
-            i = args.int(0, 0, count - 1)
-            return show(self._settings[key][i])  # type: ignore[index]
+            return show(self._settings[key][where(args)])  # type: ignore[index]
 
         self.tree.add(mnemonic, write=write, query=query)
 
@@ -731,9 +791,74 @@ class SR860Emulator(ScpiEmulator):
         self._outputs_now()
         return str(self._current_ovld)
 
-    def _w_erre(self, ctx: Context, args: Args) -> None:
+    def _register(self, which: str) -> int:
+        return {"ese": self.ese, "sre": self.sre, "erre": self._errs_enable}[which]
+
+    def _bit_writer(self, which: str) -> Callable[[Context, Args], None]:
+        """``REG n`` sets the whole 8-bit register; ``REG n,b`` sets bit n to b (0/1)."""
+
+        def write(ctx: Context, args: Args) -> None:
+            args.require(1, 2)
+            if len(args) == 2:
+                bit = args.int(0, 0, 7)
+                on = args.int(1, 0, 1)
+                old = self._register(which)
+                value = (old | (1 << bit)) if on else (old & ~(1 << bit))
+            else:
+                value = args.int(0, 0, 255)
+            if which == "ese":
+                self._status.ese = value
+            elif which == "sre":
+                self._status.sre = value & ~(1 << 6)  # bit 6 (MSS) cannot be enabled
+            else:
+                self._errs_enable = value
+
+        return write
+
+    def _bit_reader(self, which: str) -> Callable[[Context, Args], str]:
+        """``REG?`` the register; ``REG? n`` its bit n (0/1)."""
+
+        def query(ctx: Context, args: Args) -> str:
+            args.require(0, 1)
+            value = self._register(which)
+            if len(args):
+                return str((value >> args.int(0, 0, 7)) & 1)
+            return str(value)
+
+        return query
+
+    def _q_esr_bits(self, ctx: Context, args: Args) -> str:
+        """``*ESR?`` reads and clears the register; ``*ESR? n`` reads and clears bit n."""
+        args.require(0, 1)
+        if len(args):
+            bit = args.int(0, 0, 7)
+            value = (self.esr >> bit) & 1
+            self.esr = self.esr & ~(1 << bit)
+            return str(value)
+        value, self.esr = self.esr, 0
+        return str(value)
+
+    def _q_stb_bits(self, ctx: Context, args: Args) -> str:
+        """``*STB?`` the status byte; ``*STB? n`` its bit n (reading does not clear it)."""
+        args.require(0, 1)
+        stb = self.status_byte()
+        if len(args):
+            return str((stb >> args.int(0, 0, 7)) & 1)
+        return str(stb)
+
+    def _w_oaut(self, ctx: Context, args: Args) -> None:
+        """``OAUT i``: auto offset of X, Y or R: the offset that brings it to zero, in % of
+        the sensitivity, and the offset switched on."""
         args.require(1, 1)
-        self._errs_enable = args.int(0, 0, 255)
+        i = _xyr(args, 0)
+        z = self._outputs_now()
+        full = SENSITIVITY_V[int(self._settings["scal"])]  # type: ignore[call-overload]
+        if int(self._settings["ivmd"]) == 1:  # type: ignore[call-overload]
+            full *= 1e-6
+        value = (z.real, z.imag, abs(z))[i]
+        percent = max(-999.99, min(999.99, round(100.0 * value / full, 2)))
+        self._settings["cofp"][i] = percent  # type: ignore[index]
+        self._settings["cofa"][i] = 1  # type: ignore[index]
 
     # ------------------------------------------------------------------ capture commands
     def _w_caplen(self, ctx: Context, args: Args) -> None:
@@ -835,4 +960,7 @@ class SR860Emulator(ScpiEmulator):
         raw = cap.buffer().astype("<f4").tobytes()
         start = offset * 1024
         idx = (start + np.arange(length * 1024)) % len(raw)
-        return format_block(np.frombuffer(raw, dtype=np.uint8)[idx].tobytes())
+        # Framing: the SR860 sends the block with no line feed after it (the manual's example
+        # shows only "#532768" and the bytes; QCoDeS' SR86x driver reads it with
+        # expect_termination=False). A trailing LF would leave every later reply one behind.
+        return format_block(np.frombuffer(raw, dtype=np.uint8)[idx].tobytes(), terminated=False)
