@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from labrig.algorithms.baselines import GradientEstimate, central_difference, spsa
+from labrig.algorithms.baselines import central_difference, spsa
 from labrig.algorithms.hge import AUTHORS_PLAN, FrequencyPlan
 from labrig.physics.noise import ClockedCurrentNoise, TiaParams
 from labrig.procedures.characterise import TIA_FULL_SCALE_V
@@ -55,9 +55,6 @@ MULTIPLES = (5, 9, 13, 19, 23)  # the authors' odd multiples of the frequency st
 # multiples up to 127, above the 10 kS/s playback's Nyquist at a 40 Hz step.
 MULTIPLES_7 = (*MULTIPLES, 29, 31)
 DC_SETTLE_S = 1e-3  # ~19 TIA time constants (3 kHz): the read-out has settled after a step
-TARGET_COSINE = 0.99
-TARGET_SPEEDUP = 10.0
-SMALL_AMPLITUDES = (0.010, 0.010, 0.010, 0.005, 0.005)
 
 
 # ------------------------------------------------------------------------------- set-up
@@ -88,47 +85,6 @@ class HgeConfig:
     @property
     def plan(self) -> FrequencyPlan:
         return spaced_plan(self.step_hz, self.window_s, self.amplitudes_v)
-
-
-DEFAULT_CONFIG = HgeConfig("40 Hz, 50 ms, parallel", 40.0, 0.050, False)
-HGE_CONFIGS = (
-    DEFAULT_CONFIG,
-    HgeConfig("40 Hz, 25 ms, parallel", 40.0, 0.025, False),
-    HgeConfig("40 Hz, 100 ms, parallel", 40.0, 0.100, False),
-    HgeConfig("40 Hz, 100 ms, sequential", 40.0, 0.100, True),
-    HgeConfig("10 Hz, 100 ms, parallel", 10.0, 0.100, False),
-    HgeConfig("10 Hz, 100 ms, sequential", 10.0, 0.100, True),
-    HgeConfig("10 Hz, 200 ms, parallel", 10.0, 0.200, False),
-    # The third-order self term biases dI/dV by I''' A^2 / 8: the authors' 30 mV on the
-    # control next to the output is large against this device's gating scale (kT/(alpha e),
-    # ~13 mV), so a smaller first amplitude trades a little signal for much less bias.
-    HgeConfig("40 Hz, 50 ms, parallel, A=10,10,10,5,5 mV", 40.0, 0.050, False, SMALL_AMPLITUDES),
-)
-
-
-@dataclass(frozen=True)
-class BaselineConfig:
-    """A finite-difference or SPSA estimate: step, DC window per point, SPSA draws."""
-
-    method: str  # "FD" | "SPSA"
-    step_v: float
-    window_s: float
-    draws: int = 0
-
-    @property
-    def label(self) -> str:
-        extra = f", {self.draws} draws" if self.method == "SPSA" else ""
-        return f"{self.method} h={1e3 * self.step_v:g} mV, {1e3 * self.window_s:g} ms/point{extra}"
-
-    @property
-    def n_points(self) -> int:
-        return 2 * self.draws if self.method == "SPSA" else 2 * len(MULTIPLES)
-
-
-BASELINE_CONFIGS = (
-    *(BaselineConfig("FD", h, w) for h in (0.005, 0.02) for w in (0.001, 0.005, 0.02, 0.05)),
-    *(BaselineConfig("SPSA", 0.02, 0.005, d) for d in (1, 4, 16)),
-)
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -326,46 +282,10 @@ class GradientBench:
         scope.set_points(1000)  # the mean of a DC window needs no more
         self._dc_window_s = window_s
 
-    def dc_current(self, inputs_v: FloatArray, controls_v: FloatArray, window_s: float) -> float:
-        """Mean output current (nA) over ``window_s`` after ramping and settling."""
-        rig = self.proc.require_rig()
-        self._configure_dc(window_s)
-        volts = self.electrode_voltages(inputs_v, controls_v)
-        rig.dac.ramp_to({self.dnpu.electrode_channels[k]: float(v) for k, v in enumerate(volts)})
-        self.proc.wait(DC_SETTLE_S)
-        record = rig.digitizer.acquire(self.dnpu.digitizer_channel)
-        return float(np.mean(record.volts)) * self.dnpu.tia_gain_na_per_v
-
     def to_zero(self) -> None:
         """Back to 0 V DC: HGE schedules ramp in from there."""
         rig = self.proc.require_rig()
         rig.dac.ramp_to({ch: 0.0 for ch in self.dnpu.electrode_channels})
-
-    def baseline(
-        self,
-        config: BaselineConfig,
-        inputs_v: FloatArray,
-        controls_v: FloatArray,
-        rng: np.random.Generator,
-    ) -> tuple[FloatArray, float, float]:
-        """One FD or SPSA estimate: (gradient, device time, signal time)."""
-
-        def measure(c: FloatArray) -> float:
-            return self.dc_current(inputs_v, c, config.window_s)
-
-        t0 = self.clock()
-        # The last HGE playback left its traces armed on the DAC (the driver counts them as
-        # adding to every DC level until stopped): DC points need them stopped.
-        self.proc.require_rig().dac.stop_generators()
-        est: GradientEstimate
-        if config.method == "FD":
-            est = central_difference(controls_v, config.step_v, measure)
-        else:
-            est = spsa(controls_v, config.step_v, rng, measure, n_draws=config.draws)
-        device = self.clock() - t0
-        self.to_zero()
-        signal = est.n_measurements * (DC_SETTLE_S + config.window_s)
-        return np.asarray(est.gradient, dtype=float), device, signal
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -430,14 +350,6 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
             f"{r.err_median:>8.4f} {r.err_p90:>8.4f} {r.device_s:>9.3f} {r.signal_s:>9.3f}"
             + (f"  ({r.clipped} clipped, excluded)" if r.clipped else "")
         )
-
-
-def cheapest_reaching(
-    rows: Sequence[Row], target_err: float, cost: Callable[[Row], float]
-) -> Row | None:
-    """The cheapest row (by ``cost``) whose median relative error is at most ``target_err``."""
-    good = [r for r in rows if r.err_median <= target_err]
-    return min(good, key=cost) if good else None
 
 
 # ------------------------------------------------------------------------ analytic model
