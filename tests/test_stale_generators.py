@@ -154,6 +154,9 @@ def test_an_open_rig_counts_a_sine_another_process_starts_while_it_runs(
         with open_rig(str(bench.station_file)) as rig:
             bench.reset_evidence()
             other.start_sines({3: (10.0, 0.1)}, trigger="immediate")
+            # The other process's commands have run (it waited for them): two clients of one
+            # instrument are served in the order each waits for its own replies.
+            assert other.ask("*OPC?").strip() == "1"
             with pytest.raises(LimitError, match="armed sine"):
                 rig.dac.set_voltage(3, 0.4)
             rig.wait(0.2)
