@@ -762,14 +762,7 @@ class TransferCurve(RigProcedure):
                 f"(settled and open-loop), a {self.pulse_v:+g} V impulse at the steepest level "
                 "(within +/-4.9 V)",
             ),
-            ChannelPlan(
-                res.bias_dac,
-                res.bias_channel,
-                "modulator bias",
-                res.bias_v,
-                res.bias_v,
-                f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
-            ),
+            modulator_bias_plan(res),
         )
         return RunPlan(
             procedure=self.name,
@@ -791,6 +784,18 @@ def electrode_names(rig: Any) -> list[str]:
     return [
         labels.get((dnpu.dac, ch), f"electrode {k}") for k, ch in enumerate(dnpu.electrode_channels)
     ]
+
+
+def modulator_bias_plan(res: ReservoirRig) -> ChannelPlan:
+    """The plan of the modulator's bias channel: held at the station's DC bias."""
+    return ChannelPlan(
+        res.bias_dac,
+        res.bias_channel,
+        "modulator bias",
+        res.bias_v,
+        res.bias_v,
+        f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
+    )
 
 
 # ------------------------------------------------------------------------------------ outputs

@@ -133,7 +133,11 @@ from labrig.procedures.base import (
     StrParameter,
     register_procedure,
 )
-from labrig.procedures.characterise import completion_timeout_s, measure_reservoir
+from labrig.procedures.characterise import (
+    completion_timeout_s,
+    measure_reservoir,
+    modulator_bias_plan,
+)
 from labrig.procedures.plan import ChannelPlan, RunPlan
 from labrig.procedures.rig_procedure import RigProcedure
 from labrig.runs.documents import DataKey, PlotHint, StreamDeclaration
@@ -1413,14 +1417,7 @@ class DfaTraining(RigProcedure):
                 f"drive at the operating point + a scale per unit, both from {optics}, limited "
                 f"to the AWG window +/-{AWG_WINDOW_V:g} V",
             ),
-            ChannelPlan(
-                res.bias_dac,
-                res.bias_channel,
-                "modulator bias",
-                res.bias_v,
-                res.bias_v,
-                f"DC bias {res.bias_v:+g} V (ramped there from the safe level)",
-            ),
+            modulator_bias_plan(res),
         )
         return RunPlan(
             procedure=self.name,
