@@ -65,12 +65,12 @@ from labrig.procedures.base import (
     Procedure,
     register_procedure,
 )
+from labrig.procedures.hge import HGE_PLOTS
 from labrig.procedures.runner import run_procedure
 from labrig.runs.documents import (
     DataKey,
     DescriptorDoc,
     EventDoc,
-    PlotHint,
     StartDoc,
     StreamDeclaration,
 )
@@ -119,21 +119,7 @@ HGE_LIKE = StreamDeclaration(
         DataKey("trace_t_s", "s", (None,), ("time",), description="time"),
         DataKey("trace_na", "nA", (None,), ("time",), description="TIA output current"),
     ),
-    (
-        PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
-        PlotHint("accuracy", "lines", ("accuracy",), "Accuracy"),
-        PlotHint("history:controls_v", "history", ("controls_v",), "Control voltages"),
-        PlotHint("bars:gradient", "bars", ("gradient",), "Loss gradient per electrode"),
-        PlotHint(
-            "cases",
-            "cases",
-            ("case_outputs_na",),
-            "Case outputs vs decision threshold",
-            targets="targets",
-            threshold="threshold_na",
-        ),
-        PlotHint("trace:trace_na", "trace", ("trace_na",), "TIA trace", x="trace_t_s"),
-    ),
+    HGE_PLOTS,  # the real procedure's panels
     x="iteration",
     status=("found",),
 )

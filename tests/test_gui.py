@@ -35,6 +35,7 @@ from labrig.procedures.base import (
     procedure_registry,
     register_procedure,
 )
+from labrig.procedures.hge import HGE_PLOTS
 from labrig.procedures.runner import run_procedure
 from labrig.runs.documents import (
     DataKey,
@@ -66,21 +67,7 @@ HGE_LIKE = StreamDeclaration(
         DataKey("trace_t_s", "s", (None,), ("time",), description="time"),
         DataKey("trace_na", "nA", (None,), ("time",), description="TIA output current"),
     ),
-    (
-        PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
-        PlotHint("accuracy", "lines", ("accuracy",), "Accuracy"),
-        PlotHint("history:controls_v", "history", ("controls_v",), "Control voltages"),
-        PlotHint("bars:gradient", "bars", ("gradient",), "Loss gradient per electrode"),
-        PlotHint(
-            "cases",
-            "cases",
-            ("case_outputs_na",),
-            "Case outputs vs decision threshold",
-            targets="targets",
-            threshold="threshold_na",
-        ),
-        PlotHint("trace:trace_na", "trace", ("trace_na",), "TIA trace", x="trace_t_s"),
-    ),
+    HGE_PLOTS,  # the real procedure's panels
     x="iteration",
     status=("device_time_s",),
 )

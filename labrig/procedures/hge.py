@@ -97,6 +97,24 @@ def make_task(name: str, seed: int) -> Task:
     return boolean_task(name.strip().upper() if not set(key) <= {"0", "1"} else key)
 
 
+#: The panels of an HGE run (dashboard and report), declared once.
+HGE_PLOTS: tuple[PlotHint, ...] = (
+    PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
+    PlotHint("accuracy", "lines", ("accuracy",), "Accuracy"),
+    PlotHint("history:controls_v", "history", ("controls_v",), "Control voltages"),
+    PlotHint("bars:gradient", "bars", ("gradient",), "Loss gradient per electrode"),
+    PlotHint(
+        "cases",
+        "cases",
+        ("case_outputs_na",),
+        "Case outputs vs decision threshold",
+        targets="targets",
+        threshold="threshold_na",
+    ),
+    PlotHint("trace:trace_na", "trace", ("trace_na",), "TIA trace", x="trace_t_s"),
+)
+
+
 @register_procedure
 class HgeTraining(RigProcedure):
     """Train a DNPU's control voltages to realise a task by homodyne gradient extraction."""
@@ -698,21 +716,7 @@ class HgeTraining(RigProcedure):
                 optional=True,
             ),
         ]
-        plots = [
-            PlotHint("loss", "lines", ("loss",), "Loss", log_y=True),
-            PlotHint("accuracy", "lines", ("accuracy",), "Accuracy"),
-            PlotHint("history:controls_v", "history", ("controls_v",), "Control voltages"),
-            PlotHint("bars:gradient", "bars", ("gradient",), "Loss gradient per electrode"),
-            PlotHint(
-                "cases",
-                "cases",
-                ("case_outputs_na",),
-                "Case outputs vs decision threshold",
-                targets="targets",
-                threshold="threshold_na",
-            ),
-            PlotHint("trace:trace_na", "trace", ("trace_na",), "TIA trace", x="trace_t_s"),
-        ]
+        plots = list(HGE_PLOTS)
         if self.mode == "lockin":
             keys.append(
                 DataKey("lockin_r", "nA", (n_c,), ("electrode",), controls, description="R")
